@@ -1,0 +1,25 @@
+# The two commands of the README: `make app` and `make test`. Both set up .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/.installed: requirements.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+.PHONY: install app test test-slow lint bench
+install: $(BIN)/.installed
+
+app: install
+	$(BIN)/streamlit run app.py --server.headless true
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q --timeout 600
+
+test-slow: install
+	$(BIN)/pytest -q -m slow --timeout 3600
+
+lint: install
+	$(BIN)/ruff check .

@@ -1,0 +1,48 @@
+"""`python -m lcdash`: one subcommand a function, grouped in modules by topic.
+
+Each module in COMMAND_MODULES has `register(subparsers)` that adds its subcommands and sets
+`func` on each; heavy imports (torch, umap) happen inside the command functions so that
+`python -m lcdash info` stays fast. A LcdashError becomes a one-line message on stderr and
+exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lcdash.errors import LcdashError
+
+COMMAND_MODULES = [
+    "lcdash.cli.data",  # demo, ingest, sql, info
+    "lcdash.cli.models",  # weights import/download, pretrain, finetune, embed, embed-file
+    "lcdash.cli.evaluate",  # evaluate, jobs
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lcdash", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LcdashError as exc:
+        print(f"lcdash {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"lcdash {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,168 @@
+"""The store's versioned DuckDB schema: every table lcdash keeps, in one place.
+
+Identity: an object is (survey, object_id) as given by the user; the store assigns it a
+compact integer `oid` that every other table uses. Multi-band objects have one objects row
+and observations per band; models that read one band at a time key their outputs by
+(oid, band).
+
+Bump SCHEMA_VERSION and add a step to MIGRATIONS whenever a table changes; `Store` applies
+the missing steps on open inside one transaction.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# The physical layout of light curves (OBSERVATIONS_DDL) is chosen by measurement: see
+# bench/store_bench.py and the README's design section.
+OBSERVATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS observations (
+    oid      BIGINT  NOT NULL,
+    band     VARCHAR NOT NULL,
+    time     DOUBLE  NOT NULL,   -- days (MJD or the survey's own epoch)
+    mag      DOUBLE  NOT NULL,
+    mag_err  DOUBLE              -- NULL when the survey gives none
+);
+"""
+
+TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   VARCHAR PRIMARY KEY,
+    value VARCHAR
+);
+
+CREATE SEQUENCE IF NOT EXISTS oid_seq START 1;
+
+CREATE TABLE IF NOT EXISTS objects (
+    oid        BIGINT PRIMARY KEY,
+    object_id  VARCHAR NOT NULL,
+    survey     VARCHAR NOT NULL,
+    label      VARCHAR,          -- catalogue label (NULL when unknown)
+    ra         DOUBLE,
+    dec        DOUBLE,
+    period     DOUBLE,           -- catalogue period in days
+    n_obs      INTEGER NOT NULL, -- all bands together
+    bands      VARCHAR[] NOT NULL,
+    synthetic  BOOLEAN NOT NULL DEFAULT false,
+    meta       JSON,             -- any other catalogue columns
+    UNIQUE (survey, object_id)
+);
+
+-- Few-shot label sets made in the app (catalogue labels stay in objects.label).
+CREATE SEQUENCE IF NOT EXISTS label_set_seq START 1;
+CREATE TABLE IF NOT EXISTS label_sets (
+    set_id      INTEGER PRIMARY KEY,
+    name        VARCHAR NOT NULL UNIQUE,
+    description VARCHAR,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS labels (
+    set_id     INTEGER NOT NULL,
+    oid        BIGINT  NOT NULL,
+    label      VARCHAR NOT NULL,
+    updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (set_id, oid)
+);
+
+-- Encoders known to this store (the weights live on disk as safetensors + config.json).
+CREATE TABLE IF NOT EXISTS encoders (
+    name       VARCHAR PRIMARY KEY,
+    path       VARCHAR NOT NULL,
+    arch       VARCHAR NOT NULL,   -- astromer1 | astromer2
+    n_layers   INTEGER NOT NULL,
+    d_model    INTEGER NOT NULL,
+    source     VARCHAR,            -- "official macho_a0", "pretrained on demo", ...
+    config     JSON,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+-- Per-object embeddings: the mean over valid steps and windows of every layer's output,
+-- flattened row-major from [n_layers + 1, d_model] (layer 0 = input embedding).
+CREATE TABLE IF NOT EXISTS embeddings (
+    encoder    VARCHAR NOT NULL,
+    oid        BIGINT  NOT NULL,
+    band       VARCHAR NOT NULL,
+    n_windows  INTEGER NOT NULL,
+    layers     FLOAT[] NOT NULL,
+    PRIMARY KEY (encoder, oid, band)
+);
+
+-- 2-D projections (UMAP) of an embedding, computed once and stored with their parameters.
+CREATE SEQUENCE IF NOT EXISTS projection_seq START 1;
+CREATE TABLE IF NOT EXISTS projections (
+    proj_id       INTEGER PRIMARY KEY,
+    encoder       VARCHAR NOT NULL,
+    embedding     VARCHAR NOT NULL,  -- "last" | "weighted" | "layer_<l>"
+    layer_weights FLOAT[],           -- the softmax weights used for "weighted"
+    params        JSON NOT NULL,     -- n_neighbors, min_dist, metric, seed, band, ...
+    created_at    TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS projection_points (
+    proj_id INTEGER NOT NULL,
+    oid     BIGINT  NOT NULL,
+    band    VARCHAR NOT NULL,
+    x       FLOAT   NOT NULL,
+    y       FLOAT   NOT NULL,
+    PRIMARY KEY (proj_id, oid, band)
+);
+
+-- Background jobs (lcdash.jobs): the app process is the only writer.
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      VARCHAR PRIMARY KEY,
+    kind        VARCHAR NOT NULL,  -- embed | pretrain | finetune | project | probe | evaluate
+    params      JSON NOT NULL,
+    state       VARCHAR NOT NULL,  -- queued | running | done | failed | cancelled
+    step        BIGINT NOT NULL DEFAULT 0,
+    total       BIGINT,
+    message     VARCHAR,
+    metrics     JSON,
+    error       VARCHAR,
+    result      JSON,
+    pid         INTEGER,
+    workdir     VARCHAR,
+    created_at  TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    started_at  TIMESTAMP,
+    finished_at TIMESTAMP
+);
+
+-- Evaluation runs (lcdash.evaluation): one run = models x spc x folds on one data selection.
+CREATE TABLE IF NOT EXISTS eval_runs (
+    run_id     VARCHAR PRIMARY KEY,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    kind       VARCHAR NOT NULL,   -- "compare" | "probe"
+    config     JSON NOT NULL,      -- protocol settings, seeds, models and their versions
+    selection  JSON NOT NULL,      -- survey, band, classes, label source, counts per class
+    timings    JSON,
+    job_id     VARCHAR
+);
+CREATE TABLE IF NOT EXISTS eval_results (
+    run_id         VARCHAR NOT NULL,
+    model          VARCHAR NOT NULL,
+    spc            INTEGER NOT NULL,
+    fold           INTEGER NOT NULL,
+    macro_f1       DOUBLE,
+    macro_precision DOUBLE,
+    macro_recall   DOUBLE,
+    accuracy       DOUBLE,
+    per_class      JSON,   -- {class: {precision, recall, f1, support}}
+    confusion      JSON,   -- {"classes": [...], "matrix": [[...]]}
+    train_seconds  DOUBLE,
+    infer_lc_per_s DOUBLE,
+    extra          JSON,   -- e.g. learned layer weights of the probe
+    PRIMARY KEY (run_id, model, spc, fold)
+);
+
+-- Predictions written back by a probe run, so Explore can colour by them.
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id     VARCHAR NOT NULL,
+    oid        BIGINT  NOT NULL,
+    band       VARCHAR NOT NULL,
+    label      VARCHAR NOT NULL,
+    confidence FLOAT   NOT NULL,   -- max class probability
+    entropy    FLOAT   NOT NULL,   -- for "most uncertain" suggestions
+    PRIMARY KEY (run_id, oid, band)
+);
+"""
+
+# version -> SQL that brings a store from version-1 to version.
+MIGRATIONS: dict[int, str] = {1: TABLES_DDL + OBSERVATIONS_DDL}

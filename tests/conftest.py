@@ -1,0 +1,35 @@
+"""Shared fixtures. ../shared holds real data; tests that need it skip when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LCDASH_SHARED", REPO.parent / "shared"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("-m"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with pytest -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared is absent")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared_data(shared) -> Path:
+    path = shared / "data"
+    if not (path / "catalina_train" / "observations.parquet").exists():
+        pytest.skip("../shared/data is absent")
+    return path
