@@ -16,8 +16,10 @@ from lcdash.errors import LcdashError
 
 COMMAND_MODULES = [
     "lcdash.cli.data",  # demo, ingest, sql, info
-    "lcdash.cli.models",  # weights import/download, pretrain, finetune, embed, embed-file
-    "lcdash.cli.evaluate",  # evaluate, jobs
+    "lcdash.cli.weights",  # weights import, weights download
+    "lcdash.cli.models",  # pretrain, finetune, embed, embed-file
+    "lcdash.cli.evaluate",  # evaluate
+    "lcdash.cli.jobs",  # jobs list / cancel
 ]
 
 
