@@ -1,0 +1,367 @@
+"""Astromer 1 and Astromer 2 light-curve encoders in PyTorch.
+
+A transformer encoder over (magnitude, continuous time) sequences of 200 observations, pretrained by
+masked-magnitude reconstruction:
+
+* Astromer 1: Donoso-Oliva et al. 2023, A&A 670, A54. The official pretrained weights depend on quirks
+  of the reference TensorFlow code that are kept here: no residual connections, an attention "mask"
+  that *adds* +min(1, m_i + m_j) to the logits (it hides nothing), masked inputs keep their true
+  magnitude, head-major merge, Keras LayerNorm eps 1e-6.
+* Astromer 2: Donoso-Oliva et al. 2026, A&A 707, A170 (arXiv:2502.02717). A trainable [MASK] token
+  replaces hidden and padded magnitudes, residuals go through a learned Dense projection, hidden and
+  padded keys get -1e9, six blocks; per-sample embedding = softmax(gamma)-weighted mean of the
+  per-layer mean embeddings (`LayerWeightedPooling`).
+
+Shapes: B batch, T time steps (window, 200), d model width (256), H heads (4), D = d / H (64).
+Inputs are float32 [B, T] (or [B, T, 1]); `mask_in` is 1 where a step is hidden or padding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lcdash.errors import ModelError
+
+ARCHS = ("astromer1", "astromer2")
+
+
+@dataclass
+class AstromerConfig:
+    arch: str = "astromer2"
+    n_layers: int = 6
+    n_heads: int = 4
+    d_model: int = 256
+    d_ff: int = 256
+    window: int = 200
+    dropout: float = 0.1
+    ln_eps: float = 1e-6
+    pe_base: float = 10000.0
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ModelError(f"unknown Astromer architecture {self.arch!r}; expected one of {ARCHS}")
+        if self.d_model % self.n_heads:
+            raise ModelError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+
+    @classmethod
+    def astromer1(cls, **kw) -> AstromerConfig:
+        """The published Astromer 1 (official MACHO / ATLAS weights): 2 blocks, FFN 128."""
+        return cls(**{"arch": "astromer1", "n_layers": 2, "d_ff": 128, **kw})
+
+    @classmethod
+    def astromer2(cls, **kw) -> AstromerConfig:
+        """Astromer 2: 6 blocks, FFN 256."""
+        return cls(**{"arch": "astromer2", "n_layers": 6, "d_ff": 256, **kw})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AstromerConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ModelError(f"unknown Astromer config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> AstromerConfig:
+        return cls.from_dict(json.loads(text))
+
+
+# ------------------------------------------------------------------------------------------------
+# positional encoding on continuous time
+# ------------------------------------------------------------------------------------------------
+def pe_rates(d_model: int, base: float = 10000.0) -> torch.Tensor:
+    """rate_j = 1 / base**(2j/d) for the raw index j (not 2*floor(j/2)), computed in float32 the way
+    the reference does (`reciprocal(pow(base, 2j/d))`) so the rounding of the rates matches. [d]"""
+    j = torch.arange(d_model, dtype=torch.float32)
+    return torch.reciprocal(torch.pow(torch.tensor(base, dtype=torch.float32), (2.0 * j) / float(d_model)))
+
+
+def positional_encoding(time: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+    """PE_j(t) = sin(t * rate_j) for even j, cos(t * rate_j) for odd j. time [B, T] -> [B, T, d].
+
+    The angle is the float32 product, as in the reference; |t| reaches ~1650 d, so float32 sin/cos
+    of large arguments is the main source of port-vs-TF differences (see tests/test_parity.py)."""
+    angle = time.unsqueeze(-1) * rates  # [B, T, d]
+    pe = torch.empty_like(angle)
+    pe[..., 0::2] = torch.sin(angle[..., 0::2])
+    pe[..., 1::2] = torch.cos(angle[..., 1::2])
+    return pe
+
+
+# ------------------------------------------------------------------------------------------------
+# blocks
+# ------------------------------------------------------------------------------------------------
+class MultiHeadAttention(nn.Module):
+    """Q, K, V projections, scaled dot-product attention with an additive bias, head-major merge
+    (feature = h * D + c), output projection ("MixerDense")."""
+
+    def __init__(self, cfg: AstromerConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads = cfg.n_heads
+        self.wq, self.wk, self.wv = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, need_weights: bool = False):
+        B, T, d = x.shape
+        H = self.n_heads
+
+        def split(y):  # [B, T, d] -> [B, H, T, D]
+            return y.view(B, T, H, d // H).transpose(1, 2)
+
+        q, k, v = split(self.wq(x)), split(self.wk(x)), split(self.wv(x))
+        if need_weights:
+            logits = q @ k.transpose(-2, -1) / math.sqrt(d // H) + bias  # [B, H, T, T]
+            weights = torch.softmax(logits, dim=-1)
+            y = weights @ v
+        else:
+            weights = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, H, T, D]
+        y = y.transpose(1, 2).reshape(B, T, d)  # head-major merge
+        return self.out(y), weights
+
+
+class FeedForward(nn.Module):
+    """Dense(d_ff, tanh) -> Dense(d)."""
+
+    def __init__(self, cfg: AstromerConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.fc2 = nn.Linear(cfg.d_ff, cfg.d_model)
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Astromer 1: x -> LN1(Drop(MHA(x))) -> LN2(Drop(FFN(.))), no residuals.
+    Astromer 2: x -> LN1(Dense(x) + Drop(MHA(x))) -> LN2(Dense(h) + Drop(FFN(h)))."""
+
+    def __init__(self, cfg: AstromerConfig):
+        super().__init__()
+        self.residual = cfg.arch == "astromer2"
+        self.attn = MultiHeadAttention(cfg)
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.ffn = FeedForward(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.drop = nn.Dropout(cfg.dropout)
+        if self.residual:
+            self.res1 = nn.Linear(cfg.d_model, cfg.d_model)
+            self.res2 = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x, bias, trace: dict | None = None):
+        a, w = self.attn(x, bias, need_weights=trace is not None)
+        h = self.ln1((self.res1(x) if self.residual else 0) + self.drop(a))
+        f = self.ffn(h)
+        out = self.ln2((self.res2(h) if self.residual else 0) + self.drop(f))
+        if trace is not None:
+            trace.update(mha_out=a, attn_weights=w, ln1_out=h, ffn_out=f, out=out)
+        return out
+
+
+class ReconstructionHead(nn.Module):
+    """LayerNorm -> Dense(1): a magnitude per step. [B, T, d] -> [B, T]."""
+
+    def __init__(self, cfg: AstromerConfig):
+        super().__init__()
+        self.ln = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.out = nn.Linear(cfg.d_model, 1)
+
+    def forward(self, h):
+        return self.out(self.ln(h)).squeeze(-1)
+
+
+# ------------------------------------------------------------------------------------------------
+# the encoder
+# ------------------------------------------------------------------------------------------------
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """Accept [B, T] or [B, T, 1]; return float32 [B, T]."""
+    if x.dim() == 3:
+        if x.shape[-1] != 1:
+            raise ModelError(f"expected inputs shaped [B, T] or [B, T, 1], got {tuple(x.shape)}")
+        x = x[..., 0]
+    if x.dim() != 2:
+        raise ModelError(f"expected inputs shaped [B, T] or [B, T, 1], got {tuple(x.shape)}")
+    return x.float()
+
+
+class Astromer(nn.Module):
+    """Astromer 1 / 2 encoder with its reconstruction head.
+
+    `encode(mag, time, mask_in)` -> L+1 hidden states [B, T, d] (0 = input embedding, l = block l);
+    `forward(mag, time, mask_in)` -> reconstructed magnitudes [B, T]."""
+
+    def __init__(self, cfg: AstromerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.inp_transform = nn.Linear(1, cfg.d_model)
+        if cfg.arch == "astromer2":
+            self.mask_token = nn.Parameter(torch.zeros(()))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.head = ReconstructionHead(cfg)
+        self.register_buffer("pe_rates", pe_rates(cfg.d_model, cfg.pe_base), persistent=False)
+
+    def attention_bias(self, mask_in: torch.Tensor) -> torch.Tensor:
+        """Additive logits bias [B, 1, T, T] from mask_in [B, T] (1 = hidden/padded).
+        Astromer 1 (reference quirk): +min(1, m_i + m_j), i query, j key. Astromer 2: -1e9 on masked keys."""
+        m = mask_in.float()
+        if self.cfg.arch == "astromer1":
+            return torch.clamp(m[:, :, None] + m[:, None, :], max=1.0)[:, None]
+        return (m * -1e9)[:, None, None, :].expand(-1, 1, m.shape[1], -1)
+
+    def embed_input(self, mag, time, mask_in, trace: dict | None = None):
+        """Input embedding E0 = Dense(mag') + PE(time), mag' = mag for A1 (masked steps keep their
+        value), mag * (1 - m) + m * [MASK] for A2. -> [B, T, d]"""
+        if self.cfg.arch == "astromer2":
+            mag = mag * (1.0 - mask_in) + mask_in * self.mask_token
+        x = self.inp_transform(mag.unsqueeze(-1))
+        pe = positional_encoding(time, self.pe_rates)
+        x0 = x + pe
+        if trace is not None:
+            trace.update(pe=pe, inp_transform=x, x0=x0)
+        return self.drop(x0)
+
+    def encode(self, mag, time, mask_in) -> list[torch.Tensor]:
+        mag, time, mask_in = _flat(mag), _flat(time), _flat(mask_in)
+        h = self.embed_input(mag, time, mask_in)
+        bias = self.attention_bias(mask_in).to(h.dtype)
+        hidden = [h]
+        for block in self.blocks:
+            h = block(h, bias)
+            hidden.append(h)
+        return hidden
+
+    def forward(self, mag, time, mask_in) -> torch.Tensor:
+        return self.head(self.encode(mag, time, mask_in)[-1])
+
+    @torch.no_grad()
+    def trace(self, mag, time, mask_in) -> dict[str, torch.Tensor]:
+        """Every intermediate by name (pe, inp_transform, x0, layer_{i}_{mha_out, attn_weights, ln1_out,
+        ffn_out, out}, reconstruction), with explicit softmax attention: for parity checks."""
+        mag, time, mask_in = _flat(mag), _flat(time), _flat(mask_in)
+        rec: dict[str, torch.Tensor] = {}
+        h = self.embed_input(mag, time, mask_in, trace=rec)
+        bias = self.attention_bias(mask_in)
+        for i, block in enumerate(self.blocks):
+            t: dict = {}
+            h = block(h, bias, trace=t)
+            rec.update({f"layer_{i}_{k}": v for k, v in t.items()})
+        rec["reconstruction"] = self.head(h)
+        return rec
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# ------------------------------------------------------------------------------------------------
+# pooling
+# ------------------------------------------------------------------------------------------------
+def masked_mean(h: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of h [B, T, d] over the steps where valid_mask [B, T] is true/1 -> [B, d]
+    (zeros for a row with no valid step)."""
+    w = valid_mask.to(h.dtype).unsqueeze(-1)  # [B, T, 1]
+    return (h * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+class LayerWeightedPooling(nn.Module):
+    """Astromer 2's per-sample embedding: z = 1/(L+1) * sum_l softmax(gamma)_l x_l, where x_l is the
+    mean of hidden state l over valid steps; gamma in R^(L+1) starts at 1/(L+1) (uniform weights)."""
+
+    def __init__(self, n_states: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((n_states,), 1.0 / n_states))
+
+    def forward(self, x, valid_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: per-layer means [B, L+1, d], or the list of L+1 hidden states [B, T, d] with valid_mask
+        [B, T]. -> [B, d]"""
+        if isinstance(x, list | tuple):
+            if valid_mask is None:
+                raise ModelError("LayerWeightedPooling needs valid_mask with a list of hidden states")
+            x = torch.stack([masked_mean(h, valid_mask) for h in x], 1)  # [B, L+1, d]
+        n = x.shape[1]
+        if n != self.gamma.numel():
+            raise ModelError(f"LayerWeightedPooling has {self.gamma.numel()} weights, got {n} layers")
+        w = torch.softmax(self.gamma, 0)
+        return (x * w[None, :, None]).sum(1) / n
+
+
+# ------------------------------------------------------------------------------------------------
+# masked pretraining
+# ------------------------------------------------------------------------------------------------
+def mask_for_pretraining(
+    valid_mask: torch.Tensor,
+    generator: torch.Generator | None = None,
+    probed: float = 0.5,
+    same: float = 0.2,
+    random: float = 0.2,
+    *,
+    mag: torch.Tensor,
+):
+    """The Astromer masking scheme for one batch of windows.
+
+    Of the valid steps of each window, floor(probed * n) are probed (the loss is taken there); of those,
+    floor(same * n_probed) keep their true magnitude visible, floor(random * rest) get a magnitude
+    drawn from a random valid step of the same window and stay visible, and the remaining probed
+    steps are hidden. 200 observations -> 100 probed, 20 same, 16 random, 64 hidden.
+
+    valid_mask [B, T] (bool or 0/1), mag [B, T] (keyword, required). Returns float32 tensors
+    (mask_in [B, T]: 1 = hidden or padded; probed_mask [B, T]: 1 = in the loss; input_mag [B, T]:
+    the magnitudes to feed, with the random replacements)."""
+    valid = _flat(valid_mask) > 0
+    mag = _flat(mag)
+    B, T = valid.shape
+    dev = mag.device
+    eps = 1e-6  # 0.2 * 80 = 16.000000000000004 must floor to 16, 0.29 * 100 not to 28
+    scores = torch.rand(B, T, generator=generator, device=dev)
+    scores = torch.where(valid, scores, torch.full_like(scores, 2.0))  # padding sorts last
+    order = scores.argsort(1)  # valid steps first, in random order
+    rank = order.argsort(1)  # each step's place in that order
+    n_valid = valid.sum(1, keepdim=True).float()
+    n_probed = torch.floor(probed * n_valid + eps)
+    n_same = torch.floor(same * n_probed + eps)
+    n_random = torch.floor(random * (n_probed - n_same) + eps)
+    r = rank.float()
+    probed_mask = valid & (r < n_probed)
+    random_mask = (r >= n_same) & (r < n_same + n_random) & probed_mask
+    hidden = probed_mask & (r >= n_same + n_random)
+    # a random valid step of the same window for each replaced step
+    pick = torch.floor(torch.rand(B, T, generator=generator, device=dev) * n_valid).long()
+    src = order.gather(1, pick.clamp(max=T - 1))
+    input_mag = torch.where(random_mask, mag.gather(1, src), mag)
+    mask_in = (hidden | ~valid).float()
+    return mask_in, probed_mask.float(), input_mag
+
+
+def error_weights(err: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor:
+    """Astromer 2's optional loss weights: 1/sigma min-max scaled per window, + 1e-3. [B, T] -> [B, T]
+    (0 on invalid steps or missing/non-positive errors)."""
+    valid = (_flat(valid_mask) > 0) & torch.isfinite(err) & (err > 0)
+    inv = torch.where(valid, 1.0 / torch.where(valid, err, torch.ones_like(err)), torch.zeros_like(err))
+    big = torch.finfo(inv.dtype).max
+    lo = torch.where(valid, inv, torch.full_like(inv, big)).amin(1, keepdim=True)
+    hi = torch.where(valid, inv, torch.full_like(inv, -big)).amax(1, keepdim=True)
+    scaled = (inv - lo) / (hi - lo).clamp(min=1e-12)
+    return torch.where(valid, scaled + 1e-3, torch.zeros_like(inv))
+
+
+def masked_rmse(pred, target, probed_mask, weights=None) -> torch.Tensor:
+    """sqrt(batch mean of per-sample sum(w * (pred - target)^2 over probed) / n_probed). Scalar."""
+    pred, target, m = _flat(pred), _flat(target), _flat(probed_mask)
+    sq = (pred - target) ** 2 * m
+    if weights is not None:
+        sq = sq * _flat(weights)
+    per_sample = sq.sum(1) / m.sum(1).clamp(min=1.0)
+    return torch.sqrt(per_sample.mean())
