@@ -1,0 +1,228 @@
+"""First start and the app's working state: where the store lives, the demo store, the default
+encoder, the background jobs that turn a fresh clone into a coloured UMAP, and saved selections.
+
+No Streamlit here: the app calls these functions, and so can tests and the CLI.
+
+The first start does only fast things in the app process (simulate + ingest the demo survey, register
+the shipped encoder) and leaves the slow ones (embedding, UMAP with its numba compilation) to job
+workers, queued in order by `advance`: embed first, then project once embeddings are stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lcdash.errors import LcdashError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO_ROOT / "data"
+DEFAULT_DB = DATA_DIR / "lcdash.duckdb"
+DEFAULT_ENCODER_NAME = "astromer2-demo"
+DEMO_OBJECTS = 2000
+DEMO_SEED = 0
+#: The projection queued at first start (UMAP on the layer-weighted embedding, uniform weights).
+FIRST_PROJECTION = {"embedding": "weighted", "n_neighbors": 15, "min_dist": 0.1, "metric": "cosine",
+                    "seed": 0}
+ACTIVE_STATES = ("queued", "running")
+
+
+def store_path() -> Path:
+    """The store the app opens: `$LCDASH_DB`, else `data/lcdash.duckdb` in the checkout."""
+    env = os.environ.get("LCDASH_DB")
+    return Path(env).expanduser().resolve() if env else DEFAULT_DB
+
+
+def configure_numba_cache(folder: Path | None = None) -> Path:
+    """Point numba's on-disk cache at a writable folder (default `data/numba_cache`), so UMAP's
+    ~30 s compilation is paid once per checkout rather than once per worker process.
+
+    Must run before numba is imported; spawned job workers inherit it through the environment.
+    An explicit `NUMBA_CACHE_DIR` in the environment wins.
+    """
+    folder = Path(os.environ.get("NUMBA_CACHE_DIR") or folder or DATA_DIR / "numba_cache")
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    return folder
+
+
+def default_encoder_path() -> Path:
+    """The shipped default encoder folder (model.safetensors + config.json)."""
+    return DATA_DIR / "encoders" / DEFAULT_ENCODER_NAME
+
+
+@dataclass
+class StartReport:
+    """What `bootstrap` did, for the app to show."""
+
+    path: Path
+    created: bool = False
+    encoder: str | None = None
+    jobs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def open_store(path: Path | str | None = None, n_objects: int = DEMO_OBJECTS, seed: int = DEMO_SEED):
+    """Open the store at `path` (default `store_path()`), creating the synthetic demo store when the
+    file does not exist yet. Returns (store, created)."""
+    from lcdash.store import Store
+
+    path = Path(path) if path is not None else store_path()
+    created = False
+    if not path.exists():
+        from lcdash.store.demo import create_demo_store
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        made = create_demo_store(path, n_objects=n_objects, seed=seed)
+        if isinstance(made, Store):
+            return made, True
+        created = True
+    return Store(path), created
+
+
+def ensure_default_encoder(store, folder: Path | None = None) -> str | None:
+    """Register the shipped default encoder in `store` if its folder exists; return its name
+    (None when neither registered nor shipped)."""
+    from lcdash.store import embeddings
+
+    names = {e["name"] if isinstance(e, dict) else e for e in _encoder_names(store)}
+    if DEFAULT_ENCODER_NAME in names:
+        return DEFAULT_ENCODER_NAME
+    folder = Path(folder) if folder is not None else default_encoder_path()
+    if not (folder / "config.json").exists():
+        return None
+    embeddings.register_encoder(store, DEFAULT_ENCODER_NAME, folder, source="shipped default (demo)")
+    return DEFAULT_ENCODER_NAME
+
+
+def _encoder_names(store) -> list[str]:
+    from lcdash.store import embeddings
+
+    listed = embeddings.list_encoders(store)
+    if hasattr(listed, "columns"):  # a DataFrame
+        return [str(n) for n in listed["name"]]
+    return [e["name"] if isinstance(e, dict) else getattr(e, "name", e) for e in listed]
+
+
+def _fetchone(store, sql: str, params: list):
+    """One row through a fresh cursor: the app reads from many session threads at once."""
+    cur = store.cursor()
+    try:
+        return cur.execute(sql, params).fetchone()
+    finally:
+        cur.close()
+
+
+def _count(store, sql: str, params: list) -> int:
+    return int(_fetchone(store, sql, params)[0])
+
+
+def has_embeddings(store, encoder: str) -> bool:
+    return _count(store, "SELECT count(*) FROM embeddings WHERE encoder = ?", [encoder]) > 0
+
+
+def has_projection(store, encoder: str) -> bool:
+    return _count(store, "SELECT count(*) FROM projections WHERE encoder = ?", [encoder]) > 0
+
+
+def _active_job(jobs, kind: str, encoder: str) -> str | None:
+    """The id of a queued or running job of `kind` for `encoder`, if any."""
+    for job in jobs.list():
+        params = job.params if isinstance(job.params, dict) else json.loads(job.params or "{}")
+        if job.kind == kind and job.state in ACTIVE_STATES and params.get("encoder") == encoder:
+            return job.job_id
+    return None
+
+
+def _failed_before(jobs, kind: str, encoder: str) -> bool:
+    """True when the last job of `kind` for `encoder` failed: do not loop resubmitting it."""
+    last = None
+    for job in jobs.list():
+        params = job.params if isinstance(job.params, dict) else json.loads(job.params or "{}")
+        if job.kind == kind and params.get("encoder") == encoder:
+            if last is None or str(job.created_at) > str(last.created_at):
+                last = job
+    return last is not None and last.state == "failed"
+
+
+def advance(store, jobs, encoder: str | None = DEFAULT_ENCODER_NAME) -> list[str]:
+    """Queue the next first-start job for `encoder`: embeddings when it has none, then the UMAP
+    projection once embeddings exist. Idempotent (never queues a second copy of an active job, never
+    retries a failed one); returns the ids queued now. Cheap enough to call on every poll."""
+    if encoder is None or encoder not in _encoder_names(store):
+        return []
+    queued: list[str] = []
+    if not has_embeddings(store, encoder):
+        if not _active_job(jobs, "embed", encoder) and not _failed_before(jobs, "embed", encoder):
+            queued.append(jobs.submit("embed", {"encoder": encoder}))
+    elif not has_projection(store, encoder):
+        if not _active_job(jobs, "project", encoder) and not _failed_before(jobs, "project", encoder):
+            queued.append(jobs.submit("project", {"encoder": encoder, **FIRST_PROJECTION}))
+    return queued
+
+
+def bootstrap(path: Path | str | None = None, jobs_factory=None, queue_jobs: bool = True,
+              n_objects: int = DEMO_OBJECTS, seed: int = DEMO_SEED):
+    """Everything the app needs on start: the store (demo store on a fresh clone), the default
+    encoder registered, and the embed/project jobs queued. Returns (store, jobs, StartReport);
+    `jobs_factory(store)` builds the JobManager (default `lcdash.jobs.JobManager`)."""
+    configure_numba_cache()
+    store, created = open_store(path, n_objects=n_objects, seed=seed)
+    report = StartReport(path=Path(path) if path is not None else store_path(), created=created)
+    if created:
+        report.notes.append(f"created the synthetic demo store ({n_objects} objects)")
+    try:
+        report.encoder = ensure_default_encoder(store)
+    except LcdashError as exc:  # a broken shipped encoder must not keep the app from starting
+        report.notes.append(f"default encoder not registered: {exc}")
+    if jobs_factory is None:
+        from lcdash.jobs import JobManager
+
+        jobs_factory = JobManager
+    jobs = jobs_factory(store)
+    if queue_jobs and report.encoder:
+        report.jobs = advance(store, jobs, report.encoder)
+    return store, jobs, report
+
+
+def pca_preview(X: np.ndarray) -> np.ndarray:
+    """First two principal components of X [N, D] (float32 [N, 2]): an instant stand-in for the
+    UMAP while its job runs. Always label it as PCA where shown."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 2:
+        raise LcdashError(f"PCA needs at least two embedded objects, got array of shape {X.shape}")
+    Xc = X - X.mean(axis=0)
+    # The top right-singular vectors of the centred data; thin SVD of [N, D] is fast for D <= ~2k.
+    _, _, vt = np.linalg.svd(Xc, full_matrices=False)
+    out = Xc @ vt[:2].T
+    if out.shape[1] < 2:
+        out = np.column_stack([out, np.zeros(len(out))])
+    return out.astype(np.float32)
+
+
+# --- selections: kept in the store so a browser refresh (or another page) finds them again -----
+
+_SEL_PREFIX = "selection:"
+
+
+def save_selection(store, oids, token: str | None = None) -> str:
+    """Store a list of object ids under a short random token (put the token in st.query_params)."""
+    token = token or secrets.token_urlsafe(6)
+    value = json.dumps([int(o) for o in oids])
+    with store.transaction() as cur:
+        cur.execute("DELETE FROM meta WHERE key = ?", [_SEL_PREFIX + token])
+        cur.execute("INSERT INTO meta VALUES (?, ?)", [_SEL_PREFIX + token, value])
+    return token
+
+
+def load_selection(store, token: str | None) -> list[int]:
+    """The object ids saved under `token` ([] when unknown or empty)."""
+    if not token:
+        return []
+    row = _fetchone(store, "SELECT value FROM meta WHERE key = ?", [_SEL_PREFIX + str(token)])
+    return [int(o) for o in json.loads(row[0])] if row else []

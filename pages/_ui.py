@@ -1,0 +1,227 @@
+"""Shared UI helpers for every page: the cached store and job manager, the sidebar, error display,
+job progress and the current selection.
+
+Pages import this module (`from pages import _ui` works because `streamlit run app.py` puts the
+checkout on sys.path) and call `_ui.store()`, `_ui.jobs()`, `_ui.guard(...)`, `_ui.watch_job(...)`.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import streamlit as st
+
+from lcdash import workspace
+from lcdash.errors import LcdashError
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass
+class _Workspace:
+    store: object
+    jobs: object
+    report: workspace.StartReport
+    lock: threading.Lock  # one session at a time polls the job manager (it writes the store)
+
+
+@st.cache_resource(show_spinner="Opening the store (a fresh checkout builds the demo store first) ...")
+def _open(path: str) -> _Workspace:
+    """One store connection and one job manager per store path for the whole server process: DuckDB
+    takes a single writer process, and every session shares it."""
+    store, jobs, report = workspace.bootstrap(path)
+    return _Workspace(store, jobs, report, threading.Lock())
+
+
+def _workspace() -> _Workspace:
+    path = workspace.store_path()
+    try:
+        return _open(str(path))
+    except LcdashError as exc:
+        st.error(f"Cannot open the store {path}: {exc}")
+    except Exception as exc:  # e.g. the DuckDB file is locked by another process
+        st.error(f"Cannot open the store {path}: {type(exc).__name__}: {exc}")
+    st.stop()
+
+
+def store():
+    """The shared `lcdash.store.Store` of this app."""
+    return _workspace().store
+
+
+def jobs():
+    """The shared `lcdash.jobs.JobManager` of this app."""
+    return _workspace().jobs
+
+
+def start_report() -> workspace.StartReport:
+    return _workspace().report
+
+
+def poll_jobs() -> None:
+    """Refresh job states (finalizing finished ones into the store) and queue the next first-start
+    job. Serialised across sessions; a failing poll is shown, never raised."""
+    ws = _workspace()
+    if not ws.lock.acquire(timeout=5):
+        return
+    try:
+        ws.jobs.poll()
+        workspace.advance(ws.store, ws.jobs, ws.report.encoder)
+    except Exception as exc:  # noqa: BLE001 - the sidebar must keep working
+        st.sidebar.warning(f"Job polling failed: {type(exc).__name__}: {exc}")
+    finally:
+        ws.lock.release()
+
+
+@st.cache_resource(show_spinner=False)
+def device_name() -> str:
+    from lcdash.device import describe_device
+
+    try:
+        return describe_device()
+    except Exception as exc:  # noqa: BLE001 - a broken torch install should not hide the app
+        return f"unknown ({exc})"
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+def show_error(exc: BaseException, what: str = "") -> None:
+    """One st.error naming the problem; library errors carry a message meant for users."""
+    prefix = f"{what}: " if what else ""
+    if isinstance(exc, LcdashError):
+        st.error(f"{prefix}{exc}")
+    else:
+        st.error(f"{prefix}{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def guard(what: str = ""):
+    """`with _ui.guard("Reading the file"):` shows any error as st.error instead of a traceback.
+    Streamlit's own control flow (st.rerun, st.stop) derives from BaseException and passes through."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, what)
+
+
+# --- sidebar ----------------------------------------------------------------------------------
+
+
+def sidebar() -> None:
+    """Store, device and background jobs; app.py calls it once per run so every page has it."""
+    ws = _workspace()
+    with st.sidebar:
+        st.markdown(f"**Store** `{workspace.store_path().name}`")
+        st.caption(str(workspace.store_path()))
+        with guard("Store summary"):
+            info = ws.store.info()
+            st.caption(" · ".join(f"{v:,} {k}" if isinstance(v, int) else f"{k}: {v}"
+                                  for k, v in info.items() if not isinstance(v, (list, dict))))
+            surveys = info.get("surveys") or []
+            if any("synthetic" in str(s).lower() for s in surveys):
+                st.caption("Includes the synthetic demo survey (simulated light curves, not real stars).")
+        for note in ws.report.notes:
+            st.caption(note)
+        st.markdown(f"**Device** {device_name()}")
+        _jobs_panel()
+
+
+@st.fragment(run_every=1.0)
+def _jobs_panel() -> None:
+    poll_jobs()
+    ws = _workspace()
+    try:
+        listed = ws.jobs.list()
+    except Exception as exc:  # noqa: BLE001
+        st.warning(f"Cannot list jobs: {type(exc).__name__}: {exc}")
+        return
+    active = [j for j in listed if j.state in ACTIVE]
+    st.markdown(f"**Jobs** ({len(active)} running)" if active else "**Jobs** none running")
+    for job in active:
+        _job_line(job)
+
+
+def _job_line(job) -> None:
+    total = job.total or 0
+    frac = min(max(job.step / total, 0.0), 1.0) if total else 0.0
+    text = f"{job.kind} · {job.state} · {job.message or ''}".rstrip(" ·")
+    st.progress(frac, text=text)
+
+
+def watch_job(job_id: str | None, key: str, on_done=None) -> None:
+    """Show one job's progress, refreshed every second while it is active. When it finishes, show its
+    outcome and rerun the whole page once (so the page can draw the new results); `on_done(job)` is
+    called once at that moment (in the app thread)."""
+    if not job_id:
+        return
+
+    @st.fragment(run_every=1.0 if _state(job_id) in ACTIVE else None)
+    def _watch() -> None:
+        poll_jobs()
+        job = jobs().get(job_id)
+        seen_key = f"_watch_{key}_{job_id}"
+        if job.state in ACTIVE:
+            st.session_state[seen_key] = "active"
+            _job_line(job)
+            if st.button("Cancel", key=f"cancel_{key}_{job_id}"):
+                jobs().cancel(job_id)
+            return
+        if job.state == "done":
+            st.success(f"{job.kind} job finished. {job.message or ''}")
+        elif job.state == "failed":
+            st.error(f"{job.kind} job failed: {job.error or job.message or 'no message'}")
+        else:
+            st.warning(f"{job.kind} job {job.state}.")
+        if st.session_state.get(seen_key) == "active":
+            st.session_state[seen_key] = job.state
+            if on_done is not None:
+                on_done(job)
+            st.rerun(scope="app")
+
+    _watch()
+
+
+def _state(job_id: str) -> str | None:
+    try:
+        return jobs().get(job_id).state
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# --- the current selection (Explore -> Label), kept in the store + query params ----------------
+
+_SEL = "sel"
+
+
+def selection_token() -> str | None:
+    """The current selection's token: from the URL (survives a refresh) or this session."""
+    token = st.query_params.get(_SEL) or st.session_state.get(_SEL)
+    if token:
+        st.session_state[_SEL] = token
+        st.query_params[_SEL] = token  # page switches clear the URL; put it back
+    return token
+
+
+def current_selection() -> list[int]:
+    try:
+        return workspace.load_selection(store(), selection_token())
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, "Reading the current selection")
+        return []
+
+
+def set_selection(oids) -> str:
+    """Save `oids` in the store as the current selection and put its token in the URL."""
+    token = workspace.save_selection(store(), list(oids), token=None)
+    st.session_state[_SEL] = token
+    st.query_params[_SEL] = token
+    return token
+
+
+def clear_selection() -> None:
+    st.session_state.pop(_SEL, None)
+    if _SEL in st.query_params:
+        del st.query_params[_SEL]
