@@ -46,12 +46,14 @@ OFFICIAL: dict[str, dict[str, str]] = {
     "astromer_1": {
         "url": f"{BASE_URL}/astromer_1.tar.gz",
         "sha256": "7eb91319e6604baf4601ed4e58d5b180ed40be0dd54b73d9b34efd22003113fc",
-        "about": "2023 experiment 'paper' checkpoint (not supported)",
+        "about": "2023 experiment 'paper' checkpoint",
+        "unsupported": "true",
     },
     "astromer_2": {
         "url": f"{BASE_URL}/astromer_2.tar.gz",
         "sha256": "f2381bf7b77f0b2ecf4bd615e665d823a62baa60341927996b12d93d7ef2ffc6",
-        "about": "2023 experiment 'paper_nsp' checkpoint (not supported)",
+        "about": "2023 experiment 'paper_nsp' checkpoint",
+        "unsupported": "true",
     },
 }
 
@@ -477,9 +479,9 @@ def _unsupported_2023(root: Path) -> str | None:
     )
     return (
         f"this is a 2023 Astromer experiment checkpoint (exp_name {exp!r}, cridonoso/astromer @ ae142b5); "
-        "it uses different code (CLS token, segment embedding, time min-max scaling, PE base 1000 with "
-        "exponent 1000) from the published Astromer 1/2 that lcdash implements, so it cannot be imported. "
-        "Use macho_a0 or atlas."
+        "it was made by different code (its own input embedding, time scaling and positional encoding; "
+        "see ../shared/golden/README.md section 7) from the published Astromer 1/2 that lcdash implements, "
+        "so it cannot be imported. Use macho_a0 or atlas."
     )
 
 
@@ -618,6 +620,11 @@ def download(
     if name not in OFFICIAL:
         raise ModelError(f"unknown official weights {name!r}; known: {', '.join(OFFICIAL)}")
     spec = OFFICIAL[name]
+    if spec.get("unsupported"):
+        raise ModelError(
+            f"{name} is a 2023 Astromer experiment checkpoint made by different code from the published "
+            "Astromer 1/2; lcdash cannot import it. Use macho_a0 or atlas."
+        )
     url = url or spec["url"]
     fname = spec["url"].rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory(prefix="lcdash-download-") as tmp:
