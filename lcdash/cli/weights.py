@@ -53,16 +53,19 @@ def cmd_download(args: argparse.Namespace) -> int:
     if args.name not in OFFICIAL:
         raise ModelError(f"unknown official weights {args.name!r}; known: {', '.join(OFFICIAL)}")
     out = args.out or f"models/{args.name}"
-    bar = tqdm(unit="B", unit_scale=True, desc=args.name, leave=False)
+    bars: list = []  # created on the first progress call, so early errors print cleanly
 
     def progress(done, total, message):
-        bar.total = total or None
-        bar.n = done
-        bar.refresh()
+        if not bars:
+            bars.append(tqdm(unit="B", unit_scale=True, desc=args.name, leave=False))
+        bars[0].total = total or None
+        bars[0].n = done
+        bars[0].refresh()
 
     try:
         path = download(args.name, out, url=args.url, cache_dir=args.cache_dir, progress=progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     print(f"wrote {path} ({_describe(path)})")
     return 0

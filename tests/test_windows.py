@@ -1,0 +1,122 @@
+"""Astromer windows: consecutive / clamped windows, float32 mean subtraction, padding, batching."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lcdash.errors import ModelError
+from lcdash.windows import astromer_windows, batch_windows, batch_windows_full, random_window, window_starts
+
+
+def curve(n, seed=0):
+    rng = np.random.default_rng(seed)
+    t = 53_000.0 + np.cumsum(rng.uniform(0.1, 3.0, n))
+    m = 15.0 + rng.normal(0, 0.3, n)
+    e = rng.uniform(0.01, 0.1, n)
+    return t, m, e
+
+
+@pytest.mark.parametrize(
+    "n, starts",
+    [
+        (1, [0]),
+        (57, [0]),
+        (200, [0]),
+        (201, [0, 1]),
+        (400, [0, 200]),
+        (450, [0, 200, 250]),
+        (600, [0, 200, 400]),
+    ],
+)
+def test_window_starts(n, starts):
+    # N = 200 gives ONE window (the reference emits a duplicate; see lcdash/windows.py)
+    assert window_starts(n) == starts
+
+
+def test_window_values_match_the_float32_recipe():
+    t, m, e = curve(450)
+    w = astromer_windows(t, m, e)
+    assert len(w) == 3 and w.start.tolist() == [0, 200, 250] and w.length.tolist() == [200] * 3
+    for row, lo in enumerate(w.start):
+        a = np.stack([t[lo : lo + 200], m[lo : lo + 200], e[lo : lo + 200]], 1).astype(np.float32)
+        a -= a.mean(0, dtype=np.float32)  # golden README section 2, bit-exact recipe
+        assert np.array_equal(w.time[row], a[:, 0]) and np.array_equal(w.mag[row], a[:, 1])
+        assert np.array_equal(w.err[row], e[lo : lo + 200].astype(np.float32))  # errors stay raw
+    assert w.mag.dtype == w.time.dtype == w.mask_in.dtype == np.float32
+    assert not w.mask_in.any()
+
+
+def test_short_curve_is_zero_padded_and_masked():
+    t, m, _ = curve(57)
+    w = astromer_windows(t, m)
+    assert w.mag.shape == (1, 200)
+    assert (w.mask_in[0, :57] == 0).all() and (w.mask_in[0, 57:] == 1).all()
+    assert (w.mag[0, 57:] == 0).all() and (w.time[0, 57:] == 0).all() and (w.err[0, 57:] == 0).all()
+    assert np.isnan(w.err[0, :57]).all()  # no errors given
+    assert abs(float(w.mag[0, :57].mean())) < 1e-5 and abs(float(w.time[0, :57].mean())) < 1e-2
+
+
+def test_float32_cast_happens_before_the_mean():
+    # raw MJD in float32 has ~0.004 d spacing; the reference casts first, then takes a float32 mean.
+    # numpy's float32 mean(0) of the [n, 3] window is the summation order that matches it bit for bit
+    # (a [n, 1] or 1-D mean sums pairwise and can differ in the last bit).
+    t, m, _ = curve(200, seed=3)
+    w = astromer_windows(t, m)
+    a = np.stack([t, m, np.zeros_like(t)], 1).astype(np.float32)
+    assert np.array_equal(w.time[0], a[:, 0] - a.mean(0, dtype=np.float32)[0])
+    float64_mean = (t - t.mean()).astype(np.float32)
+    assert np.abs(w.time[0] - float64_mean).max() > 1e-3
+
+
+def test_batch_windows_from_lists_arrays_and_batches():
+    curves = [curve(n, seed=n) for n in (57, 200, 450)]
+    mag, time, mask_in, err, owner = batch_windows(curves)
+    assert mag.shape == time.shape == mask_in.shape == err.shape == (5, 200)
+    assert owner.dtype == np.int64 and owner.tolist() == [0, 1, 2, 2, 2]
+    one = astromer_windows(*curves[2])
+    assert np.array_equal(mag[2:], one.mag) and np.array_equal(time[2:], one.time)
+
+    arrays = [np.stack(c, 1) for c in curves]
+    assert np.array_equal(batch_windows(arrays)[0], mag)
+    assert np.array_equal(batch_windows([c[:2] for c in curves])[1], time)
+
+    # a LightCurveBatch-like object: padded rows, mask True = observed
+    L = 450
+    pad = lambda a: np.pad(a, (0, L - len(a)))  # noqa: E731
+    batch = SimpleNamespace(
+        time=np.stack([pad(c[0]) for c in curves]),
+        mag=np.stack([pad(c[1]).astype(np.float32) for c in curves]),
+        mag_err=np.stack([pad(c[2]).astype(np.float32) for c in curves]),
+        mask=np.stack([pad(np.ones(len(c[0]), bool)) for c in curves]),
+        length=np.array([len(c[0]) for c in curves], np.int32),
+    )
+    full = batch_windows_full(batch)
+    assert np.array_equal(full.mag, mag) and np.array_equal(full.time, time)
+    assert full.start.tolist() == [0, 0, 0, 200, 250]
+
+
+def test_bad_curves_raise_model_error():
+    with pytest.raises(ModelError, match="times but"):
+        astromer_windows([1.0, 2.0], [1.0])
+    with pytest.raises(ModelError, match="empty"):
+        astromer_windows([], [])
+    with pytest.raises(ModelError, match=r"\[n, 2\]"):
+        batch_windows([np.zeros((5, 4))])
+
+
+def test_random_window_is_one_contiguous_window_per_curve():
+    curves = [curve(n, seed=n) for n in (57, 200, 1000)]
+    w = random_window(curves, rng=0)
+    assert len(w) == 3 and w.owner.tolist() == [0, 1, 2]
+    assert w.start[0] == 0 and w.start[1] == 0 and 0 <= w.start[2] <= 800
+    assert w.length.tolist() == [57, 200, 200]
+    t, m, _ = curves[2]
+    lo = int(w.start[2])
+    ref = astromer_windows(t[lo : lo + 200], m[lo : lo + 200])
+    assert np.array_equal(w.mag[2], ref.mag[0]) and np.array_equal(w.time[2], ref.time[0])
+    starts = {int(random_window(curves[2:], rng=s).start[0]) for s in range(20)}
+    assert len(starts) > 10  # it does move
+    assert np.array_equal(random_window(curves, rng=7).mag, random_window(curves, rng=7).mag)
