@@ -1,0 +1,453 @@
+"""Four classifiers behind one scikit-learn interface, so one evaluation loop runs them all.
+
+`fit(X, y, X_val=None, y_val=None) -> self`, `predict_proba(X)`, `predict(X)`, `classes_`,
+`get_params()` / `set_params()` (BaseEstimator).
+
+- `AstromerProbe`: X = precomputed per-object per-layer mean embeddings [N, L+1, d] (encoding runs
+  once, outside). Learned layer weights softmax(gamma) (Astromer 2) + the paper's MLP head, or a
+  logistic-regression head; `layer_weights_` holds softmax(gamma) after fit.
+- `BeckerRNN` (lcdash.models.rnn), `AguirreCNN` (lcdash.models.cnn): X = a LightCurveBatch or a
+  list of (time, mag[, err]) tuples.
+- `FeatureRF`: light-curve package features (lcdash.features) + a scikit-learn Random Forest; X as
+  above, or a precomputed float feature matrix [N, F] (the evaluation extracts features once).
+
+Neural models train on `lcdash.device.pick_device()` (CUDA when present) with early stopping on
+the validation loss (on the training loss when no validation set is given), seeds fixed.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from lcdash.errors import ModelError
+
+MODEL_NAMES = ("probe", "rnn", "cnn", "rf")
+
+
+def _curves(X) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    from lcdash.windows import iter_curves
+
+    return [(np.asarray(t, np.float64), np.asarray(m, np.float64), e) for t, m, e in iter_curves(X)]
+
+
+def _check_y(y, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if len(y) != n:
+        raise ModelError(f"got {n} samples but {len(y)} labels")
+    if len(y) == 0:
+        raise ModelError("cannot fit on an empty training set")
+    return y
+
+
+class _TorchClassifier(ClassifierMixin, BaseEstimator):
+    """Shared training loop: Adam, minibatches, optional step decay and gradient clipping,
+    early stopping on the validation loss with the best weights restored."""
+
+    # subclasses define: _prepare_fit(X, y) (fit scalers), _inputs(X) -> tuple of np arrays,
+    # _build(n_classes) -> nn.Module, _forward(module, *tensors) -> logits
+    _decay_every: int | None = None
+    _decay: float = 1.0
+    _clip: float | None = None
+
+    def _device(self):
+        from lcdash.device import pick_device
+
+        return pick_device(self.device)
+
+    def _slice(self, arrays, idx):
+        return tuple(a[idx] for a in arrays)
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        import torch
+
+        t0 = time.perf_counter()
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        X, y = self._augment(X, y, rng)
+        y = _check_y(y, self._n(X))
+        self.classes_ = np.unique(y)
+        self._prepare_fit(X, y)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        yi = np.array([index[c] for c in y], dtype=np.int64)
+        train = self._inputs(X)
+        has_val = X_val is not None and y_val is not None and len(y_val) > 0
+        if has_val:
+            known = np.isin(np.asarray(y_val), self.classes_)
+            val = self._slice(self._inputs(X_val), known)
+            yv = np.array([index[c] for c in np.asarray(y_val)[known]], dtype=np.int64)
+            has_val = len(yv) > 0
+        device = self._device()
+        module = self._build(len(self.classes_)).to(device)
+        opt = torch.optim.Adam(module.parameters(), lr=self.lr)
+        sched = (
+            torch.optim.lr_scheduler.StepLR(opt, self._decay_every, gamma=self._decay)
+            if self._decay_every
+            else None
+        )
+        loss_fn = torch.nn.CrossEntropyLoss()
+        best, best_state, bad, n = np.inf, None, 0, len(yi)
+        self.history_ = []
+        for epoch in range(self.max_epochs):
+            module.train()
+            order = rng.permutation(n)
+            total = 0.0
+            for lo in range(0, n, self.batch_size):
+                idx = order[lo : lo + self.batch_size]
+                tensors = self._to_device(self._slice(train, idx), device)
+                target = torch.as_tensor(yi[idx], device=device)
+                loss = loss_fn(self._forward(module, *tensors), target)
+                opt.zero_grad()
+                loss.backward()
+                if self._clip:
+                    torch.nn.utils.clip_grad_value_(module.parameters(), self._clip)
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                total += float(loss.detach()) * len(idx)
+            train_loss = total / n
+            monitor = self._loss(module, val, yv, device) if has_val else train_loss
+            self.history_.append((epoch, train_loss, monitor))
+            if monitor < best - 1e-6:
+                best, bad = monitor, 0
+                best_state = copy.deepcopy(module.state_dict())
+            else:
+                bad += 1
+                if bad >= self.patience:
+                    break
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+        self.module_ = module
+        self.n_epochs_ = len(self.history_)
+        self.best_loss_ = float(best)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self._after_fit()
+        return self
+
+    def _to_device(self, arrays, device):
+        import torch
+
+        return tuple(torch.as_tensor(a, device=device) for a in arrays)
+
+    def _logits(self, module, arrays, device, batch_size=1024):
+        import torch
+
+        outs = []
+        with torch.no_grad():
+            for lo in range(0, len(arrays[0]), batch_size):
+                idx = np.arange(lo, min(lo + batch_size, len(arrays[0])))
+                outs.append(
+                    self._forward(module, *self._to_device(self._slice(arrays, idx), device)).float().cpu()
+                )
+        return torch.cat(outs) if outs else torch.zeros((0, len(self.classes_)))
+
+    def _loss(self, module, arrays, yv, device) -> float:
+        import torch
+
+        module.eval()
+        logits = self._logits(module, arrays, device)
+        return float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(yv)))
+
+    def predict_proba(self, X) -> np.ndarray:
+        import torch
+
+        if not hasattr(self, "module_"):
+            raise ModelError(f"{type(self).__name__} is not fitted yet")
+        self.module_.eval()
+        logits = self._logits(self.module_, self._inputs(X), next(self.module_.parameters()).device)
+        return torch.softmax(logits, 1).numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), 1)]
+
+    # hooks
+    def _augment(self, X, y, rng):
+        return X, y
+
+    def _after_fit(self):
+        pass
+
+    def _n(self, X) -> int:
+        return len(X) if not hasattr(X, "length") else len(X.length)
+
+
+class AstromerProbe(_TorchClassifier):
+    """Frozen-encoder probe on per-layer mean embeddings [N, L+1, d] (Astromer 2, section 1 of MODELS.md).
+
+    Inputs are standardised per (layer, dimension) with training-set statistics (layers differ in
+    scale by orders of magnitude; the layer weights then compare like with like).
+    `pooling="weighted"`: z = 1/(L+1) sum softmax(gamma)_l x_l with gamma learned (LayerWeightedPooling);
+    `pooling="last"`: the last layer only. `head="mlp"`: Dense(1024, relu) -> Dense(512, relu) ->
+    Dense(256, relu) -> LayerNorm -> Dense(n_classes); `head="logreg"`: one linear layer.
+    """
+
+    def __init__(
+        self,
+        head="mlp",
+        pooling="weighted",
+        lr=1e-3,
+        max_epochs=500,
+        patience=40,
+        batch_size=256,
+        device=None,
+        seed=0,
+    ):
+        self.head = head
+        self.pooling = pooling
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+
+    def _check(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 3:
+            raise ModelError(f"AstromerProbe needs per-layer embeddings [N, L+1, d], got shape {X.shape}")
+        return X
+
+    def _n(self, X) -> int:
+        return len(X)
+
+    def _prepare_fit(self, X, y):
+        if self.head not in ("mlp", "logreg"):
+            raise ModelError(f"unknown probe head {self.head!r}: use 'mlp' or 'logreg'")
+        if self.pooling not in ("weighted", "last"):
+            raise ModelError(f"unknown probe pooling {self.pooling!r}: use 'weighted' or 'last'")
+        X = self._check(X)
+        self.mean_ = X.mean(0)
+        std = X.std(0)
+        self.std_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+        self.n_states_, self.d_ = X.shape[1], X.shape[2]
+
+    def _inputs(self, X):
+        X = self._check(X)
+        if hasattr(self, "n_states_") and X.shape[1:] != (self.n_states_, self.d_):
+            raise ModelError(
+                f"probe was fitted on [*, {self.n_states_}, {self.d_}] embeddings, got {X.shape}"
+            )
+        return (((X - self.mean_) / self.std_).astype(np.float32),)
+
+    def _build(self, n_classes):
+        from torch import nn
+
+        from lcdash.models.astromer import LayerWeightedPooling
+
+        d, pooling = self.d_, self.pooling
+        if self.head == "mlp":
+            head = nn.Sequential(
+                nn.Linear(d, 1024),
+                nn.ReLU(),
+                nn.Linear(1024, 512),
+                nn.ReLU(),
+                nn.Linear(512, 256),
+                nn.ReLU(),
+                nn.LayerNorm(256),
+                nn.Linear(256, n_classes),
+            )
+        else:
+            head = nn.Linear(d, n_classes)
+
+        class ProbeNet(nn.Module):
+            def __init__(self, n_states):
+                super().__init__()
+                self.pool = LayerWeightedPooling(n_states) if pooling == "weighted" else None
+                self.head = head
+
+            def forward(self, x):
+                z = self.pool(x) if self.pool is not None else x[:, -1]
+                return self.head(z)
+
+        return ProbeNet(self.n_states_)
+
+    def _forward(self, module, x):
+        return module(x)
+
+    def _after_fit(self):
+        import torch
+
+        if self.module_.pool is not None:
+            self.layer_weights_ = torch.softmax(self.module_.pool.gamma.detach().cpu(), 0).numpy()
+        else:
+            self.layer_weights_ = np.eye(self.n_states_, dtype=np.float32)[-1]
+
+
+class BeckerRNN(_TorchClassifier):
+    """Becker et al. 2020 GRU on dt/dm windows (lcdash.models.rnn). Adam lr 1e-2, x0.98 every 1000
+    steps, gradients clipped to +-5."""
+
+    _decay_every = 1000
+    _decay = 0.98
+    _clip = 5.0
+
+    def __init__(
+        self,
+        w=4,
+        s=2,
+        hidden=25,
+        n_layers=2,
+        dropout=0.4,
+        lr=1e-2,
+        max_epochs=200,
+        patience=20,
+        batch_size=256,
+        max_steps=1000,
+        device=None,
+        seed=0,
+    ):
+        self.w = w
+        self.s = s
+        self.hidden = hidden
+        self.n_layers = n_layers
+        self.dropout = dropout
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.device = device
+        self.seed = seed
+
+    def _prepare_fit(self, X, y):
+        from lcdash.models import rnn
+
+        self.dt_scale_, self.dm_scale_ = rnn.fit_scales([rnn.differences(t, m) for t, m, _ in _curves(X)])
+
+    def _inputs(self, X):
+        from lcdash.models import rnn
+
+        diffs = [rnn.differences(t, m) for t, m, _ in _curves(X)]
+        return rnn.step_sequences(diffs, self.w, self.s, self.dt_scale_, self.dm_scale_, self.max_steps)
+
+    def _slice(self, arrays, idx):
+        x, lengths = arrays
+        lengths = lengths[idx]
+        return x[idx, : max(int(lengths.max()), 1) if len(lengths) else 1], lengths
+
+    def _build(self, n_classes):
+        from lcdash.models.rnn import build_gru
+
+        return build_gru(n_classes, self.w, self.hidden, self.n_layers, self.dropout)
+
+    def _forward(self, module, x, lengths):
+        return module(x, lengths)
+
+
+class AguirreCNN(_TorchClassifier):
+    """Aguirre et al. 2019 CNN on dt/dm sequences of 500 (lcdash.models.cnn), with its class-balancing
+    augmentation (`augment=True`). Adam lr 1e-3."""
+
+    def __init__(
+        self,
+        augment=True,
+        lr=1e-3,
+        max_epochs=200,
+        patience=20,
+        batch_size=128,
+        device=None,
+        seed=0,
+    ):
+        self.augment = augment
+        self.lr = lr
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+
+    def _augment(self, X, y, rng):
+        curves = [(t, m) for t, m, _ in _curves(X)]
+        if not self.augment:
+            return curves, y
+        from lcdash.models.cnn import augment
+
+        return augment(curves, _check_y(y, len(curves)), rng)
+
+    def _prepare_fit(self, X, y):
+        from lcdash.models import cnn
+
+        self.dt_scale_, self.dm_scale_ = cnn.fit_scales(X)
+
+    def _inputs(self, X):
+        from lcdash.models import cnn
+
+        curves = X if isinstance(X, list) and X and len(X[0]) == 2 else [(t, m) for t, m, _ in _curves(X)]
+        return (cnn.input_array(curves, self.dt_scale_, self.dm_scale_),)
+
+    def _build(self, n_classes):
+        from lcdash.models.cnn import build_cnn
+
+        return build_cnn(n_classes)
+
+    def _forward(self, module, x):
+        return module(x)
+
+
+class FeatureRF(ClassifierMixin, BaseEstimator):
+    """Random Forest on light-curve features (lcdash.features): the classical baseline.
+
+    X: light curves, or a precomputed feature matrix [N, F] (float, 2-D). NaN / inf features are
+    replaced by the training medians. The validation set is not used (no early stopping).
+    """
+
+    def __init__(self, n_estimators=500, max_features="sqrt", min_samples_leaf=1, n_jobs=None, seed=0):
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.n_jobs = n_jobs
+        self.seed = seed
+
+    def features(self, X) -> np.ndarray:
+        """The feature matrix of X (X itself when it already is one)."""
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f":
+            return X
+        from lcdash.features import extract_features
+
+        return extract_features(X, n_jobs=self.n_jobs)
+
+    def _clean(self, F):
+        F = np.where(np.isfinite(F), F, np.nan)
+        return np.where(np.isnan(F), self.fill_[None, :], F)
+
+    def fit(self, X, y, X_val=None, y_val=None):
+        from sklearn.ensemble import RandomForestClassifier
+
+        t0 = time.perf_counter()
+        F = self.features(X)
+        y = _check_y(y, len(F))
+        with np.errstate(all="ignore"):
+            fill = np.nanmedian(np.where(np.isfinite(F), F, np.nan), 0)
+        self.fill_ = np.where(np.isfinite(fill), fill, 0.0)
+        self.forest_ = RandomForestClassifier(
+            n_estimators=self.n_estimators,
+            max_features=self.max_features,
+            min_samples_leaf=self.min_samples_leaf,
+            n_jobs=self.n_jobs,
+            random_state=self.seed,
+        ).fit(self._clean(F), y)
+        self.classes_ = self.forest_.classes_
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        if not hasattr(self, "forest_"):
+            raise ModelError("FeatureRF is not fitted yet")
+        return self.forest_.predict_proba(self._clean(self.features(X)))
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), 1)]
+
+
+def make_classifier(name: str, **params):
+    """A classifier by its short name ("probe", "rnn", "cnn", "rf"); unknown params are ignored."""
+    classes = {"probe": AstromerProbe, "rnn": BeckerRNN, "cnn": AguirreCNN, "rf": FeatureRF}
+    if name not in classes:
+        raise ModelError(f"unknown model {name!r}: choose from {', '.join(MODEL_NAMES)}")
+    cls = classes[name]
+    valid = cls().get_params()
+    return cls(**{k: v for k, v in params.items() if k in valid and v is not None})

@@ -1,0 +1,751 @@
+"""One few-shot evaluation protocol for every classifier (Astromer 2 paper, MODELS.md section 1).
+
+Sampling (`make_splits`), per class, seeded:
+- the class is shuffled and cut into `folds` stratified parts; fold k's test set is the first
+  `test_per_class` objects of part k (fewer when the class is small: reported), so test sets of
+  different folds never share an object;
+- the rest of the class is fold k's pool. For each spc a fresh draw from the pool gives the
+  validation set, ceil(val_fraction x spc) objects *per class* (the paper takes 0.2 x spc objects
+  in total; per class keeps every class in the early-stopping loss even at 20 spc), then the
+  training set, spc objects. "Drawn with replacement" is read as independent draws per fold and
+  spc (one object may train several folds), without duplicates inside one set; when the pool is
+  too small both are capped (validation keeps val_fraction / (1 + val_fraction) of the pool) and
+  the caps are reported in `EvalResult.selection["sampling"]`.
+- no object is ever in both the training (or validation) and the test set of one fold.
+
+Scoring: "object" (default) scores each object once: the probe reads the object's embedding
+averaged over its 200-observation windows, the other models read the whole light curve.
+"window" splits every light curve into Astromer windows first (objects are split, never windows)
+and scores windows, as the paper does; it also reports object scores from mean window
+probabilities in each record's `extra`.
+
+`run_evaluation` fits every model x spc x fold and returns one record per fit (macro F1 /
+precision / recall, accuracy, per-class report, confusion matrix, training seconds, inference
+light curves per second). `run_probe` runs the protocol for the probe only, then fits on all the
+labelled data and predicts the rest (the app's Probe page).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from lcdash.classifiers import MODEL_NAMES, make_classifier
+from lcdash.errors import LcdashError, ModelError, ValidationError
+
+SCORINGS = ("object", "window")
+BATCH_FIELDS = ("oid", "time", "mag", "mag_err", "mask", "length")
+
+
+@dataclass
+class EvalConfig:
+    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
+    spc: list[int] = field(default_factory=lambda: [20, 100, 500])
+    folds: int = 3
+    test_per_class: int = 100
+    val_fraction: float = 0.2  # validation objects per class = ceil(val_fraction * spc)
+    seed: int = 0
+    scoring: str = "object"  # "object" | "window"
+    classes: list[str] | None = None  # None: every class with enough objects
+    band: str | None = None  # recorded; the data selection happens where the batch is read
+    max_epochs: int | None = None  # cap on the neural models' epochs (quick runs)
+    patience: int | None = None  # override every neural model's early-stopping patience
+    device: str | None = None  # None: lcdash.device.pick_device()
+    threads: int | None = None  # torch CPU threads (None: leave torch's default)
+    n_jobs: int | None = None  # feature extraction / Random Forest threads
+    probe_head: str = "mlp"  # "mlp" | "logreg"
+    probe_pooling: str = "weighted"  # "weighted" | "last"
+    rf_trees: int = 500
+    finetune: bool = False  # masked fine-tuning of the encoder on each training split (probe)
+    finetune_epochs: int | None = None
+
+    def validate(self) -> EvalConfig:
+        bad = [m for m in self.models if m not in MODEL_NAMES]
+        if bad or not self.models:
+            raise ValidationError(f"unknown models {bad}: choose from {', '.join(MODEL_NAMES)}")
+        if not self.spc or any(int(s) < 1 for s in self.spc):
+            raise ValidationError(f"samples per class must be positive integers, got {self.spc}")
+        if self.folds < 1:
+            raise ValidationError(f"folds must be at least 1, got {self.folds}")
+        if self.test_per_class < 1:
+            raise ValidationError(f"test objects per class must be at least 1, got {self.test_per_class}")
+        if not 0 < self.val_fraction < 1:
+            raise ValidationError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.scoring not in SCORINGS:
+            raise ValidationError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EvalConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def model_params(self, name: str) -> dict:
+        """Constructor arguments of one model under this config."""
+        params = dict(device=self.device, seed=self.seed)
+        if self.patience is not None:
+            params["patience"] = self.patience
+        if name == "probe":
+            params.update(head=self.probe_head, pooling=self.probe_pooling)
+        if name == "rf":
+            params.update(n_estimators=self.rf_trees, n_jobs=self.n_jobs)
+            params.pop("device")
+        if self.max_epochs is not None and name != "rf":
+            default = make_classifier(name).max_epochs
+            params["max_epochs"] = min(default, int(self.max_epochs))
+        return params
+
+
+# ------------------------------------------------------------------------------------------------
+# data handed to a worker
+# ------------------------------------------------------------------------------------------------
+def take_batch(batch, idx):
+    """Rows `idx` of a LightCurveBatch (same type), trimmed to the longest selected curve."""
+    idx = np.asarray(idx, dtype=np.int64)
+    length = np.asarray(batch.length)[idx]
+    width = int(length.max()) if len(idx) else 0
+    values = {
+        "oid": np.asarray(batch.oid)[idx],
+        "band": [batch.band[i] for i in idx],
+        "time": np.asarray(batch.time)[idx, :width],
+        "mag": np.asarray(batch.mag)[idx, :width],
+        "mag_err": np.asarray(batch.mag_err)[idx, :width],
+        "mask": np.asarray(batch.mask)[idx, :width],
+        "length": length,
+    }
+    if dataclasses.is_dataclass(batch):
+        return dataclasses.replace(batch, **values)
+    return SimpleNamespace(**values)
+
+
+def _batch_type():
+    try:
+        from lcdash.store import LightCurveBatch
+
+        return LightCurveBatch
+    except ImportError:  # the store is optional for workers: a namespace has the same fields
+        return None
+
+
+@dataclass
+class EvalData:
+    """What an evaluation needs, without a store: light curves, labels, optional embeddings.
+
+    `layers`: per-object per-layer mean embeddings [N, L+1, d] aligned with `batch` rows (needed
+    for the probe); `encoder`: what produced them (name, dir, arch, n_layers, d_model, source).
+    """
+
+    batch: object
+    labels: np.ndarray
+    layers: np.ndarray | None = None
+    encoder: dict | None = None
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels).astype(str)
+        n = len(self.batch.length)
+        if len(self.labels) != n:
+            raise ValidationError(f"{n} light curves but {len(self.labels)} labels")
+        if self.layers is not None and len(self.layers) != n:
+            raise ValidationError(f"{n} light curves but {len(self.layers)} embeddings")
+
+    def save(self, folder) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {k: np.asarray(getattr(self.batch, k)) for k in BATCH_FIELDS}
+        np.savez(
+            folder / "batch.npz", band=np.asarray(self.batch.band, dtype=str), labels=self.labels, **arrays
+        )
+        if self.layers is not None:
+            np.save(folder / "layers.npy", np.asarray(self.layers, dtype=np.float32))
+        (folder / "encoder.json").write_text(json.dumps(self.encoder))
+        return folder
+
+    @classmethod
+    def load(cls, folder) -> EvalData:
+        folder = Path(folder)
+        if not (folder / "batch.npz").exists():
+            raise LcdashError(f"no evaluation data in {folder} (batch.npz is missing)")
+        with np.load(folder / "batch.npz", allow_pickle=False) as z:
+            values = {k: z[k] for k in BATCH_FIELDS}
+            values["band"] = [str(b) for b in z["band"]]
+            labels = z["labels"]
+        kind = _batch_type()
+        batch = kind(**values) if kind is not None else SimpleNamespace(**values)
+        layers = np.load(folder / "layers.npy") if (folder / "layers.npy").exists() else None
+        enc = folder / "encoder.json"
+        encoder = json.loads(enc.read_text()) if enc.exists() else None
+        return cls(batch=batch, labels=labels, layers=layers, encoder=encoder)
+
+
+# ------------------------------------------------------------------------------------------------
+# sampling
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Split:
+    fold: int
+    spc: int
+    train: np.ndarray  # object indices
+    val: np.ndarray
+    test: np.ndarray
+
+
+def min_class_size(folds: int) -> int:
+    """Fewest objects a class needs: one test object per fold, one to train, one to validate."""
+    return folds + 2
+
+
+def make_splits(labels, folds: int, spc_list, test_per_class: int, val_fraction: float = 0.2, seed: int = 0):
+    """The protocol's index sets -> (list of Split, sampling report {class: {...}}).
+
+    Every class in `labels` must have at least `min_class_size(folds)` objects.
+    """
+    labels = np.asarray(labels)
+    classes = sorted(np.unique(labels))
+    rng = np.random.default_rng(seed)
+    parts = {}
+    for c in classes:
+        members = np.flatnonzero(labels == c)
+        if len(members) < min_class_size(folds):
+            raise ValidationError(
+                f"class {c!r} has {len(members)} objects; {min_class_size(folds)} are needed "
+                f"for {folds} folds"
+            )
+        parts[c] = np.array_split(rng.permutation(members), folds)
+    report = {
+        c: {"n": int((labels == c).sum()), "test": [], "train": {}, "val": {}, "capped": False}
+        for c in classes
+    }
+    splits = []
+    for k in range(folds):
+        test_sets, pools = {}, {}
+        for c in classes:
+            test = parts[c][k][:test_per_class]
+            test_sets[c] = test
+            pools[c] = np.setdiff1d(np.flatnonzero(labels == c), test)
+            report[c]["test"].append(len(test))
+            report[c]["capped"] |= len(test) < test_per_class
+        for spc in spc_list:
+            spc = int(spc)
+            draw = np.random.default_rng([seed, k, spc])
+            train, val = [], []
+            for c in classes:
+                pool = draw.permutation(pools[c])
+                n_val = math.ceil(val_fraction * spc)
+                if len(pool) < spc + n_val:
+                    n_val = max(1, int(len(pool) * val_fraction / (1 + val_fraction)))
+                n_train = min(spc, len(pool) - n_val)
+                val.append(pool[:n_val])
+                train.append(pool[n_val : n_val + n_train])
+                report[c]["train"].setdefault(spc, []).append(n_train)
+                report[c]["val"].setdefault(spc, []).append(n_val)
+                report[c]["capped"] |= n_train < spc
+            splits.append(
+                Split(
+                    k,
+                    spc,
+                    np.sort(np.concatenate(train)),
+                    np.sort(np.concatenate(val)),
+                    np.sort(np.concatenate(list(test_sets.values()))),
+                )
+            )
+    return splits, report
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics
+# ------------------------------------------------------------------------------------------------
+def metrics(y_true, y_pred, classes) -> dict:
+    """Macro F1 / precision / recall, accuracy, per-class report and confusion matrix."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    classes = list(classes)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    return {
+        "macro_f1": float(np.mean(f)),
+        "macro_precision": float(np.mean(p)),
+        "macro_recall": float(np.mean(r)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion": {
+            "classes": classes,
+            "matrix": confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        },
+    }
+
+
+def entropy(proba: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row of class probabilities."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
+    return -(p * np.log(p)).sum(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# results
+# ------------------------------------------------------------------------------------------------
+RECORD_COLUMNS = [
+    "model",
+    "spc",
+    "fold",
+    "macro_f1",
+    "macro_precision",
+    "macro_recall",
+    "accuracy",
+    "per_class",
+    "confusion",
+    "train_seconds",
+    "infer_lc_per_s",
+    "extra",
+]
+
+
+@dataclass
+class EvalResult:
+    records: list[dict]
+    config: dict
+    selection: dict
+    timings: dict
+    versions: dict = field(default_factory=dict)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per model x spc x fold."""
+        return pd.DataFrame(self.records, columns=RECORD_COLUMNS if not self.records else None)
+
+    def summary(self) -> pd.DataFrame:
+        """Mean and std over folds per model x spc."""
+        df = self.frame()
+        if df.empty:
+            return pd.DataFrame()
+        cols = ["macro_f1", "macro_precision", "macro_recall", "accuracy", "train_seconds", "infer_lc_per_s"]
+        g = df.groupby(["model", "spc"], sort=False)[cols]
+        out = g.mean().add_suffix("_mean").join(g.std(ddof=0).add_suffix("_std"))
+        out["folds"] = g.size()
+        return out.reset_index()
+
+    def to_dict(self) -> dict:
+        return {
+            "records": self.records,
+            "config": self.config,
+            "selection": self.selection,
+            "timings": self.timings,
+            "versions": self.versions,
+        }
+
+    def to_json(self, path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EvalResult:
+        return cls(d["records"], d["config"], d["selection"], d.get("timings", {}), d.get("versions", {}))
+
+    @classmethod
+    def from_json(cls, path) -> EvalResult:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def versions() -> dict:
+    import sklearn
+
+    out = {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:
+        pass
+    try:
+        import light_curve
+
+        out["light-curve"] = light_curve.__version__
+    except (ImportError, AttributeError):
+        pass
+    try:
+        from lcdash import __version__
+
+        out["lcdash"] = __version__
+    except ImportError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# the protocol
+# ------------------------------------------------------------------------------------------------
+class _Cancelled(Exception):
+    pass
+
+
+def _notify(progress, step, total, message, metrics_=None):
+    if progress is None:
+        return
+    if getattr(progress, "cancelled", False):
+        raise _Cancelled
+    progress(step, total, message, metrics_)
+
+
+def _select(data: EvalData, cfg: EvalConfig) -> tuple[np.ndarray, dict]:
+    """Indices of the objects in the evaluated classes, and what was dropped and why."""
+    labels = data.labels
+    present = sorted(np.unique(labels))
+    wanted = list(cfg.classes) if cfg.classes else present
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise ValidationError(f"classes {missing} have no labelled objects; present: {present}")
+    counts = {c: int((labels == c).sum()) for c in wanted}
+    small = {c: n for c, n in counts.items() if n < min_class_size(cfg.folds)}
+    keep = [c for c in wanted if c not in small]
+    if len(keep) < 2:
+        raise ValidationError(
+            f"need at least 2 classes with {min_class_size(cfg.folds)}+ labelled objects, got {counts}"
+        )
+    idx = np.flatnonzero(np.isin(labels, keep))
+    return idx, {"classes": keep, "counts": {c: counts[c] for c in keep}, "dropped_small_classes": small}
+
+
+def _window_view(batch, idx):
+    """Astromer windows of the objects `idx` as a light-curve batch: (batch, owner position in idx)."""
+    from lcdash.windows import WINDOW, window_starts
+
+    rows, owner = [], []
+    for pos, i in enumerate(idx):
+        n = int(batch.length[i])
+        for lo in window_starts(n, WINDOW):
+            rows.append((i, lo, min(lo + WINDOW, n)))
+            owner.append(pos)
+    width = max((hi - lo for _, lo, hi in rows), default=0)
+    B = len(rows)
+    out = {
+        "oid": np.zeros(B, np.int64),
+        "band": [],
+        "time": np.zeros((B, width)),
+        "mag": np.zeros((B, width), np.float32),
+        "mag_err": np.full((B, width), np.nan, np.float32),
+        "mask": np.zeros((B, width), bool),
+        "length": np.zeros(B, np.int32),
+    }
+    for r, (i, lo, hi) in enumerate(rows):
+        obs = np.flatnonzero(batch.mask[i])[lo:hi]
+        n = len(obs)
+        out["oid"][r] = batch.oid[i]
+        out["band"].append(batch.band[i])
+        out["time"][r, :n] = batch.time[i][obs]
+        out["mag"][r, :n] = batch.mag[i][obs]
+        out["mag_err"][r, :n] = batch.mag_err[i][obs]
+        out["mask"][r, :n] = True
+        out["length"][r] = n
+    return SimpleNamespace(**out), np.asarray(owner, dtype=np.int64)
+
+
+def _embed(encoder: dict | None, batch, cfg: EvalConfig) -> np.ndarray:
+    """Per-layer mean embeddings of a batch with the encoder in `encoder["dir"]`."""
+    if not encoder or not encoder.get("dir"):
+        raise ModelError(
+            "the probe needs embeddings: compute them with `python -m lcdash embed` or give the encoder's dir"
+        )
+    from lcdash.embed import embed_batch
+    from lcdash.weights import load_encoder
+
+    model, _ = load_encoder(encoder["dir"])
+    _, layers = embed_batch(model, batch, device=cfg.device)
+    return np.asarray(layers, dtype=np.float32)
+
+
+def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult:
+    """Fit and score every model x spc x fold (see the module docstring); `progress(step, total,
+    message, metrics)` after each fit with the mean macro F1 so far per model and spc; stops early,
+    keeping the finished records, when `progress.cancelled` becomes true."""
+    cfg.validate()
+    t_start = time.perf_counter()
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
+    idx, selection = _select(data, cfg)
+    labels_obj = data.labels[idx]
+    splits, report = make_splits(
+        labels_obj, cfg.folds, cfg.spc, cfg.test_per_class, cfg.val_fraction, cfg.seed
+    )
+    selection.update(
+        n_objects=int(len(idx)),
+        scoring=cfg.scoring,
+        band=cfg.band,
+        sampling=report,
+        capped_classes=sorted(c for c, r in report.items() if r["capped"]),
+    )
+    classes = selection["classes"]
+    timings: dict = {"prepare_seconds": {}}
+    # --- the samples each model reads (row r of X belongs to object owner[r]) ---
+    if cfg.scoring == "window":
+        batch, owner = _window_view(data.batch, idx)
+    else:
+        batch, owner = take_batch(data.batch, idx), np.arange(len(idx))
+    rows_of = _rows_by_object(owner, len(idx))
+    y_rows = labels_obj[owner]
+    inputs: dict[str, object] = {}
+    prep_rate: dict[str, float] = {}  # samples/s of per-sample preparation counted in inference speed
+    for name in cfg.models:
+        t0 = time.perf_counter()
+        if name == "probe":
+            if cfg.finetune:
+                inputs[name] = None  # embedded per split, after fine-tuning
+            elif cfg.scoring == "window":
+                inputs[name] = _embed(data.encoder, batch, cfg)
+            elif data.layers is not None:
+                inputs[name] = np.asarray(data.layers, dtype=np.float32)[idx]
+            else:
+                inputs[name] = _embed(data.encoder, batch, cfg)
+            rate = (data.encoder or {}).get("embed_lc_per_s")
+            if rate:
+                prep_rate[name] = float(rate)
+        elif name == "rf":
+            from lcdash.features import extract_features
+
+            inputs[name] = extract_features(batch, n_jobs=cfg.n_jobs)
+            prep_rate[name] = len(owner) / max(time.perf_counter() - t0, 1e-9)
+        else:
+            inputs[name] = batch
+        timings["prepare_seconds"][name] = time.perf_counter() - t0
+
+    records: list[dict] = []
+    total = len(splits) * len(cfg.models)
+    step = 0
+    cancelled = False
+    try:
+        _notify(progress, 0, total, "starting", None)
+        for split in splits:
+            rows = {part: _rows(rows_of, getattr(split, part)) for part in ("train", "val", "test")}
+            for name in cfg.models:
+                X = inputs[name]
+                if name == "probe" and cfg.finetune:
+                    X = _finetuned_layers(data, batch, owner, split, cfg)
+                record = _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep_rate)
+                records.append(record)
+                step += 1
+                _notify(
+                    progress,
+                    step,
+                    total,
+                    f"{name} spc={split.spc} fold={split.fold}: macro F1 {record['macro_f1']:.3f}",
+                    _running_means(records),
+                )
+    except _Cancelled:
+        cancelled = True
+    timings.update(total_seconds=time.perf_counter() - t_start, cancelled=cancelled)
+    config = cfg.to_dict()
+    config["model_params"] = {m: _model_params(m, cfg) for m in cfg.models}
+    if data.encoder:
+        config["encoder"] = data.encoder
+    return EvalResult(records, config, selection, timings, versions())
+
+
+def _rows_by_object(owner: np.ndarray, n_objects: int) -> list[np.ndarray]:
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(n_objects + 1))
+    return [order[bounds[i] : bounds[i + 1]] for i in range(n_objects)]
+
+
+def _rows(rows_of, objects) -> np.ndarray:
+    parts = [rows_of[i] for i in objects]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _subset(X, rows):
+    if isinstance(X, np.ndarray):
+        return X[rows]
+    return take_batch(X, rows)
+
+
+def _model_params(name: str, cfg: EvalConfig) -> dict:
+    est = make_classifier(name, **cfg.model_params(name))
+    return {k: v for k, v in est.get_params().items() if isinstance(v, int | float | str | bool | type(None))}
+
+
+def _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep_rate) -> dict:
+    est = make_classifier(name, **cfg.model_params(name))
+    t0 = time.perf_counter()
+    est.fit(_subset(X, rows["train"]), y_rows[rows["train"]], _subset(X, rows["val"]), y_rows[rows["val"]])
+    train_seconds = time.perf_counter() - t0
+    X_test = _subset(X, rows["test"])
+    t0 = time.perf_counter()
+    proba = est.predict_proba(X_test)
+    predict_seconds = max(time.perf_counter() - t0, 1e-9)
+    n_test = len(rows["test"])
+    per_sample = predict_seconds / n_test + (1.0 / prep_rate[name] if name in prep_rate else 0.0)
+    pred = est.classes_[np.argmax(proba, 1)]
+    m = metrics(y_rows[rows["test"]], pred, classes)
+    extra = {
+        "n_train": int(len(split.train)),
+        "n_val": int(len(split.val)),
+        "n_test": int(len(split.test)),
+        "n_train_samples": int(len(rows["train"])),
+        "n_test_samples": int(n_test),
+        "infer_includes": "features" if name == "rf" else ("encoder" if name in prep_rate else "model only"),
+    }
+    if hasattr(est, "n_epochs_"):
+        extra["epochs"] = int(est.n_epochs_)
+    if hasattr(est, "layer_weights_"):
+        extra["layer_weights"] = [float(w) for w in est.layer_weights_]
+    if cfg.scoring == "window":  # object scores from mean window probabilities
+        test_owner = owner[rows["test"]]
+        objs, inv = np.unique(test_owner, return_inverse=True)
+        mean_p = np.zeros((len(objs), proba.shape[1]))
+        np.add.at(mean_p, inv, proba)
+        obj_m = metrics(labels_obj[objs], est.classes_[np.argmax(mean_p, 1)], classes)
+        extra.update(object_macro_f1=obj_m["macro_f1"], object_accuracy=obj_m["accuracy"])
+    return {
+        "model": name,
+        "spc": int(split.spc),
+        "fold": int(split.fold),
+        **m,
+        "train_seconds": float(train_seconds),
+        "infer_lc_per_s": float(1.0 / per_sample),
+        "extra": extra,
+    }
+
+
+def _running_means(records) -> dict:
+    df = pd.DataFrame(records)
+    means = df.groupby(["model", "spc"])["macro_f1"].mean()
+    return {f"{m}@{s}": round(float(v), 4) for (m, s), v in means.items()}
+
+
+def _finetuned_layers(data: EvalData, batch, owner, split: Split, cfg: EvalConfig) -> np.ndarray:
+    """The paper's recipe: masked fine-tuning of the encoder on this split's training light curves
+    (validation light curves for early stopping, labels unused), then embed every sample again."""
+    import tempfile
+
+    if not data.encoder or not data.encoder.get("dir"):
+        raise ModelError("fine-tuning needs the encoder's folder (EvalData.encoder['dir'])")
+    from lcdash import train
+
+    rows_of = _rows_by_object(owner, int(owner.max()) + 1)
+    train_batch = take_batch(batch, _rows(rows_of, split.train))
+    val_batch = take_batch(batch, _rows(rows_of, split.val))
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = {}
+        if cfg.finetune_epochs:
+            kwargs["max_epochs"] = int(cfg.finetune_epochs)
+        train.finetune(train_batch, val_batch, data.encoder["dir"], tmp, device=cfg.device, **kwargs)
+        return _embed({**data.encoder, "dir": tmp}, batch, cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# the Probe page
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class ProbeResult:
+    evaluation: EvalResult | None  # the protocol's records for the probe (None: too few labels)
+    classes: list[str]
+    layer_weights: np.ndarray  # softmax(gamma) of the final fit
+    proba: np.ndarray | None = None  # [M, C] for predict_layers
+    predicted: np.ndarray | None = None  # str[M]
+    confidence: np.ndarray | None = None  # max probability
+    entropy: np.ndarray | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "evaluation": self.evaluation.to_dict() if self.evaluation else None,
+            "classes": list(self.classes),
+            "layer_weights": np.asarray(self.layer_weights).tolist(),
+            "note": self.note,
+        }
+
+
+class _Rescaled:
+    """Forward progress with another total, mirroring the caller's cancel flag."""
+
+    def __init__(self, progress, total: int):
+        self.progress, self.total = progress, total
+
+    def __call__(self, step, total, message, metrics_=None):
+        self.progress(step, self.total, message, metrics_)
+
+    @property
+    def cancelled(self) -> bool:
+        return getattr(self.progress, "cancelled", False)
+
+
+def run_probe(
+    layers, labels, cfg: EvalConfig | None = None, predict_layers=None, progress=None
+) -> ProbeResult:
+    """The probe alone: the protocol when every class has enough labels, then one fit on all the
+    labelled data (20% held out per class for early stopping when a class has 5+ labels) and
+    predictions, confidence and entropy for `predict_layers` [M, L+1, d]."""
+    cfg = dataclasses.replace(cfg or EvalConfig(), models=["probe"])
+    layers = np.asarray(layers, dtype=np.float32)
+    labels = np.asarray(labels).astype(str)
+    if layers.ndim != 3 or len(layers) != len(labels):
+        raise ValidationError(
+            f"need embeddings [N, L+1, d] with N labels, got {layers.shape} and {len(labels)}"
+        )
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise ValidationError(f"label at least 2 classes to train a probe (got {list(classes)})")
+    evaluation, note = None, ""
+    n_fits = len(cfg.spc) * cfg.folds
+    if counts.min() >= min_class_size(cfg.folds):
+        fake = SimpleNamespace(
+            oid=np.arange(len(labels)),
+            band=[""] * len(labels),
+            time=np.zeros((len(labels), 1)),
+            mag=np.zeros((len(labels), 1), np.float32),
+            mag_err=np.zeros((len(labels), 1), np.float32),
+            mask=np.ones((len(labels), 1), bool),
+            length=np.ones(len(labels), np.int32),
+        )
+        cfg_eval = dataclasses.replace(cfg, scoring="object")
+
+        wrapped = _Rescaled(progress, n_fits + 1) if progress is not None else None
+        evaluation = run_evaluation(EvalData(fake, labels, layers), cfg_eval, wrapped)
+        if evaluation.timings.get("cancelled"):
+            return ProbeResult(evaluation, list(classes), np.zeros(layers.shape[1]), note="cancelled")
+    else:
+        note = (
+            f"protocol skipped: the smallest class has {counts.min()} labels, "
+            f"{min_class_size(cfg.folds)} are needed for {cfg.folds} folds"
+        )
+    # final fit on everything labelled
+    rng = np.random.default_rng(cfg.seed)
+    val = np.concatenate(
+        [
+            rng.permutation(np.flatnonzero(labels == c))[: int(n * 0.2)] if n >= 5 else []
+            for c, n in zip(classes, counts, strict=True)
+        ]
+    ).astype(np.int64)
+    train = np.setdiff1d(np.arange(len(labels)), val)
+    est = make_classifier("probe", **cfg.model_params("probe"))
+    est.fit(
+        layers[train], labels[train], layers[val] if len(val) else None, labels[val] if len(val) else None
+    )
+    _notify(progress, n_fits + 1, n_fits + 1, "final fit done", None)
+    result = ProbeResult(evaluation, list(est.classes_), est.layer_weights_, note=note)
+    if predict_layers is not None:
+        proba = est.predict_proba(np.asarray(predict_layers, dtype=np.float32))
+        result.proba = proba
+        result.predicted = est.classes_[np.argmax(proba, 1)]
+        result.confidence = proba.max(1)
+        result.entropy = entropy(proba)
+    return result
