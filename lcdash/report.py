@@ -1,0 +1,222 @@
+"""An evaluation's report: report.md (mean +- std tables, per-class F1, sampling, wall times) and PNG
+plots (macro F1 against samples per class per model; confusion matrices), matplotlib Agg backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MODEL_TITLES = {
+    "probe": "Astromer probe",
+    "rnn": "Becker RNN",
+    "cnn": "Aguirre CNN",
+    "rf": "Feature RF",
+}
+
+
+def _title(model: str) -> str:
+    return MODEL_TITLES.get(model, model)
+
+
+def _pm(mean, std, scale=100.0, digits=1) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "-"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def plot_f1_vs_spc(result, path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = result.summary()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for model, g in s.groupby("model", sort=False):
+        g = g.sort_values("spc")
+        ax.errorbar(g["spc"], 100 * g["macro_f1_mean"], yerr=100 * g["macro_f1_std"], marker="o", capsize=3,
+                    label=_title(model))  # fmt: skip
+    n_classes = len(result.selection.get("classes", [])) or 1
+    ax.axhline(100 / n_classes, color="grey", lw=0.8, ls=":", label="chance (1 / classes)")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(s["spc"].unique()), [str(v) for v in sorted(s["spc"].unique())])
+    ax.set_xlabel("training samples per class")
+    ax.set_ylabel("macro F1 (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def summed_confusion(df: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Confusion matrix summed over the folds in `df` (records of one model x spc)."""
+    classes = df.iloc[0]["confusion"]["classes"]
+    mat = sum(np.asarray(c["matrix"], dtype=float) for c in df["confusion"])
+    return classes, mat
+
+
+def plot_confusion(classes, matrix, title, path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = matrix.sum(1, keepdims=True)
+    norm = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
+    """Write report.md and the PNGs into out_dir; returns the report's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    df = result.frame()
+    cfg, sel, tim = result.config, result.selection, result.timings
+    lines = [f"# {title}", ""]
+    lines += [
+        f"- classes ({len(sel.get('classes', []))}): {', '.join(sel.get('classes', []))}",
+        f"- objects: {sel.get('n_objects')}; scoring: {sel.get('scoring', cfg.get('scoring'))}; "
+        f"band: {sel.get('band') or cfg.get('band') or 'first band of each object'}",
+        f"- protocol: {cfg.get('folds')} folds, test {cfg.get('test_per_class')} objects per class, "
+        f"validation ceil({cfg.get('val_fraction')} x spc) per class, seed {cfg.get('seed')}",
+    ]
+    if cfg.get("encoder"):
+        enc = cfg["encoder"]
+        lines.append(
+            f"- encoder: {enc.get('name')} ({enc.get('arch', '?')}, {enc.get('source') or 'unknown source'})"
+        )
+    if sel.get("dropped_small_classes"):
+        lines.append(f"- dropped (too few objects): {sel['dropped_small_classes']}")
+    if sel.get("capped_classes"):
+        lines.append(
+            f"- capped (fewer test or training objects than asked): {', '.join(sel['capped_classes'])}"
+        )
+    if tim.get("total_seconds") is not None:
+        lines.append(
+            f"- total wall time: {tim['total_seconds']:.0f} s"
+            + (" (cancelled)" if tim.get("cancelled") else "")
+        )
+    lines.append("")
+    if df.empty:
+        lines.append("No finished fits.")
+        path = out / "report.md"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    s = result.summary()
+    spcs = sorted(s["spc"].unique())
+    models = list(dict.fromkeys(s["model"]))
+    lines += ["## Macro F1 (%), mean ± std over folds", ""]
+    lines += ["| model | " + " | ".join(f"spc {v}" for v in spcs) + " |", "|---" * (len(spcs) + 1) + "|"]
+    for m in models:
+        cells = []
+        for v in spcs:
+            r = s[(s["model"] == m) & (s["spc"] == v)]
+            cells.append(_pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0]) if len(r) else "-")
+        lines.append(f"| {_title(m)} | " + " | ".join(cells) + " |")
+    lines += ["", "## All metrics (%), mean ± std; wall times", ""]
+    lines += [
+        "| model | spc | folds | macro F1 | macro precision | macro recall | accuracy | train s / fit | "
+        "inference lc/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in s.itertuples(index=False):
+        lines.append(
+            f"| {_title(r.model)} | {r.spc} | {r.folds} | {_pm(r.macro_f1_mean, r.macro_f1_std)} | "
+            f"{_pm(r.macro_precision_mean, r.macro_precision_std)} | "
+            f"{_pm(r.macro_recall_mean, r.macro_recall_std)} | {_pm(r.accuracy_mean, r.accuracy_std)} | "
+            f"{r.train_seconds_mean:.1f} | {r.infer_lc_per_s_mean:,.0f} |"
+        )
+    if "extra" in df and cfg.get("scoring") == "window":
+        lines += ["", "Window scoring; object-level macro F1 from mean window probabilities:", ""]
+        obj = df.assign(obj=df["extra"].map(lambda e: (e or {}).get("object_macro_f1")))
+        for (m, v), g in obj.groupby(["model", "spc"], sort=False):
+            lines.append(f"- {_title(m)} @ {v}: {_pm(g['obj'].mean(), g['obj'].std(ddof=0))}")
+
+    lines += ["", f"## Per-class F1 (%), mean over folds, spc {spcs[-1]}", ""]
+    top = df[df["spc"] == spcs[-1]]
+    classes = sel.get("classes") or list(top.iloc[0]["per_class"])
+    lines += ["| class | " + " | ".join(_title(m) for m in models) + " |", "|---" * (len(models) + 1) + "|"]
+    for c in classes:
+        cells = []
+        for m in models:
+            g = top[top["model"] == m]
+            vals = [pc[c]["f1"] for pc in g["per_class"] if c in pc]
+            cells.append(f"{100 * np.mean(vals):.1f}" if vals else "-")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+
+    sampling = sel.get("sampling") or {}
+    if sampling:
+        lines += ["", "## Sampling per class (per fold: test; per spc: train / validation)", ""]
+        lines += ["| class | objects | test | " + " | ".join(f"spc {v}" for v in spcs) + " |",
+                  "|---" * (len(spcs) + 3) + "|"]  # fmt: skip
+        for c, rep in sampling.items():
+            cells = []
+            for v in spcs:
+                tr = rep["train"].get(str(v), rep["train"].get(v, []))
+                va = rep["val"].get(str(v), rep["val"].get(v, []))
+                cells.append(f"{min(tr) if tr else '-'} / {min(va) if va else '-'}")
+            lines.append(
+                f"| {c} | {rep['n']} | {min(rep['test']) if rep['test'] else '-'} | "
+                + " | ".join(cells)
+                + " |"
+            )
+
+    weights = [
+        (r["model"], r["spc"], r["extra"]["layer_weights"])
+        for r in result.records
+        if isinstance(r.get("extra"), dict) and r["extra"].get("layer_weights")
+    ]
+    if weights:
+        lines += ["", "## Probe layer weights softmax(gamma), mean over folds", ""]
+        by = {}
+        for _, v, w in weights:
+            by.setdefault(v, []).append(w)
+        for v, ws in sorted(by.items()):
+            lines.append(f"- spc {v}: " + ", ".join(f"{x:.3f}" for x in np.mean(ws, 0)))
+
+    plots = [
+        "",
+        "## Plots",
+        "",
+        f"![macro F1 against spc]({plot_f1_vs_spc(result, out / 'f1_vs_spc.png').name})",
+    ]
+    for (m, v), g in df.groupby(["model", "spc"], sort=False):
+        if v != spcs[-1] and v != spcs[0]:
+            continue
+        cls, mat = summed_confusion(g)
+        p = plot_confusion(cls, mat, f"{_title(m)}, spc {v} (rows normalised, folds summed)",
+                           out / f"confusion_{m}_spc{v}.png")  # fmt: skip
+        plots.append(f"![{m} spc {v}]({p.name})")
+    lines += plots
+
+    prep = tim.get("prepare_seconds") or {}
+    if prep:
+        lines += ["", "## Preparation wall time (s)", ""]
+        lines += [f"- {_title(m)}: {sec:.1f}" for m, sec in prep.items()]
+    if result.versions:
+        lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result.versions.items())]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
