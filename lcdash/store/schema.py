@@ -13,16 +13,28 @@ from __future__ import annotations
 
 SCHEMA_VERSION = 1
 
-# The physical layout of light curves (OBSERVATIONS_DDL) is chosen by measurement: see
-# bench/store_bench.py and the README's design section.
+# The physical layout of light curves, chosen by measurement (bench/store_bench.py, catalina_train):
+# one row per (oid, band) with LIST columns. Reading 10,000 whole light curves as padded arrays
+# took 0.14-0.2 s from the list table against 0.55-1.0 s from a long table sorted by
+# (oid, band, time) (same DuckDB, same numpy padding), because a batch read is then one row
+# per light curve whose flat list children map straight onto the padded arrays; drawing one
+# light curve costs about the same (1-3 ms) either way. The long form stays available to SQL
+# users as the `observations` view (UNNEST of the lists), so ad-hoc queries read naturally.
+# Invariant: each list is sorted by time with unique times; n_obs = len(time).
 OBSERVATIONS_DDL = """
-CREATE TABLE IF NOT EXISTS observations (
-    oid      BIGINT  NOT NULL,
-    band     VARCHAR NOT NULL,
-    time     DOUBLE  NOT NULL,   -- days (MJD or the survey's own epoch)
-    mag      DOUBLE  NOT NULL,
-    mag_err  DOUBLE              -- NULL when the survey gives none
+CREATE TABLE IF NOT EXISTS lightcurves (
+    oid      BIGINT    NOT NULL,
+    band     VARCHAR   NOT NULL,
+    n_obs    INTEGER   NOT NULL,
+    time     DOUBLE[]  NOT NULL,   -- days (MJD or the survey's own epoch), ascending, unique
+    mag      FLOAT[]   NOT NULL,   -- magnitudes
+    mag_err  FLOAT[]   NOT NULL,   -- elements are NULL when the survey gives no error
+    PRIMARY KEY (oid, band)
 );
+
+CREATE OR REPLACE VIEW observations AS
+SELECT oid, band, unnest(time) AS time, unnest(mag) AS mag, unnest(mag_err) AS mag_err
+FROM lightcurves;
 """
 
 TABLES_DDL = """

@@ -1,0 +1,1019 @@
+"""Reading light-curve files, guessing their columns, and validating them before ingest.
+
+Three steps the Data page and the CLI share:
+
+1. `read_table(path_or_buffer, name)` / `read_inputs(paths)`: CSV, Parquet, FITS, VOTable, ECSV
+   (a file, a folder of files or a zip of files) into pandas frames.
+2. `guess_mapping(columns)`: which column holds the object id, time, mag, mag_err, band (and for an
+   objects table: label, period, ra, dec, survey). The user may correct it; `prepare` takes the
+   corrected mapping.
+3. `prepare(frames, mapping, objects=...)`: one tidy long table of observations (object_id, band,
+   time, mag, mag_err; sorted by object, band, time; unique times) plus an objects table, and a
+   `ValidationReport`. Every problem found is either an error (the ingest must not go ahead) or
+   fixed by a documented rule and reported:
+
+   ========================  ==================================================================
+   rule                      action
+   ========================  ==================================================================
+   missing_column            error: time or mag (or the object id for a long table) not found
+   unknown_column            error: the mapping names a column the file does not have
+   non_numeric               error: time/mag/mag_err (or period/ra/dec) values that are not
+                             numbers; the rows are named
+   flux                      error: the magnitude column looks like a flux (by name or values);
+                             the hint says how to convert
+   negative_error            error: mag_err < 0 (usually a wrong column)
+   duplicate_object          error: an object id repeated in the objects table
+   missing_time              fixed: rows whose time is NaN/inf are dropped
+   missing_mag               fixed: rows whose mag is NaN/inf are dropped
+   missing_error             fixed: NaN/inf errors are stored as NULL
+   zero_error                fixed: errors equal to 0 are stored as NULL (no information)
+   unsorted_time             fixed: observations are sorted by time
+   duplicate_row             fixed: exact duplicate (object, band, time, mag, mag_err) rows dropped
+   duplicate_time            fixed: rows sharing (object, band, time) but not values are averaged
+                             (mag = mean, mag_err = sqrt(sum err^2) / k); or an error when
+                             ``duplicates="error"``
+   too_few_observations      fixed: (object, band) series with fewer than ``min_obs`` points are
+                             dropped, and objects left without observations
+   unknown_object            fixed: objects-table rows without observations are ignored
+   ========================  ==================================================================
+
+Row numbers in the report count data rows from 1 in each file (the header is not a row).
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import re
+import zipfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lcdash.errors import ValidationError
+
+OBS_ROLES = ("object_id", "time", "mag", "mag_err", "band")
+OBJECT_ROLES = ("object_id", "label", "period", "ra", "dec", "survey")
+
+# Normalised aliases (lower case, only letters and digits), best first.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "object_id": (
+        "objectid",
+        "oid",
+        "id",
+        "sourceid",
+        "objid",
+        "starid",
+        "source",
+        "object",
+        "name",
+        "star",
+        "target",
+        "targetid",
+        "lcid",
+    ),
+    "time": (
+        "time",
+        "mjd",
+        "hjd",
+        "bjd",
+        "jd",
+        "timemjd",
+        "mjdobs",
+        "hmjd",
+        "bmjd",
+        "btjd",
+        "obstime",
+        "timejd",
+        "t",
+        "date",
+        "epoch",
+    ),
+    "mag": ("mag", "magnitude", "mags", "m", "magpsf", "magauto", "magap", "magnitudes"),
+    "mag_err": (
+        "magerr",
+        "magerror",
+        "sigma",
+        "emag",
+        "errmag",
+        "sigmag",
+        "sigmamag",
+        "dmag",
+        "magnitudeerr",
+        "magnitudeerror",
+        "magpsferr",
+        "magsigma",
+        "err",
+        "error",
+        "merr",
+        "sigmapsf",
+        "emagnitude",
+    ),
+    "band": (
+        "band",
+        "filter",
+        "fid",
+        "passband",
+        "filtercode",
+        "bandpass",
+        "filtername",
+        "filterid",
+        "bandname",
+    ),
+    "label": (
+        "label",
+        "class",
+        "type",
+        "classname",
+        "vartype",
+        "variabletype",
+        "target",
+        "category",
+        "classification",
+    ),
+    "period": ("period", "periodday", "perioddays", "p", "per", "pdays"),
+    "ra": ("ra", "radeg", "raj2000", "raicrs", "alpha"),
+    "dec": ("dec", "decdeg", "dej2000", "decj2000", "deicrs", "delta"),
+    "survey": ("survey", "surveyname"),
+}
+_FLUX = re.compile(r"flux|^f(lux)?_?(psf|ap|auto)?$|^counts?$|^adu$|^e_?per_?s", re.I)
+_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "txt",
+    ".dat": "txt",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".fits": "fits",
+    ".fit": "fits",
+    ".fts": "fits",
+    ".vot": "votable",
+    ".votable": "votable",
+    ".xml": "votable",
+    ".ecsv": "ecsv",
+}
+MAX_ROWS_LISTED = 20
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+# --------------------------------------------------------------------------------------------
+# Validation report
+
+
+@dataclass
+class Problem:
+    """One finding: where (file, column, rows), which rule, and what was done about it."""
+
+    file: str
+    column: str | None
+    rule: str
+    action: str  # "error" or "fixed: <what was done>"
+    message: str
+    rows: list[int] = field(default_factory=list)  # 1-based data rows (at most MAX_ROWS_LISTED)
+    count: int = 0  # how many rows/objects the problem touches
+
+    @property
+    def is_error(self) -> bool:
+        return self.action == "error"
+
+    def __str__(self) -> str:
+        where = self.file + (f", column {self.column!r}" if self.column else "")
+        if self.rows:
+            more = f" (+{self.count - len(self.rows)} more)" if self.count > len(self.rows) else ""
+            where += f", row{'s' if len(self.rows) > 1 else ''} " + ", ".join(map(str, self.rows)) + more
+        return f"{where}: {self.message} [{self.rule}; {self.action}]"
+
+
+@dataclass
+class ValidationReport:
+    """Every problem `prepare` found; `ok` is False when any of them is an error."""
+
+    problems: list[Problem] = field(default_factory=list)
+    n_rows_read: int = 0
+    n_rows_kept: int = 0
+    n_objects: int = 0
+
+    def add(self, file, column, rule, action, message, rows=None, count=None) -> Problem:
+        rows = [int(r) for r in (rows if rows is not None else [])]
+        p = Problem(
+            str(file),
+            column,
+            rule,
+            action,
+            message,
+            rows[:MAX_ROWS_LISTED],
+            int(count if count is not None else len(rows)),
+        )
+        self.problems.append(p)
+        return p
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.is_error]
+
+    @property
+    def fixes(self) -> list[Problem]:
+        return [p for p in self.problems if not p.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_if_errors(self) -> None:
+        """Raise a ValidationError whose message names the first error (and how many more)."""
+        errs = self.errors
+        if errs:
+            more = (
+                f" (and {len(errs) - 1} more problem{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+            )
+            raise ValidationError(str(errs[0]) + more)
+
+    def to_frame(self) -> pd.DataFrame:
+        cols = ["file", "column", "rows", "count", "rule", "action", "message"]
+        return pd.DataFrame(
+            [
+                [p.file, p.column, ", ".join(map(str, p.rows)), p.count, p.rule, p.action, p.message]
+                for p in self.problems
+            ],
+            columns=cols,
+        )
+
+    def summary(self) -> str:
+        head = (
+            f"{self.n_rows_read:,} rows read, {self.n_rows_kept:,} kept, {self.n_objects:,} objects; "
+            f"{len(self.errors)} error(s), {len(self.fixes)} fix(es)"
+        )
+        return "\n".join([head] + [f"  - {p}" for p in self.problems])
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def table_format(name: str) -> str:
+    """The reader for a file name ('csv', 'parquet', 'fits', ...); raises for unknown suffixes."""
+    lower = str(name).lower()
+    if lower.endswith(".gz"):
+        lower = lower[:-3]
+    fmt = _FORMATS.get(Path(lower).suffix)
+    if fmt is None:
+        raise ValidationError(f"{name}: unknown file type; expected one of {', '.join(sorted(_FORMATS))}")
+    return fmt
+
+
+def read_table(path_or_buffer, name: str | None = None) -> pd.DataFrame:
+    """Read one table (CSV/TSV/TXT, Parquet, FITS, VOTable, ECSV) from a path or a file-like object.
+
+    `name` gives the file name (and so the format) for buffers, e.g. a Streamlit upload.
+    """
+    if name is None:
+        if isinstance(path_or_buffer, (str, Path)):
+            name = str(path_or_buffer)
+        else:
+            name = getattr(path_or_buffer, "name", None)
+            if name is None:
+                raise ValidationError("read_table: a buffer needs a file name to tell its format")
+    fmt = table_format(name)
+    src = path_or_buffer
+    if hasattr(src, "read") and not isinstance(src, (str, Path)):
+        data = src.read()
+        src = _io.BytesIO(data if isinstance(data, bytes) else data.encode())
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(src)
+        if fmt in ("csv", "tsv", "txt"):
+            return _read_text(src, fmt)
+        from astropy.table import Table  # heavy import, only when needed
+
+        astro_fmt = {"fits": "fits", "votable": "votable", "ecsv": "ascii.ecsv"}[fmt]
+        return _table_to_frame(Table.read(src, format=astro_fmt))
+    except ValidationError:
+        raise
+    except Exception as exc:  # readers raise many types; the user needs the file and the reason
+        raise ValidationError(f"{Path(str(name)).name}: cannot read as {fmt}: {exc}") from exc
+
+
+def _read_text(src, fmt: str) -> pd.DataFrame:
+    if fmt == "csv":
+        return pd.read_csv(src, comment=None)
+    if fmt == "tsv":
+        return pd.read_csv(src, sep="\t")
+    # .txt/.dat: comma separated if the header has commas, else whitespace; '#' starts a comment
+    if isinstance(src, (str, Path)):
+        with open(src, encoding="utf-8", errors="replace") as fh:
+            first = next((ln for ln in fh if ln.strip() and not ln.startswith("#")), "")
+    else:
+        pos = src.tell()
+        text = src.read().decode("utf-8", errors="replace")
+        src.seek(pos)
+        first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")), "")
+    sep = "," if "," in first else r"\s+"
+    return pd.read_csv(src, sep=sep, comment="#")
+
+
+def _table_to_frame(table) -> pd.DataFrame:
+    """astropy Table -> DataFrame: drop multidimensional columns, masked -> NaN/None, bytes -> str."""
+    keep = [c for c in table.colnames if len(table[c].shape) <= 1]
+    table = table[keep]
+    out = {}
+    for c in keep:
+        col = table[c]
+        values = np.asarray(
+            col.filled() if hasattr(col, "filled") and getattr(col, "mask", None) is not None else col
+        )
+        mask = np.asarray(getattr(col, "mask", np.zeros(len(col), bool)), dtype=bool)
+        if values.dtype.kind == "S":
+            values = np.char.decode(values, "utf-8", errors="replace")
+        if mask.any():
+            values = values.astype(float) if values.dtype.kind in "iufb" else values.astype(object)
+            values[mask] = np.nan if values.dtype.kind == "f" else None
+        out[c] = values
+    return pd.DataFrame(out)
+
+
+def read_inputs(paths: Iterable[str | Path] | str | Path) -> list[tuple[str, pd.DataFrame]]:
+    """Read files, folders (every readable file inside, sorted) and zips into (name, frame) pairs.
+
+    The name is the file name; for one-file-per-object inputs its stem becomes the object id.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames: list[tuple[str, pd.DataFrame]] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ValidationError(f"{p}: no such file or folder")
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and _readable(f.name))
+            if not files:
+                raise ValidationError(f"{p}: the folder holds no readable table files")
+            frames += [(f.name, read_table(f)) for f in files]
+        elif p.suffix.lower() == ".zip":
+            frames += read_zip(p)
+        else:
+            frames.append((p.name, read_table(p)))
+    return frames
+
+
+def read_zip(path_or_buffer, name: str | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """Every readable table inside a zip (path or buffer), as (file name, frame) pairs."""
+    label = name or str(getattr(path_or_buffer, "name", path_or_buffer))
+    try:
+        zf = zipfile.ZipFile(path_or_buffer)
+    except zipfile.BadZipFile as exc:
+        raise ValidationError(f"{label}: not a zip file ({exc})") from exc
+    with zf:
+        members = sorted(
+            m
+            for m in zf.namelist()
+            if not m.endswith("/") and not Path(m).name.startswith(".") and _readable(m)
+        )
+        if not members:
+            raise ValidationError(f"{label}: the zip holds no readable table files")
+        return [(Path(m).name, read_table(_io.BytesIO(zf.read(m)), Path(m).name)) for m in members]
+
+
+def _readable(name: str) -> bool:
+    try:
+        table_format(name)
+        return True
+    except ValidationError:
+        return False
+
+
+def file_stem(name: str) -> str:
+    """Object id from a file name: the name without its (possibly double) extension."""
+    base = Path(str(name)).name
+    if base.lower().endswith(".gz"):
+        base = base[:-3]
+    return Path(base).stem
+
+
+# --------------------------------------------------------------------------------------------
+# Column mapping
+
+
+def guess_mapping(columns: Iterable[str], kind: str = "observations") -> dict[str, str | None]:
+    """Guess which column plays each role; roles without a match map to None.
+
+    kind: "observations" (object_id, time, mag, mag_err, band) or "objects" (object_id, label,
+    period, ra, dec, survey). Exact alias matches win over looser ones (e.g. 'mag_v', 'vmag').
+    """
+    roles = OBS_ROLES if kind == "observations" else OBJECT_ROLES
+    cols = [str(c) for c in columns]
+    normed = {c: _norm(c) for c in cols}
+    out: dict[str, str | None] = {}
+    used: set[str] = set()
+    for role in roles:
+        hit = None
+        for alias in _ALIASES[role]:
+            hit = next((c for c in cols if normed[c] == alias and c not in used), None)
+            if hit:
+                break
+        if hit is None and kind == "observations":
+            hit = _loose_match(role, cols, normed, used)
+        out[role] = hit
+        if hit:
+            used.add(hit)
+    return out
+
+
+def _loose_match(role, cols, normed, used):
+    free = [c for c in cols if c not in used]
+    if role == "time":
+        return next(
+            (c for c in free if re.search(r"(^|[^a-z])(b|h)?m?jd", c.lower()) or "time" in normed[c]), None
+        )
+    if role == "mag":
+        return next(
+            (c for c in free if ("mag" in normed[c]) and not re.search(r"err|sig|unc", normed[c])), None
+        )
+    if role == "mag_err":
+        return next((c for c in free if "mag" in normed[c] and re.search(r"err|sig|unc", normed[c])), None)
+    return None
+
+
+def looks_like_flux_name(column: str) -> bool:
+    return bool(_FLUX.search(_norm(column))) and "mag" not in _norm(column)
+
+
+# --------------------------------------------------------------------------------------------
+# Preparation
+
+
+FramesLike = pd.DataFrame | Mapping[str, pd.DataFrame] | Iterable[tuple[str, pd.DataFrame]]
+
+
+def _as_frames(frames: FramesLike, name: str) -> list[tuple[str, pd.DataFrame]]:
+    if isinstance(frames, pd.DataFrame):
+        return [(name, frames)]
+    if isinstance(frames, Mapping):
+        return list(frames.items())
+    return [(str(n), f) for n, f in frames]
+
+
+def _numeric(series: pd.Series, file: str, column: str, report: ValidationReport) -> np.ndarray:
+    """Column as float64; values that are present but not numbers are an error naming the rows."""
+    if series.dtype.kind in "iufb":
+        return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    conv = pd.to_numeric(series, errors="coerce")
+    values = conv.to_numpy(dtype=np.float64, na_value=np.nan)
+    present = series.notna().to_numpy()
+    if series.dtype.kind in "OUST" or str(series.dtype).startswith(("str", "string")):
+        stripped = series.astype("string").str.strip().str.lower()
+        present &= ~stripped.isin(["", "nan", "null", "none", "na", "n/a", "--"]).to_numpy(
+            dtype=bool, na_value=False
+        )
+    bad = np.flatnonzero(present & np.isnan(values))
+    if bad.size:
+        examples = ", ".join(repr(series.iloc[i]) for i in bad[:3])
+        report.add(
+            file,
+            column,
+            "non_numeric",
+            "error",
+            f"{bad.size} value(s) are not numbers (e.g. {examples})",
+            bad + 1,
+            bad.size,
+        )
+    return values
+
+
+def prepare(
+    frames: FramesLike,
+    mapping: Mapping[str, str | None] | None = None,
+    *,
+    objects: pd.DataFrame | None = None,
+    objects_mapping: Mapping[str, str | None] | None = None,
+    objects_name: str = "objects table",
+    band: str | None = None,
+    min_obs: int = 5,
+    duplicates: str = "average",
+    name: str = "observations",
+) -> tuple[pd.DataFrame, pd.DataFrame, ValidationReport]:
+    """Validate and tidy observations (+ an optional objects table) for `Store.ingest`.
+
+    frames: one long table, or (file name, frame) pairs (e.g. one file per object: the object id
+    comes from the file name when the frame has no id column). mapping: role -> column for the
+    observation frames, overriding `guess_mapping` (a role mapped to None is switched off).
+    band: the band name for frames without a band column (default "default").
+    duplicates: "average" (rows sharing a time are averaged) or "error".
+
+    Returns (observations, objects, report). observations: object_id, band (categoricals), time
+    (float64), mag (float64), mag_err (float64, NaN = none), sorted by (object_id, band, time) with
+    unique times. objects: object_id, label, period, ra, dec, survey, meta (JSON text of the other
+    columns) for every object kept. Check `report.ok` (or call `report.raise_if_errors()`) before
+    ingesting: on errors the frames returned are empty.
+    """
+    if duplicates not in ("average", "error"):
+        raise ValueError("duplicates must be 'average' or 'error'")
+    report = ValidationReport()
+    pairs = _as_frames(frames, name)
+    if not pairs:
+        raise ValidationError("no observation tables given")
+    user_map = dict(mapping or {})
+    parts = []
+    for file_no, (fname, frame) in enumerate(pairs):
+        part = _prepare_frame(fname, frame, user_map, band, len(pairs) > 1, report)
+        report.n_rows_read += len(frame)
+        if part is not None:
+            part["file"] = np.full(len(part["time"]), file_no, np.int32)
+            parts.append(part)
+    obj_frame = None
+    if objects is not None:
+        obj_frame = _prepare_objects(objects, objects_mapping, objects_name, report)
+    if not report.ok or not parts:
+        return _empty_obs(), _empty_objects(), report
+
+    file_names = [p[0] for p in pairs]
+    obs = _clean_rows(parts, file_names, min_obs, duplicates, report)
+    if not report.ok:
+        return _empty_obs(), _empty_objects(), report
+    kept_ids = obs["object_id"].cat.categories
+    objects_out = _join_objects(kept_ids, obj_frame, objects_name, report)
+    report.n_rows_kept = len(obs)
+    report.n_objects = len(objects_out)
+    return obs, objects_out, report
+
+
+def _prepare_frame(fname, frame, user_map, band, many, report):
+    cols = [str(c) for c in frame.columns]
+    frame = frame.set_axis(cols, axis=1)
+    guessed = guess_mapping(cols)
+    m = {**guessed, **{k: v for k, v in user_map.items() if k in OBS_ROLES}}
+    for role, col in m.items():
+        if col is not None and col not in cols:
+            report.add(
+                fname,
+                col,
+                "unknown_column",
+                "error",
+                f"the mapping gives {role}={col!r} but the file has no such column "
+                f"(columns: {', '.join(cols)})",
+            )
+            return None
+    flux_cols = [c for c in cols if looks_like_flux_name(c)]
+    if m["mag"] is None:
+        if flux_cols:
+            report.add(
+                fname,
+                flux_cols[0],
+                "flux",
+                "error",
+                "no magnitude column, but a flux column; convert fluxes to magnitudes first "
+                "(mag = zeropoint - 2.5 log10(flux), mag_err = 1.0857 flux_err / flux)",
+            )
+        else:
+            report.add(
+                fname,
+                None,
+                "missing_column",
+                "error",
+                f"no magnitude column found among {', '.join(cols)}; map one (e.g. --map mag=COLUMN)",
+            )
+        return None
+    if looks_like_flux_name(m["mag"]):
+        report.add(
+            fname,
+            m["mag"],
+            "flux",
+            "error",
+            "the magnitude column is named like a flux; convert fluxes to magnitudes first "
+            "(mag = zeropoint - 2.5 log10(flux)) or map the right column",
+        )
+        return None
+    if m["time"] is None:
+        report.add(
+            fname,
+            None,
+            "missing_column",
+            "error",
+            f"no time column found among {', '.join(cols)}; map one (e.g. --map time=COLUMN)",
+        )
+        return None
+    n = len(frame)
+    if m["object_id"] is not None:
+        ids = _as_id_strings(frame[m["object_id"]])
+        missing = np.flatnonzero(ids.isna().to_numpy())
+        if missing.size:
+            report.add(
+                fname,
+                m["object_id"],
+                "missing_column",
+                "error",
+                f"{missing.size} row(s) have no object id",
+                missing + 1,
+                missing.size,
+            )
+            return None
+    elif many or Path(fname).suffix:
+        # one file per object: the id is the file name
+        ids = pd.Series(np.full(n, file_stem(fname), dtype=object), dtype="string")
+    else:
+        report.add(
+            fname,
+            None,
+            "missing_column",
+            "error",
+            f"no object id column found among {', '.join(cols)}; map one (e.g. --map object_id=COLUMN)",
+        )
+        return None
+    if m["band"] is not None:
+        bands = frame[m["band"]].astype("string").fillna(band or "default")
+    else:
+        bands = pd.Series(np.full(n, band or "default", dtype=object), dtype="string")
+    time = _numeric(frame[m["time"]], fname, m["time"], report)
+    mag = _numeric(frame[m["mag"]], fname, m["mag"], report)
+    err = (
+        _numeric(frame[m["mag_err"]], fname, m["mag_err"], report)
+        if m["mag_err"] is not None
+        else np.full(n, np.nan)
+    )
+    if not report.ok:
+        return None
+    return {
+        "object_id": ids,
+        "band": bands,
+        "time": time,
+        "mag": mag,
+        "mag_err": err,
+        "row": np.arange(1, n + 1),
+        "cols": m,
+    }
+
+
+def _as_id_strings(s: pd.Series) -> pd.Series:
+    """Object ids as strings; integral floats (ids read next to NaNs) lose their '.0'."""
+    if s.dtype.kind == "f":
+        vals = s.to_numpy()
+        finite = np.isfinite(vals)
+        if np.all(vals[finite] == np.round(vals[finite])):
+            return s.astype("Int64").astype("string")
+    return s.astype("string")
+
+
+def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
+    """Drop/fix bad rows, sort, resolve duplicates and short light curves (vectorised over all files)."""
+    if len(parts) > 1:
+        ids = pd.concat([p["object_id"] for p in parts], ignore_index=True)
+        bands = pd.concat([p["band"] for p in parts], ignore_index=True)
+    else:
+        ids, bands = parts[0]["object_id"], parts[0]["band"]
+    time = np.concatenate([p["time"] for p in parts])
+    mag = np.concatenate([p["mag"] for p in parts])
+    err = np.concatenate([p["mag_err"] for p in parts])
+    row_all = np.concatenate([p["row"] for p in parts])
+    file_all = np.concatenate([p["file"] for p in parts])
+    col_of = {role: [p["cols"][role] for p in parts] for role in ("time", "mag", "mag_err")}
+
+    def report_rows(idx, rule, action, message, role):
+        """One problem per file for the rows at positions idx (of the concatenated input)."""
+        if idx.size == 0:
+            return
+        files = file_all[idx]
+        for f in np.unique(files):
+            sel = idx[files == f]
+            report.add(
+                file_names[f],
+                col_of[role][f] if role else None,
+                rule,
+                action,
+                message.format(n=sel.size),
+                row_all[sel],
+                sel.size,
+            )
+
+    # NaN / inf
+    bad_t = ~np.isfinite(time)
+    report_rows(
+        np.flatnonzero(bad_t),
+        "missing_time",
+        "fixed: rows dropped",
+        "{n} row(s) with a missing or infinite time",
+        "time",
+    )
+    bad_m = ~np.isfinite(mag) & ~bad_t
+    report_rows(
+        np.flatnonzero(bad_m),
+        "missing_mag",
+        "fixed: rows dropped",
+        "{n} row(s) with a missing or infinite magnitude",
+        "mag",
+    )
+    if any(c is not None for c in col_of["mag_err"]):
+        bad_e = ~np.isfinite(err) & ~bad_t & ~bad_m
+        report_rows(
+            np.flatnonzero(bad_e),
+            "missing_error",
+            "fixed: stored as NULL",
+            "{n} row(s) with a missing or infinite error",
+            "mag_err",
+        )
+        err = np.where(np.isfinite(err), err, np.nan)
+        zero = err == 0
+        report_rows(
+            np.flatnonzero(zero),
+            "zero_error",
+            "fixed: stored as NULL",
+            "{n} row(s) with an error of 0",
+            "mag_err",
+        )
+        err[zero] = np.nan
+        report_rows(
+            np.flatnonzero(err < 0),
+            "negative_error",
+            "error",
+            "{n} negative error(s); errors must be >= 0 (is the right column mapped?)",
+            "mag_err",
+        )
+    keep = ~(bad_t | bad_m)
+    # flux given as magnitudes: magnitudes of real sources lie within about -30..40
+    sample = mag[keep][:: max(1, int(keep.sum()) // 100_000)]
+    if sample.size:
+        lo, med, hi = np.percentile(sample, [1, 50, 99])
+        if med > 40 or lo < -30 or hi > 60:
+            f = int(file_all[np.flatnonzero(keep)[0]])
+            report.add(
+                file_names[f],
+                col_of["mag"][f],
+                "flux",
+                "error",
+                f"values from {lo:.3g} to {hi:.3g} (median {med:.3g}) look like fluxes, not magnitudes; "
+                "convert them (mag = zeropoint - 2.5 log10(flux)) or map the magnitude column",
+            )
+    if not report.ok:
+        return _empty_obs()
+
+    # codes in order of first appearance: a file sorted by object gives increasing codes (no re-sort)
+    oc, ouniq = pd.factorize(ids, sort=False)
+    bc, buniq = pd.factorize(bands, sort=False)
+    nb = max(len(buniq), 1)
+    series = oc.astype(np.int64) * nb + bc  # one integer per (object, band)
+    idx = np.arange(time.size)  # position in the concatenated input, for row numbers in reports
+    if not keep.all():
+        series, time, mag, err, idx = series[keep], time[keep], mag[keep], err[keep], idx[keep]
+
+    # sort by (object, band, time); report light curves whose times were out of order
+    if series.size > 1:
+        same = series[1:] == series[:-1]
+        back = np.flatnonzero(same & (time[1:] < time[:-1])) + 1
+        if back.size:
+            files = file_all[idx[back]]
+            for f in np.unique(files):
+                sel = back[files == f]
+                report.add(
+                    file_names[f],
+                    col_of["time"][f],
+                    "unsorted_time",
+                    "fixed: sorted by time",
+                    f"times out of order in {np.unique(series[sel]).size} light curve(s)",
+                    row_all[idx[sel]],
+                    sel.size,
+                )
+        if back.size or not np.all(series[1:] >= series[:-1]):
+            order = np.lexsort((time, series))
+            series, time, mag, err, idx = series[order], time[order], mag[order], err[order], idx[order]
+
+    # duplicated (object, band, time): exact copies dropped, differing values averaged (or an error)
+    if series.size > 1:
+        later = np.flatnonzero((series[1:] == series[:-1]) & (time[1:] == time[:-1])) + 1
+        if later.size:
+            start = np.ones(series.size, bool)
+            start[later] = False
+            grp = np.cumsum(start) - 1
+            k = np.bincount(grp)
+            same_vals = (mag[later] == mag[later - 1]) & (
+                (err[later] == err[later - 1]) | (np.isnan(err[later]) & np.isnan(err[later - 1]))
+            )
+            differing = np.bincount(grp[later], ~same_vals, minlength=k.size) > 0
+            exact = later[~differing[grp[later]]]
+            report_rows(
+                idx[exact],
+                "duplicate_row",
+                "fixed: dropped",
+                "{n} exact duplicate row(s) of (object, band, time, mag, mag_err)",
+                None,
+            )
+            avg = later[differing[grp[later]]]
+            if avg.size:
+                if duplicates == "error":
+                    report_rows(
+                        idx[avg],
+                        "duplicate_time",
+                        "error",
+                        "{n} row(s) repeat the (object, band, time) of another row with other values",
+                        "time",
+                    )
+                    return _empty_obs()
+                report_rows(
+                    idx[avg],
+                    "duplicate_time",
+                    "fixed: averaged",
+                    "{n} row(s) repeat the (object, band, time) of another row with other values; "
+                    "averaged (mag mean, error sqrt(sum err^2)/k)",
+                    "time",
+                )
+                kf = k.astype(np.float64)
+                mag = np.bincount(grp, mag) / kf
+                nan_err = np.bincount(grp, np.isnan(err)) > 0
+                err = np.where(nan_err, np.nan, np.sqrt(np.bincount(grp, np.nan_to_num(err) ** 2)) / kf)
+                series, time, idx = series[start], time[start], idx[start]
+            else:
+                series, time, mag, err, idx = series[start], time[start], mag[start], err[start], idx[start]
+
+    # too few observations per (object, band)
+    if series.size:
+        s_start = np.r_[True, series[1:] != series[:-1]]
+        s_id = np.cumsum(s_start) - 1
+        s_len = np.bincount(s_id)
+        short = s_len < min_obs
+        if short.any():
+            drop = short[s_id]
+            short_series = series[s_start][short]
+            kept_objects = np.unique(series[~drop] // nb)
+            short_objects = np.unique(short_series // nb)
+            lost = np.setdiff1d(short_objects, kept_objects)
+            names = ", ".join(str(ouniq[i]) for i in short_objects[:5])
+            report_rows(
+                idx[drop],
+                "too_few_observations",
+                f"fixed: {int(short.sum())} light curve(s) dropped",
+                f"{int(short.sum())} (object, band) light curve(s) have fewer than {min_obs} observations "
+                f"({lost.size} object(s) left without any), e.g. {names}; {{n}} row(s)",
+                None,
+            )
+            keep3 = ~drop
+            series, time, mag, err = series[keep3], time[keep3], mag[keep3], err[keep3]
+
+    # compact the object categories to those kept, preserving their order
+    oc = series // nb
+    used = np.bincount(oc, minlength=len(ouniq)) > 0 if oc.size else np.zeros(len(ouniq), bool)
+    remap = np.cumsum(used) - 1
+    cats = pd.Index(np.asarray(ouniq, dtype=object)[used], dtype="string")
+    return pd.DataFrame(
+        {
+            "object_id": pd.Categorical.from_codes(remap[oc] if oc.size else oc, categories=cats),
+            "band": pd.Categorical.from_codes(series % nb, categories=pd.Index(buniq, dtype="string")),
+            "time": time,
+            "mag": mag,
+            "mag_err": err,
+        }
+    )
+
+
+def _prepare_objects(objects, objects_mapping, fname, report) -> pd.DataFrame | None:
+    cols = [str(c) for c in objects.columns]
+    objects = objects.set_axis(cols, axis=1)
+    m = {
+        **guess_mapping(cols, kind="objects"),
+        **{k: v for k, v in dict(objects_mapping or {}).items() if k in OBJECT_ROLES},
+    }
+    for role, col in m.items():
+        if col is not None and col not in cols:
+            report.add(
+                fname,
+                col,
+                "unknown_column",
+                "error",
+                f"the mapping gives {role}={col!r} but the objects table has no such column",
+            )
+            return None
+    if m["object_id"] is None:
+        report.add(
+            fname, None, "missing_column", "error", f"no object id column found among {', '.join(cols)}"
+        )
+        return None
+    ids = _as_id_strings(objects[m["object_id"]])
+    dup = np.flatnonzero(ids.duplicated(keep="first").to_numpy())
+    if dup.size:
+        report.add(
+            fname,
+            m["object_id"],
+            "duplicate_object",
+            "error",
+            f"{dup.size} object id(s) appear more than once (e.g. {ids.iloc[dup[0]]!r})",
+            dup + 1,
+            dup.size,
+        )
+    out = pd.DataFrame({"object_id": ids.to_numpy(dtype=object)})
+    lab = m["label"]
+    out["label"] = (
+        objects[lab].astype("string").str.strip().replace("", pd.NA).to_numpy(dtype=object, na_value=None)
+        if lab
+        else None
+    )
+    for role in ("period", "ra", "dec"):
+        out[role] = _numeric(objects[m[role]], fname, m[role], report) if m[role] else np.nan
+    out["survey"] = (
+        objects[m["survey"]].astype("string").to_numpy(dtype=object, na_value=None) if m["survey"] else None
+    )
+    used = {c for c in m.values() if c}
+    extra = [c for c in cols if c not in used]
+    out["meta"] = _meta_json(objects[extra]) if extra else None
+    return out
+
+
+def _meta_json(frame: pd.DataFrame) -> list[str | None]:
+    """The other catalogue columns of each row as a JSON object (NaN -> null)."""
+    clean = {}
+    for c in frame.columns:
+        col = frame[c]
+        if col.dtype.kind in "iub":
+            clean[c] = col.to_numpy().tolist()
+        elif col.dtype.kind == "f":
+            v = col.to_numpy(dtype=float)
+            clean[c] = [None if not np.isfinite(x) else x for x in v.tolist()]
+        else:
+            clean[c] = [
+                None if x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x)) else str(x)
+                for x in col.astype(object).tolist()
+            ]
+    keys = list(clean)
+    return [json.dumps(dict(zip(keys, vals, strict=True))) for vals in zip(*clean.values(), strict=True)]
+
+
+def _join_objects(kept_ids, obj_frame, fname, report) -> pd.DataFrame:
+    base = pd.DataFrame({"object_id": np.asarray(kept_ids, dtype=object)})
+    if obj_frame is None:
+        for c in ("label", "survey", "meta"):
+            base[c] = None
+        for c in ("period", "ra", "dec"):
+            base[c] = np.nan
+        return base[list(_OBJECT_COLUMNS)]
+    out = base.merge(obj_frame, on="object_id", how="left")
+    unknown = ~obj_frame["object_id"].isin(base["object_id"]).to_numpy()
+    if unknown.any():
+        idx = np.flatnonzero(unknown)
+        report.add(
+            fname,
+            None,
+            "unknown_object",
+            "fixed: ignored",
+            f"{idx.size} object(s) have no observations (e.g. {obj_frame['object_id'].iloc[idx[0]]!r})",
+            idx + 1,
+            idx.size,
+        )
+    out = out.astype({"label": object, "survey": object, "meta": object})
+    out = out.where(out.notna(), None) if len(out) else out
+    for c in ("period", "ra", "dec"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    return out[list(_OBJECT_COLUMNS)]
+
+
+_OBJECT_COLUMNS = ("object_id", "label", "period", "ra", "dec", "survey", "meta")
+
+
+def _empty_obs() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "object_id": pd.Categorical([]),
+            "band": pd.Categorical([]),
+            "time": np.zeros(0),
+            "mag": np.zeros(0),
+            "mag_err": np.zeros(0),
+        }
+    )
+
+
+def _empty_objects() -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in _OBJECT_COLUMNS})
+
+
+def parse_mapping(items: Iterable[str] | None) -> dict[str, str | None]:
+    """CLI `--map role=column` pairs -> mapping; `role=` switches a role off."""
+    out: dict[str, str | None] = {}
+    for item in items or []:
+        role, sep, col = item.partition("=")
+        role = role.strip()
+        if not sep or role not in set(OBS_ROLES) | set(OBJECT_ROLES):
+            raise ValidationError(
+                f"--map {item!r}: expected ROLE=COLUMN with ROLE one of "
+                f"{', '.join(OBS_ROLES + OBJECT_ROLES[1:])}"
+            )
+        out[role] = col.strip() or None
+    return out
+
+
+__all__ = [
+    "OBS_ROLES",
+    "OBJECT_ROLES",
+    "Problem",
+    "ValidationReport",
+    "read_table",
+    "read_inputs",
+    "read_zip",
+    "guess_mapping",
+    "prepare",
+    "parse_mapping",
+    "file_stem",
+    "table_format",
+    "looks_like_flux_name",
+]
