@@ -1,0 +1,733 @@
+"""The job kinds: what each job prepares (app process), runs (worker) and stores (app process).
+
+Each kind is three small functions registered with `lcdash.jobs.register_kind`; the work itself is
+in the library (`embed`, `train`, `weights`, `projection`, `evaluation`, `report`). `prepare` reads
+the store and writes the worker's inputs into the job folder (LightCurveBatch npz, embeddings npz,
+labels); `run` never opens the store; `finalize` writes the results into the store.
+
+Kinds and their params (JSON values; the pages and the CLI build them):
+
+- `embed`: encoder, band=None (each band), oids=None (all objects), overwrite=False, batch_size=256
+- `pretrain`: name, survey=None, band=None, max_objects=None, val_fraction=0.1, train={TrainConfig
+  fields}, model={AstromerConfig fields} (a fresh Astromer 2 by default), base=None (start from)
+- `finetune`: name, base (encoder to start from), the rest as pretrain (lr 1e-5 by default)
+- `import_weights`: name, and path (archive / folder / checkpoint) or official ("macho_a0", ...)
+- `project`: encoder, embedding ("last" | "weighted" | "layer_<l>"), run_id=None (probe run whose
+  layer weights "weighted" uses; uniform without), band=None, n_neighbors, min_dist, metric, seed
+- `probe`: encoder, labels ("catalogue" or a label-set name), survey=None, band=None, spc=[...],
+  folds, seed, classes=None, max_epochs=None, predict=True (write predictions for all embedded objects)
+- `evaluate`: models, encoder (for the probe), labels, survey, band, spc, folds, test_per_class,
+  max_epochs, seed, classes, scoring, max_per_class=None (subsample big classes before the protocol)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lcdash.errors import ValidationError
+from lcdash.jobs import JobCancelled, register_kind
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+EMBED_CHUNK = 2048  # objects per exported batch file: bounds the worker's memory
+
+
+# --------------------------------------------------------------------------------------------------
+# shared helpers
+
+
+def store_dir(store) -> Path:
+    return Path(store.path).resolve().parent
+
+
+def encoders_dir(store) -> Path:
+    """Where jobs put new encoders: <store dir>/encoders/<name>."""
+    return store_dir(store) / "encoders"
+
+
+def save_upload(store, filename: str, data: bytes) -> Path:
+    """Keep an uploaded file (e.g. an official weights archive) beside the store for a job to read."""
+    folder = store_dir(store) / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(filename).name
+    path.write_bytes(data)
+    return path
+
+
+def _check_new_encoder(store, name: str) -> Path:
+    from lcdash.store.embeddings import list_encoders
+
+    if not name or not NAME_RE.match(name):
+        raise ValidationError(
+            f"encoder name {name!r}: use 1-64 letters, digits, '_', '-' or '.' "
+            "(starting with a letter or digit)"
+        )
+    if name in _names(list_encoders(store)):
+        raise ValidationError(f"an encoder named {name!r} already exists; choose another name")
+    out = encoders_dir(store) / name
+    if out.exists() and any(out.iterdir()):
+        raise ValidationError(f"{out} already exists and is not empty; choose another name")
+    return out
+
+
+def _names(listed) -> list[str]:
+    if hasattr(listed, "columns"):
+        return [str(n) for n in listed["name"]]
+    return [e["name"] if isinstance(e, dict) else getattr(e, "name", e) for e in listed]
+
+
+def _encoder(store, name: str) -> dict:
+    from lcdash.store.embeddings import get_encoder
+
+    if not name:
+        raise ValidationError("choose an encoder")
+    return get_encoder(store, name)
+
+
+def _pick_oids(store, params: dict, labelled: bool | None = None) -> np.ndarray:
+    oids = params.get("oids")
+    df = store.objects(
+        survey=params.get("survey") or None,
+        band=params.get("band") or None,
+        labelled=labelled,
+        oids=oids,
+        columns=["oid"],
+    )
+    return df["oid"].to_numpy(np.int64)
+
+
+def _band_of(store, oids: np.ndarray, band: str | None) -> str | None:
+    """The band to read: the given one, else the only band of these objects, else None (each
+    object's first band, as Store.read_batch does)."""
+    if band:
+        return band
+    bands = store.bands(oids)
+    return bands[0] if len(bands) == 1 else None
+
+
+def _cancel_check(progress) -> None:
+    """Library loops stop quietly when cancelled; turn that into a cancelled job."""
+    if getattr(progress, "cancelled", False):
+        raise JobCancelled("cancelled")
+
+
+class _Scaled:
+    """Map a sub-task's progress (its own step/total) into a slice [lo, hi) of the job's steps."""
+
+    def __init__(self, progress, lo: int, hi: int, total: int, prefix: str = ""):
+        self.progress, self.lo, self.hi, self.total, self.prefix = progress, lo, hi, total, prefix
+
+    def __call__(self, step, total=None, message=None, metrics=None):
+        frac = min(1.0, step / total) if total else 0.0
+        self.progress(
+            self.lo + int(frac * (self.hi - self.lo)), self.total, f"{self.prefix}{message or ''}", metrics
+        )
+
+    @property
+    def cancelled(self) -> bool:
+        return getattr(self.progress, "cancelled", False)
+
+
+# --------------------------------------------------------------------------------------------------
+# labels and embeddings (prepare side)
+
+
+def label_sources(store) -> list[str]:
+    """ "catalogue" plus every label set's name (what the Probe / Compare pages offer)."""
+    out = ["catalogue"]
+    try:
+        from lcdash.store import labels as labels_store
+
+        sets = labels_store.list_label_sets(store)
+        out += [str(n) for n in (sets["name"] if hasattr(sets, "columns") else [s["name"] for s in sets])]
+    except (ImportError, AttributeError):
+        pass
+    return out
+
+
+def load_labels(store, source: str, survey: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(oid int64[N], label str[N]) from catalogue labels or a label set."""
+    if not source or source == "catalogue":
+        df = store.objects(survey=survey or None, labelled=True, columns=["oid", "label"])
+    else:
+        from lcdash.store import labels as labels_store
+
+        df = labels_store.get_labels(store, source)
+        if survey:
+            keep = store.objects(survey=survey, oids=df["oid"].to_numpy(np.int64), columns=["oid"])["oid"]
+            df = df[df["oid"].isin(keep)]
+    if len(df) == 0:
+        where = f" in survey {survey!r}" if survey else ""
+        raise ValidationError(f"no labelled objects{where} for label source {source!r}")
+    return df["oid"].to_numpy(np.int64), df["label"].astype(str).to_numpy()
+
+
+def _embeddings(store, encoder: str, oids=None, band: str | None = None):
+    """(oid, band, layers[N, L+1, d]) of `encoder`, restricted to one band when given."""
+    from lcdash.store.embeddings import load_embeddings
+
+    oid, bands, layers = load_embeddings(store, encoder, oids=oids)
+    bands = np.asarray(bands, dtype=str)
+    if band:
+        keep = bands == band
+        oid, bands, layers = oid[keep], bands[keep], layers[keep]
+    return np.asarray(oid, np.int64), bands, np.asarray(layers, np.float32)
+
+
+def _align(oid: np.ndarray, bands: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Row index into (oid, bands) for each wanted oid (its first band); -1 when missing."""
+    first: dict[int, int] = {}
+    order = np.lexsort((bands, oid))
+    for i in order:
+        first.setdefault(int(oid[i]), int(i))
+    return np.array([first.get(int(o), -1) for o in want], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# embed
+
+
+def embed_prepare(store, params, folder):
+    enc = _encoder(store, params.get("encoder"))
+    oids = _pick_oids(store, params)
+    bands = [params["band"]] if params.get("band") else store.bands(oids)
+    files, n_objects = [], 0
+    have, have_bands = _embeddings_index(store, enc["name"])
+    for band in bands:
+        sel = store.objects(oids=oids, band=band, columns=["oid"])["oid"].to_numpy(np.int64)
+        if not params.get("overwrite"):
+            sel = sel[~np.isin(sel, have[have_bands == band])]
+        for i in range(0, len(sel), EMBED_CHUNK):
+            name = f"batch_{band}_{i // EMBED_CHUNK:04d}.npz"
+            store.export_batch(sel[i : i + EMBED_CHUNK], band, folder / name)
+            files.append(name)
+        n_objects += len(sel)
+    return {"encoder_path": str(enc["path"]), "batches": files, "n_objects": int(n_objects)}
+
+
+def _embeddings_index(store, encoder: str):
+    cur = store.cursor()
+    try:
+        rows = cur.execute("SELECT oid, band FROM embeddings WHERE encoder = ?", [encoder]).fetchnumpy()
+    finally:
+        cur.close()
+    return np.asarray(rows["oid"], np.int64), np.asarray(rows["band"], dtype=str)
+
+
+def embed_run(folder, params, progress):
+    from lcdash.embed import embed_batch
+    from lcdash.store import LightCurveBatch
+    from lcdash.weights import load_encoder
+
+    total = int(params["n_objects"])
+    progress(0, total, "loading the encoder")
+    model, _ = load_encoder(params["encoder_path"])
+    done = windows = 0
+    t0 = time.monotonic()
+    outputs = []
+    for name in params["batches"]:
+        batch = LightCurveBatch.load(folder / name)
+        sub = _Scaled(progress, done, done + len(batch), total)
+        n_windows, layers = embed_batch(
+            model, batch, batch_size=int(params.get("batch_size", 256)), progress=sub
+        )
+        out = name.replace("batch_", "emb_")
+        np.savez(
+            folder / out,
+            oid=batch.oid,
+            band=np.asarray(batch.band, dtype=str),
+            n_windows=n_windows,
+            layers=layers,
+        )
+        outputs.append(out)
+        done += len(batch)
+        windows += int(n_windows.sum())
+        progress(done, total, f"embedded {done}/{total} light curves")
+    seconds = time.monotonic() - t0
+    return {
+        "files": outputs,
+        "objects": done,
+        "windows": windows,
+        "seconds": seconds,
+        "lc_per_s": done / seconds if seconds > 0 else None,
+    }
+
+
+def embed_finalize(store, folder, params, result):
+    from lcdash.store.embeddings import save_embeddings
+
+    rows = 0
+    for name in result["files"]:
+        with np.load(folder / name) as z:
+            keep = z["n_windows"] > 0  # objects without observations in the band
+            if keep.any():
+                save_embeddings(
+                    store,
+                    params["encoder"],
+                    z["oid"][keep],
+                    [str(b) for b in z["band"][keep]],
+                    z["n_windows"][keep],
+                    z["layers"][keep],
+                )
+            rows += int(keep.sum())
+    return {k: v for k, v in result.items() if k != "files"} | {"rows": rows, "encoder": params["encoder"]}
+
+
+# --------------------------------------------------------------------------------------------------
+# pretrain / finetune / import_weights
+
+
+def train_prepare(store, params, folder):
+    out = _check_new_encoder(store, params.get("name", ""))
+    base = params.get("base")
+    if params.get("finetune") and not base:
+        raise ValidationError("fine-tuning needs a base encoder to start from")
+    base_path = str(_encoder(store, base)["path"]) if base else None
+    from lcdash.train import TrainConfig
+
+    TrainConfig.from_dict(params.get("train") or {}).validate()  # fail here, not in the worker
+    oids = _pick_oids(store, params)
+    if params.get("max_objects"):
+        rng = np.random.default_rng(int((params.get("train") or {}).get("seed", 0)))
+        oids = np.sort(rng.choice(oids, size=min(len(oids), int(params["max_objects"])), replace=False))
+    if len(oids) < 2:
+        raise ValidationError(f"training needs at least 2 light curves, the selection has {len(oids)}")
+    band = _band_of(store, oids, params.get("band"))
+    if band:
+        oids = store.objects(oids=oids, band=band, columns=["oid"])["oid"].to_numpy(np.int64)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(oids)
+    n_val = max(1, int(round(float(params.get("val_fraction", 0.1)) * len(perm))))
+    store.export_batch(np.sort(perm[n_val:]), band, folder / "train.npz")
+    store.export_batch(np.sort(perm[:n_val]), band, folder / "val.npz")
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "out_dir": str(out),
+        "base_path": base_path,
+        "band_used": band,
+        "n_train": int(len(perm) - n_val),
+        "n_val": int(n_val),
+    }
+
+
+def train_run(folder, params, progress):
+    from lcdash import train
+    from lcdash.store import LightCurveBatch
+
+    cfg = train.TrainConfig.from_dict(params.get("train") or {})
+    tr = LightCurveBatch.load(folder / "train.npz")
+    va = LightCurveBatch.load(folder / "val.npz")
+    if params.get("finetune"):
+        summary = train.finetune(
+            tr, va, cfg, from_dir=params["base_path"], out_dir=params["out_dir"], progress=progress
+        )
+    else:
+        summary = train.pretrain(
+            tr,
+            va,
+            cfg,
+            params.get("model"),
+            params["out_dir"],
+            init_from=params.get("base_path"),
+            progress=progress,
+        )
+    _cancel_check(progress)
+    return summary
+
+
+def train_finalize(store, folder, params, result):
+    from lcdash.store.embeddings import register_encoder
+
+    what = "fine-tuned from " + params["base"] if params.get("finetune") else "pretrained"
+    if not params.get("finetune") and params.get("base"):
+        what += f" from {params['base']}"
+    data = params.get("survey") or "all surveys"
+    source = f"{what} on {data} ({params['n_train']} light curves)"
+    register_encoder(store, params["name"], params["out_dir"], source=source)
+    return {
+        "encoder": params["name"],
+        "path": params["out_dir"],
+        "source": source,
+        **{k: result.get(k) for k in ("best_val_rmse", "best_epoch", "epochs", "stopped", "device")},
+    }
+
+
+def import_prepare(store, params, folder):
+    out = _check_new_encoder(store, params.get("name", ""))
+    if params.get("path"):
+        if not Path(params["path"]).exists():
+            raise ValidationError(f"no such file or folder: {params['path']}")
+    elif not params.get("official"):
+        raise ValidationError("give a weights archive / folder (path) or an official name to download")
+    return {"out_dir": str(out)}
+
+
+def import_run(folder, params, progress):
+    from lcdash import weights
+
+    progress(0, 1, "converting the weights")
+    if params.get("path"):
+        out = weights.import_official(params["path"], params["out_dir"], name=params["name"])
+    else:
+        out = weights.download(
+            params["official"],
+            params["out_dir"],
+            url=params.get("url"),
+            cache_dir=params.get("cache_dir"),
+            progress=progress,
+        )
+    meta = weights.read_encoder_config(out)
+    progress(1, 1, "converted")
+    return {"path": str(out), "n_params": meta.get("n_params"), "arch": meta.get("arch")}
+
+
+def import_finalize(store, folder, params, result):
+    from lcdash.store.embeddings import register_encoder
+
+    origin = params.get("official") or Path(params["path"]).name
+    register_encoder(store, params["name"], result["path"], source=f"official {origin}")
+    return {"encoder": params["name"], **result}
+
+
+# --------------------------------------------------------------------------------------------------
+# project
+
+
+def project_prepare(store, params, folder):
+    from lcdash.projection import select_embedding
+
+    encoder = params.get("encoder")
+    _encoder(store, encoder)
+    oid, bands, layers = _embeddings(store, encoder, band=params.get("band"))
+    if len(oid) < 3:
+        raise ValidationError(f"encoder {encoder!r} has {len(oid)} embedded light curves; embed more first")
+    embedding = params.get("embedding", "weighted")
+    weights = None
+    if embedding == "weighted":
+        weights = probe_layer_weights(store, params["run_id"]) if params.get("run_id") else None
+        if weights is None:
+            weights = np.full(layers.shape[1], 1.0 / layers.shape[1])
+        weights = np.asarray(weights, np.float64)
+        if len(weights) != layers.shape[1]:
+            raise ValidationError(
+                f"the probe run's {len(weights)} layer weights do not fit the "
+                f"encoder's {layers.shape[1]} layers"
+            )
+    X = select_embedding(layers, embedding, weights)
+    np.savez(folder / "points.npz", oid=oid, band=bands, X=np.asarray(X, np.float32))
+    return {"n_points": int(len(oid)), "layer_weights": None if weights is None else weights.tolist()}
+
+
+def probe_layer_weights(store, run_id: str):
+    """The learned layer weights (softmax gamma) of a probe run, or None when it has none."""
+    from lcdash.store.results import load_run
+
+    run = load_run(store, run_id)
+    for source in (run.get("timings") or {}, run.get("config") or {}, run.get("selection") or {}):
+        if source.get("layer_weights") is not None:
+            return source["layer_weights"]
+    frame = run.get("results")
+    if frame is not None and len(frame):
+        for extra in frame["extra"]:
+            extra = json.loads(extra) if isinstance(extra, str) else extra
+            if extra and extra.get("layer_weights") is not None:
+                return extra["layer_weights"]
+    return None
+
+
+def project_run(folder, params, progress):
+    from lcdash.projection import umap_project
+
+    with np.load(folder / "points.npz") as z:
+        X = z["X"]
+    progress(0, 2, f"UMAP of {len(X)} points (the first run compiles numba: about a minute)")
+    xy = umap_project(
+        X,
+        n_neighbors=int(params.get("n_neighbors", 15)),
+        min_dist=float(params.get("min_dist", 0.1)),
+        metric=params.get("metric", "cosine"),
+        seed=int(params.get("seed", 0)),
+    )
+    _cancel_check(progress)
+    np.save(folder / "xy.npy", np.asarray(xy, np.float32))
+    progress(2, 2, "projected")
+    return {"n_points": int(len(xy))}
+
+
+def project_finalize(store, folder, params, result):
+    from lcdash.store.projections import save_projection
+
+    with np.load(folder / "points.npz") as z:
+        oid, bands = z["oid"], [str(b) for b in z["band"]]
+    xy = np.load(folder / "xy.npy")
+    keys = ("n_neighbors", "min_dist", "metric", "seed", "band", "run_id")
+    proj_params = {k: params.get(k) for k in keys if params.get(k) is not None}
+    proj_id = save_projection(
+        store,
+        params["encoder"],
+        params.get("embedding", "weighted"),
+        params.get("layer_weights"),
+        proj_params,
+        oid,
+        bands,
+        xy,
+    )
+    return {"proj_id": proj_id, "n_points": int(len(oid))}
+
+
+# --------------------------------------------------------------------------------------------------
+# probe
+
+
+def _eval_config(params: dict, **over):
+    from lcdash.evaluation import EvalConfig
+
+    keys = (
+        "spc",
+        "folds",
+        "test_per_class",
+        "val_fraction",
+        "seed",
+        "scoring",
+        "classes",
+        "band",
+        "max_epochs",
+        "patience",
+        "probe_head",
+        "probe_pooling",
+        "rf_trees",
+        "models",
+    )
+    d = {k: params[k] for k in keys if params.get(k) is not None}
+    if isinstance(d.get("spc"), int):
+        d["spc"] = [d["spc"]]
+    d.update(over)
+    return EvalConfig.from_dict(d).validate()
+
+
+def probe_prepare(store, params, folder):
+    encoder = params.get("encoder")
+    enc = _encoder(store, encoder)
+    source = params.get("labels", "catalogue")
+    oids, labels = load_labels(store, source, params.get("survey"))
+    if params.get("classes"):
+        keep = np.isin(labels, params["classes"])
+        oids, labels = oids[keep], labels[keep]
+    _eval_config(params, models=["probe"])
+    eo, eb, layers = _embeddings(store, encoder, band=params.get("band"))
+    if len(eo) == 0:
+        raise ValidationError(f"encoder {encoder!r} has no embeddings yet: compute them on the Models page")
+    rows = _align(eo, eb, oids)
+    missing = int((rows < 0).sum())
+    have = rows >= 0
+    if have.sum() == 0:
+        raise ValidationError(f"none of the {len(oids)} labelled objects has {encoder!r} embeddings")
+    np.savez(
+        folder / "train.npz",
+        oid=oids[have],
+        band=eb[rows[have]],
+        labels=labels[have],
+        layers=layers[rows[have]],
+    )
+    if params.get("predict", True):
+        np.savez(folder / "predict.npz", oid=eo, band=eb, layers=layers)
+    return {
+        "encoder_info": _encoder_info(enc),
+        "n_labelled": int(have.sum()),
+        "n_missing": missing,
+        "label_counts": _counts(labels[have]),
+    }
+
+
+def _counts(labels) -> dict:
+    classes, counts = np.unique(labels, return_counts=True)
+    return {str(c): int(n) for c, n in zip(classes, counts, strict=True)}
+
+
+def _encoder_info(enc: dict) -> dict:
+    keys = ("name", "path", "arch", "n_layers", "d_model", "source")
+    return {k: (str(enc[k]) if k == "path" else enc[k]) for k in keys if k in enc}
+
+
+def probe_run(folder, params, progress):
+    from lcdash.evaluation import run_probe
+
+    cfg = _eval_config(params, models=["probe"])
+    with np.load(folder / "train.npz") as z:
+        layers, labels = z["layers"], z["labels"]
+    predict = None
+    if (folder / "predict.npz").exists():
+        with np.load(folder / "predict.npz") as z:
+            predict = z["layers"]
+    progress(0, None, f"probe on {len(labels)} labelled objects")
+    res = run_probe(layers, labels, cfg, predict_layers=predict, progress=progress)
+    _cancel_check(progress)
+    out = res.to_dict()
+    if res.proba is not None:
+        np.savez(
+            folder / "predictions.npz",
+            predicted=np.asarray(res.predicted, dtype=str),
+            confidence=res.confidence,
+            entropy=res.entropy,
+        )
+    return out
+
+
+def probe_finalize(store, folder, params, result):
+    from lcdash.evaluation import EvalResult
+    from lcdash.store.results import save_predictions, save_run
+
+    ev = result.get("evaluation")
+    weights = result.get("layer_weights")
+    if ev is None:  # protocol skipped (too few labels): record the run with its note and weights
+        ev = {"records": [], "config": {}, "selection": {}, "timings": {}, "versions": {}}
+    evaluation = EvalResult.from_dict(ev)
+    evaluation.config = {
+        **evaluation.config,
+        "encoder": params.get("encoder_info"),
+        "labels": params.get("labels"),
+    }
+    evaluation.selection = {
+        **evaluation.selection,
+        "label_source": params.get("labels"),
+        "survey": params.get("survey"),
+        "n_labelled": params.get("n_labelled"),
+        "n_missing_embeddings": params.get("n_missing"),
+        "label_counts": params.get("label_counts"),
+    }
+    evaluation.timings = {
+        **evaluation.timings,
+        "layer_weights": weights,
+        "classes": result.get("classes"),
+        "note": result.get("note"),
+    }
+    job_id = folder.name
+    run_id = save_run(store, evaluation, kind="probe", job_id=job_id)
+    n_pred = 0
+    if (folder / "predictions.npz").exists():
+        with np.load(folder / "predict.npz") as p, np.load(folder / "predictions.npz") as z:
+            save_predictions(
+                store,
+                run_id,
+                p["oid"],
+                [str(b) for b in p["band"]],
+                z["predicted"],
+                z["confidence"],
+                z["entropy"],
+            )
+            n_pred = int(len(z["predicted"]))
+    summary = evaluation.summary()
+    f1 = {f"spc={int(r.spc)}": float(r.macro_f1_mean) for r in summary.itertuples()} if len(summary) else {}
+    return {
+        "run_id": run_id,
+        "predictions": n_pred,
+        "macro_f1": f1,
+        "layer_weights": weights,
+        "note": result.get("note"),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluate
+
+
+def evaluate_prepare(store, params, folder):
+    from lcdash.evaluation import EvalData
+
+    cfg = _eval_config(params)
+    oids, labels = load_labels(store, params.get("labels", "catalogue"), params.get("survey"))
+    if cfg.classes:
+        keep = np.isin(labels, cfg.classes)
+        oids, labels = oids[keep], labels[keep]
+    cap = params.get("max_per_class")
+    if cap is None:  # enough for every fold's test set and the largest training + validation draw
+        cap = cfg.folds * cfg.test_per_class + 2 * math.ceil((1 + cfg.val_fraction) * max(cfg.spc))
+    rng = np.random.default_rng(cfg.seed)
+    take = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        take.append(rng.choice(idx, size=min(len(idx), int(cap)), replace=False) if len(idx) > cap else idx)
+    sel = np.sort(np.concatenate(take)) if take else np.zeros(0, np.int64)
+    oids, labels = oids[sel], labels[sel]
+    band = _band_of(store, oids, params.get("band"))
+    if band:
+        have = store.objects(oids=oids, band=band, columns=["oid"])["oid"].to_numpy(np.int64)
+        keep = np.isin(oids, have)
+        oids, labels = oids[keep], labels[keep]
+    batch = store.read_batch(oids, band=band)
+    layers, encoder = None, None
+    if "probe" in cfg.models:
+        enc = _encoder(store, params.get("encoder"))
+        encoder = {**_encoder_info(enc), "dir": str(enc["path"])}
+        eo, eb, lay = _embeddings(store, enc["name"], oids=oids, band=band)
+        rows = _align(eo, eb, oids)
+        if len(rows) and (rows >= 0).all():
+            layers = lay[rows]
+        # else: the worker embeds the selection itself (EvalData without layers, encoder dir given)
+    EvalData(batch, labels, layers, encoder).save(folder / "data")
+    return {
+        "band_used": band,
+        "n_objects": int(len(oids)),
+        "max_per_class": int(cap),
+        "layers_from_store": layers is not None,
+    }
+
+
+def evaluate_run(folder, params, progress):
+    from lcdash.evaluation import EvalData, run_evaluation
+
+    cfg = _eval_config(params, band=params.get("band_used"))
+    data = EvalData.load(folder / "data")
+    result = run_evaluation(data, cfg, progress=progress)
+    _cancel_check(progress)
+    result.selection.update(
+        label_source=params.get("labels", "catalogue"),
+        survey=params.get("survey"),
+        max_per_class=params.get("max_per_class"),
+    )
+    result.to_json(folder / "evaluation.json")
+    try:
+        from lcdash import report
+
+        report.write_report(result, folder)
+    except ImportError:
+        pass
+    return {"evaluation": "evaluation.json", "records": len(result.records)}
+
+
+def evaluate_finalize(store, folder, params, result):
+    from lcdash.evaluation import EvalResult
+    from lcdash.store.results import save_run
+
+    evaluation = EvalResult.from_json(folder / result["evaluation"])
+    run_id = save_run(store, evaluation, kind="compare", job_id=folder.name)
+    summary = evaluation.summary()
+    f1 = (
+        {f"{r.model} spc={int(r.spc)}": float(r.macro_f1_mean) for r in summary.itertuples()}
+        if len(summary)
+        else {}
+    )
+    report_md = folder / "report.md"
+    return {"run_id": run_id, "macro_f1": f1, "report": str(report_md) if report_md.exists() else None}
+
+
+# --------------------------------------------------------------------------------------------------
+
+register_kind("embed", embed_run, embed_prepare, embed_finalize, "embeddings of an encoder")
+register_kind("pretrain", train_run, train_prepare, train_finalize, "masked pretraining of a new encoder")
+register_kind("import_weights", import_run, import_prepare, import_finalize, "import official weights")
+register_kind("project", project_run, project_prepare, project_finalize, "UMAP projection of embeddings")
+register_kind("probe", probe_run, probe_prepare, probe_finalize, "few-shot probe on labels")
+register_kind("evaluate", evaluate_run, evaluate_prepare, evaluate_finalize, "compare classifiers")
+
+
+def _finetune_prepare(store, params, folder):
+    return train_prepare(store, {**params, "finetune": True}, folder) | {"finetune": True}
+
+
+register_kind("finetune", train_run, _finetune_prepare, train_finalize, "fine-tune an encoder")
