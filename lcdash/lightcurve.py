@@ -114,10 +114,10 @@ class LightCurve:
 
     @property
     def bands(self) -> list[str]:
-        """Distinct bands in order of first appearance ([] when the band is unknown)."""
+        """Distinct bands, sorted ([] when the band is unknown)."""
         if self.band is None:
             return []
-        return list(pd.unique(self.band))
+        return sorted({str(b) for b in self.band})
 
     @property
     def baseline(self) -> float:
