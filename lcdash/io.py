@@ -988,17 +988,21 @@ def _empty_objects() -> pd.DataFrame:
 
 
 def parse_mapping(items: Iterable[str] | None) -> dict[str, str | None]:
-    """CLI `--map role=column` pairs -> mapping; `role=` switches a role off."""
+    """CLI `--map` pairs -> mapping. ROLE=COLUMN (or COLUMN=ROLE: the side naming a role is the
+    role); `ROLE=` switches a role off."""
+    roles = set(OBS_ROLES) | set(OBJECT_ROLES)
     out: dict[str, str | None] = {}
     for item in items or []:
-        role, sep, col = item.partition("=")
-        role = role.strip()
-        if not sep or role not in set(OBS_ROLES) | set(OBJECT_ROLES):
+        left, sep, right = (x.strip() for x in item.partition("="))
+        if sep and left in roles:
+            out[left] = right or None
+        elif sep and right in roles and left:
+            out[right] = left
+        else:
             raise ValidationError(
                 f"--map {item!r}: expected ROLE=COLUMN with ROLE one of "
                 f"{', '.join(OBS_ROLES + OBJECT_ROLES[1:])}"
             )
-        out[role] = col.strip() or None
     return out
 
 

@@ -1,0 +1,263 @@
+"""Data commands: demo, ingest, sql, info."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lcdash.errors import LcdashError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="create a store holding a synthetic demo survey")
+    p.add_argument("--db", required=True, help="store file (created if missing)")
+    p.add_argument("--n-objects", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bands", nargs="+", default=None, help="band names (default: the simulator's)")
+    p.set_defaults(func=cmd_demo)
+
+    p = subparsers.add_parser(
+        "ingest",
+        help="validate and add light curves to a store",
+        description="PATH: a folder holding observations.* (+ objects.*), a long table, or files / a "
+        "folder / a zip of one file per object (id from the file name). "
+        "Formats: CSV, Parquet, FITS, VOTable, ECSV. "
+        "All files of one call are one transaction; a dataset folder is its own transaction.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--db", required=True, help="store file (created if missing)")
+    p.add_argument("--objects", help="objects/labels table (object id, label, period, ra, dec, ...)")
+    p.add_argument(
+        "--survey",
+        help="survey name (default: the objects table's survey column, else the name of the folder or file)",
+    )
+    p.add_argument(
+        "--map",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="ROLE=COLUMN",
+        help="column for a role: object_id, time, mag, mag_err, band, label, period, ra, dec, "
+        "survey (e.g. --map time=HJD mag=Vmag); ROLE= switches a role off",
+    )
+    p.add_argument("--band", help="band name for files without a band column (default: 'default')")
+    p.add_argument("--min-obs", type=int, default=5, help="drop light curves with fewer points (default 5)")
+    p.add_argument(
+        "--duplicates",
+        choices=("average", "error"),
+        default="average",
+        help="rows sharing (object, band, time) with other values: average them or fail",
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
+    p.set_defaults(func=cmd_ingest)
+
+    p = subparsers.add_parser("sql", help="run one read-only SELECT on a store")
+    p.add_argument("query")
+    p.add_argument("--db", required=True)
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--limit", type=int, default=10_000)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    p.set_defaults(func=cmd_sql)
+
+    p = subparsers.add_parser("info", help="counts of objects, observations, classes and surveys in a store")
+    p.add_argument("--db", required=True)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def _tqdm_progress(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc=desc, unit="step", file=sys.stderr, leave=False)
+
+    def progress(step, total, message, metrics=None):
+        bar.total = total
+        bar.n = step
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    progress.close = bar.close
+    return progress
+
+
+def cmd_demo(args) -> int:
+    from lcdash.store.demo import create_demo_store
+
+    progress = _tqdm_progress("demo")
+    try:
+        store = create_demo_store(
+            args.db, n_objects=args.n_objects, seed=args.seed, bands=args.bands, progress=progress
+        )
+    finally:
+        progress.close()
+    with store:
+        info = store.info()
+    print(
+        f"{args.db}: {info['objects']:,} objects, {info['observations']:,} observations "
+        f"({', '.join(info['surveys'])})"
+    )
+    return 0
+
+
+def _dataset_files(folder: Path) -> tuple[Path, Path | None] | None:
+    """(observations file, objects file) when a folder is a tidy dataset like ../shared/data/*."""
+    from lcdash.io import table_format
+
+    def find(stem):
+        for f in sorted(folder.iterdir()):
+            if f.is_file() and f.name.split(".")[0] == stem:
+                try:
+                    table_format(f.name)
+                    return f
+                except LcdashError:
+                    continue
+        return None
+
+    obs = find("observations")
+    return (obs, find("objects")) if obs is not None else None
+
+
+def _plan(args) -> list[dict]:
+    """Group the PATHs into ingest units: each dataset folder alone, all other paths together."""
+    units, loose = [], []
+    for raw in args.paths:
+        path = Path(raw)
+        if not path.exists():
+            raise LcdashError(f"{path}: no such file or folder")
+        ds = _dataset_files(path) if path.is_dir() else None
+        if ds is not None:
+            units.append({"paths": [ds[0]], "objects": ds[1], "name": path.name})
+        else:
+            loose.append(path)
+    if loose:
+        name = loose[0].name if len(loose) == 1 else (loose[0].parent.name or loose[0].stem)
+        units.append(
+            {"paths": loose, "objects": None, "name": Path(name).stem if Path(name).suffix else name}
+        )
+    if args.objects:
+        if len(units) > 1:
+            raise LcdashError("--objects applies to one ingest; give one dataset at a time")
+        units[0]["objects"] = Path(args.objects)
+    return units
+
+
+def cmd_ingest(args) -> int:
+    from lcdash.io import (
+        OBJECT_ROLES,
+        OBS_ROLES,
+        guess_mapping,
+        parse_mapping,
+        prepare,
+        read_inputs,
+        read_table,
+    )
+
+    mapping = parse_mapping(args.map)
+    obs_map = {k: v for k, v in mapping.items() if k in OBS_ROLES}
+    obj_map = {k: v for k, v in mapping.items() if k in OBJECT_ROLES}
+    units = _plan(args)
+    store = None
+    try:
+        for unit in units:
+            frames = read_inputs(unit["paths"])
+            objects = read_table(unit["objects"]) if unit["objects"] else None
+            guess = {**guess_mapping(frames[0][1].columns), **obs_map}
+            print(
+                f"{unit['name']}: {len(frames)} file(s); columns "
+                + ", ".join(f"{r}={c}" for r, c in guess.items() if c),
+                file=sys.stderr,
+            )
+            obs, objs, report = prepare(
+                frames,
+                obs_map,
+                objects=objects,
+                objects_mapping=obj_map,
+                objects_name=unit["objects"].name if unit["objects"] else "objects table",
+                band=args.band,
+                min_obs=args.min_obs,
+                duplicates=args.duplicates,
+            )
+            print(report.summary(), file=sys.stderr)
+            report.raise_if_errors()
+            # an object's survey: --survey, else the objects table's survey column, else the name
+            if args.survey is not None:
+                objs = objs.assign(survey=args.survey)
+            if args.dry_run:
+                print(
+                    f"{unit['name']}: dry run, {len(objs):,} objects and {len(obs):,} observations would be "
+                    "ingested",
+                    file=sys.stderr,
+                )
+                continue
+            if store is None:
+                from lcdash.store import Store
+
+                store = Store(args.db)
+            progress = _tqdm_progress(f"ingest {unit['name']}")
+            try:
+                result = store.ingest(
+                    obs, objs, survey=args.survey or unit["name"], validation=report, progress=progress
+                )
+            finally:
+                progress.close()
+            print(result.summary())
+        if store is not None:
+            info = store.info()
+            print(
+                f"{args.db}: {info['objects']:,} objects, {info['observations']:,} observations, "
+                f"{len(info['classes'])} classes, {len(info['surveys'])} survey(s)"
+            )
+    finally:
+        if store is not None:
+            store.close()
+    return 0
+
+
+def cmd_sql(args) -> int:
+    from lcdash.store import Store
+
+    with Store(args.db, read_only=True) as store:
+        df = store.sql(args.query, limit=args.limit, timeout_s=args.timeout)
+    if args.format == "csv":
+        df.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(df.to_json(orient="records", date_format="iso", default_handler=str))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
+            print(df.to_string(index=False) if len(df.columns) else "(no columns)")
+    if df.attrs.get("truncated"):
+        print(f"(showing the first {args.limit:,} rows; raise --limit to see more)", file=sys.stderr)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from lcdash.store import Store
+
+    if not Path(args.db).exists():
+        raise LcdashError(f"{args.db}: no such store")
+    with Store(args.db, read_only=True) as store:
+        info = store.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"store {info['path']} (schema {info['schema_version']})")
+    print(
+        f"  objects       {info['objects']:>12,}  "
+        f"({info['labelled']:,} labelled, {info['synthetic']:,} synthetic)"
+    )
+    print(f"  light curves  {info['lightcurves']:>12,}")
+    print(f"  observations  {info['observations']:>12,}")
+    print(f"  classes       {len(info['classes']):>12,}")
+    for name, s in info["surveys"].items():
+        print(
+            f"  survey {name}: {s['objects']:,} objects, {s['observations']:,} observations, "
+            f"{s['classes']} classes"
+        )
+    for band, b in info["bands"].items():
+        print(f"  band {band}: {b['lightcurves']:,} light curves, {b['observations']:,} observations")
+    if info["classes"]:
+        print("  classes: " + ", ".join(f"{k} {v:,}" for k, v in info["classes"].items()))
+    return 0
