@@ -33,3 +33,17 @@ def shared_data(shared) -> Path:
     if not (path / "catalina_train" / "observations.parquet").exists():
         pytest.skip("../shared/data is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory) -> Path:
+    """Path to a small synthetic store (300 objects, create_demo_store); closed, so open it yourself.
+
+    Session-scoped and shared: open it read-only (Store(demo_db, read_only=True)) or copy it
+    (shutil.copy) to a tmp dir before writing.
+    """
+    from lcdash.store.demo import create_demo_store
+
+    path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    create_demo_store(path, n_objects=300, seed=0).close()
+    return path
