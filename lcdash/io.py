@@ -466,7 +466,7 @@ def _numeric(series: pd.Series, file: str, column: str, report: ValidationReport
         return series.to_numpy(dtype=np.float64, na_value=np.nan)
     conv = pd.to_numeric(series, errors="coerce")
     values = conv.to_numpy(dtype=np.float64, na_value=np.nan)
-    present = series.notna().to_numpy()
+    present = np.array(series.notna(), dtype=bool)
     if series.dtype.kind in "OUST" or str(series.dtype).startswith(("str", "string")):
         stripped = series.astype("string").str.strip().str.lower()
         present &= ~stripped.isin(["", "nan", "null", "none", "na", "n/a", "--"]).to_numpy(
