@@ -207,9 +207,10 @@ def test_masking_counts_for_full_and_short_windows():
     assert ((mask_in[full] == 1).sum(1) == 64).all()
     assert (visible_probed[full].sum(1) == 36).all()  # 20 same + 16 random
     assert (changed[full].sum(1) <= 16).all() and changed[full].sum() > 0.9 * 16 * (B // 2)
-    # 57 observations: floor(28.5)=28 probed, floor(5.6)=5 same, floor(4.6)=4 random, 19 hidden + 143 padding
+    # 57 observations: floor(28.5)=28 probed, ceil(5.6)=6 same, ceil(4.4)=5 random, 17 hidden + 143 padding
     assert (probed[short].sum(1) == 28).all()
-    assert ((mask_in[short] == 1).sum(1) == 19 + 143).all()
+    assert ((mask_in[short] == 1).sum(1) == 17 + 143).all()
+    assert ((probed[short].bool() & (mask_in[short] == 0)).sum(1) == 11).all()
     assert (probed[short][:, 57:] == 0).all() and (mask_in[short][:, 57:] == 1).all()
     # replacements come from the same window's valid steps; nothing outside the probed set changes
     assert ((input_mag != mag) <= probed.bool()).all()
@@ -244,3 +245,17 @@ def test_masked_rmse_and_error_weights():
     assert torch.allclose(ew[0, :3], torch.tensor([1.0, (5 - 2.5) / 7.5, 0.0]) + 1e-3)
     assert ew[0, 3] == 0 and ew[1, 1] == 0 and ew[1, 3] == 0
     assert torch.allclose(ew[1, [0, 2]], torch.full((2,), 1e-3))  # constant errors: all scaled to 0
+
+
+def test_masking_counts_follow_the_reference_rounding_for_every_length():
+    # reference (float32): n_probed = int(n * 0.5), n_same = ceil(n_probed * 0.2),
+    # n_random = ceil((n_probed - n_same) * 0.2)
+    n = torch.arange(1, T + 1)
+    valid = (torch.arange(T)[None, :] < n[:, None]).float()
+    mask_in, probed, _ = mask_for_pretraining(valid, torch.Generator().manual_seed(1), mag=torch.randn(T, T))
+    f32 = torch.float32
+    n_probed = torch.floor(n.to(f32) * torch.tensor(0.5, dtype=f32))
+    n_same = torch.ceil(n_probed * torch.tensor(0.2, dtype=f32))
+    n_random = torch.ceil((n_probed - n_same) * torch.tensor(0.2, dtype=f32))
+    assert torch.equal(probed.sum(1), n_probed)
+    assert torch.equal(((mask_in == 1) & (valid == 1)).sum(1).to(f32), n_probed - n_same - n_random)

@@ -313,9 +313,10 @@ def mask_for_pretraining(
     """The Astromer masking scheme for one batch of windows.
 
     Of the valid steps of each window, floor(probed * n) are probed (the loss is taken there); of those,
-    floor(same * n_probed) keep their true magnitude visible, floor(random * rest) get a magnitude
+    ceil(same * n_probed) keep their true magnitude visible, ceil(random * rest) get a magnitude
     drawn from a random valid step of the same window and stay visible, and the remaining probed
-    steps are hidden. 200 observations -> 100 probed, 20 same, 16 random, 64 hidden.
+    steps are hidden (the rounding of the reference, main-code `src/data/masking.py`).
+    200 observations -> 100 probed, 20 same, 16 random, 64 hidden; 57 -> 28, 6, 5, 17.
 
     valid_mask [B, T] (bool or 0/1), mag [B, T] (keyword, required). Returns float32 tensors
     (mask_in [B, T]: 1 = hidden or padded; probed_mask [B, T]: 1 = in the loss; input_mag [B, T]:
@@ -324,15 +325,15 @@ def mask_for_pretraining(
     mag = _flat(mag)
     B, T = valid.shape
     dev = mag.device
-    eps = 1e-6  # 0.2 * 80 = 16.000000000000004 must floor to 16, 0.29 * 100 not to 28
+    eps = 1e-4  # products like 0.2 * 100 = 20.000000000000004 must round to 20, not 21
     scores = torch.rand(B, T, generator=generator, device=dev)
     scores = torch.where(valid, scores, torch.full_like(scores, 2.0))  # padding sorts last
     order = scores.argsort(1)  # valid steps first, in random order
     rank = order.argsort(1)  # each step's place in that order
     n_valid = valid.sum(1, keepdim=True).float()
     n_probed = torch.floor(probed * n_valid + eps)
-    n_same = torch.floor(same * n_probed + eps)
-    n_random = torch.floor(random * (n_probed - n_same) + eps)
+    n_same = torch.ceil(same * n_probed - eps)
+    n_random = torch.ceil(random * (n_probed - n_same) - eps)
     r = rank.float()
     probed_mask = valid & (r < n_probed)
     random_mask = (r >= n_same) & (r < n_same + n_random) & probed_mask
