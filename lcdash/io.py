@@ -25,6 +25,8 @@ Three steps the Data page and the CLI share:
    duplicate_object          error: an object id repeated in the objects table
    missing_time              fixed: rows whose time is NaN/inf are dropped
    missing_mag               fixed: rows whose mag is NaN/inf are dropped
+   sentinel_mag              fixed: rows whose |mag| >= 90 (99, 99.999, -99: "no measurement"
+                             codes) are dropped, when they are a minority of the rows
    missing_error             fixed: NaN/inf errors are stored as NULL
    zero_error                fixed: errors equal to 0 are stored as NULL (no information)
    unsorted_time             fixed: observations are sorted by time
@@ -735,6 +737,18 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
             "mag_err",
         )
     keep = ~(bad_t | bad_m)
+    # 99 / 99.999 / -99 are the usual "no measurement" codes; a minority of them are sentinels, a
+    # majority means the column holds something else (fluxes: the check below)
+    sentinel = keep & (np.abs(mag) >= 90)
+    if sentinel.any() and sentinel.sum() < 0.5 * keep.sum():
+        report_rows(
+            np.flatnonzero(sentinel),
+            "sentinel_mag",
+            "fixed: rows dropped",
+            "{n} row(s) with a magnitude of 90 or more in size (a 'no measurement' code such as 99)",
+            "mag",
+        )
+        keep &= ~sentinel
     # flux given as magnitudes: magnitudes of real sources lie within about -30..40
     sample = mag[keep][:: max(1, int(keep.sum()) // 100_000)]
     if sample.size:

@@ -256,6 +256,16 @@ def test_nan_and_inf_rows(tmp_path):
         assert np.isnan(batch.mag_err[0, : batch.length[0]]).sum() == 2
 
 
+def test_sentinel_magnitudes_dropped(tmp_path):
+    df = lc_frame(n=10)
+    df.loc[[2, 7], "mag"] = [99.0, -99.999]
+    path = write(df, tmp_path / "sentinel.csv")
+    obs, _, report = prepare_file(path)
+    p = report.problems[0]
+    assert (p.rule, p.rows, p.action) == ("sentinel_mag", [3, 8], "fixed: rows dropped")
+    assert len(obs) == 8 and obs["mag"].max() < 20
+
+
 def test_unsorted_times_are_sorted(tmp_path):
     df = lc_frame(n=8).iloc[[0, 1, 5, 2, 3, 4, 6, 7]]
     path = write(df, tmp_path / "unsorted.csv")
