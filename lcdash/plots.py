@@ -1,0 +1,248 @@
+"""Plotly figure builders for the app (no Streamlit here): light curves, folded light curves,
+periodograms, the embedding scatter and small multiples.
+
+Conventions astronomers expect: magnitude axes inverted (brighter is up), error bars, each band in
+its own colour (the same colour for a band everywhere), folded views showing two cycles.
+
+Inputs are plain pandas frames so the builders do not depend on store internals: a light curve is a
+frame with columns band, time, mag, mag_err (+ phase for a folded view).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# Passband colours roughly following wavelength (blue to red), so multi-band plots read at a glance.
+BAND_COLOURS = {
+    "u": "#7b3294", "U": "#7b3294", "B": "#2166ac", "g": "#1a9850", "G": "#1a9850",
+    "V": "#66a61e", "r": "#d7301f", "R": "#d7301f", "i": "#8c2d04", "I": "#8c2d04",
+    "z": "#404040", "y": "#636363", "W1": "#b2182b", "W2": "#67001f",
+}
+_FALLBACK = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+             "#bcbd22", "#17becf"]
+# Categories in the scatter: a qualitative palette with enough distinct entries for ~20 classes.
+CATEGORY_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                    "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#8c6d31", "#843c39",
+                    "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363"]
+MISSING_COLOUR = "#c8c8c8"
+MAX_CATEGORIES = 20  # beyond this, the rarest categories share one "other" trace
+
+
+def band_colour(band: str, index: int = 0) -> str:
+    """The colour of a passband: a fixed one for common bands, else a palette entry by index."""
+    return BAND_COLOURS.get(str(band), _FALLBACK[index % len(_FALLBACK)])
+
+
+def _bands(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["band"].astype(str))) if len(frame) else []
+
+
+def _empty(message: str, height: int = 300) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    fig.update_layout(height=height, xaxis_visible=False, yaxis_visible=False)
+    return fig
+
+
+def _error_bars(values) -> dict | None:
+    err = np.asarray(values, dtype=float)
+    if err.size == 0 or np.all(~np.isfinite(err)):
+        return None
+    return {"type": "data", "array": np.nan_to_num(err, nan=0.0), "visible": True, "thickness": 1,
+            "width": 0}
+
+
+def lightcurve_figure(frame: pd.DataFrame, title: str | None = None, height: int = 380) -> go.Figure:
+    """Magnitude against time, one trace per band with error bars, magnitude axis inverted."""
+    if frame is None or len(frame) == 0:
+        return _empty("no observations", height)
+    fig = go.Figure()
+    for i, band in enumerate(_bands(frame)):
+        part = frame[frame["band"].astype(str) == band]
+        fig.add_trace(go.Scatter(
+            x=part["time"], y=part["mag"], mode="markers", name=band,
+            marker={"size": 5, "color": band_colour(band, i)},
+            error_y=_error_bars(part["mag_err"]) if "mag_err" in part else None,
+            hovertemplate="t=%{x:.5f} d<br>mag=%{y:.3f}<extra>" + band + "</extra>",
+        ))
+    fig.update_layout(title=title, height=height, margin={"l": 50, "r": 10, "t": 40 if title else 10,
+                                                          "b": 40},
+                      xaxis_title="time [d]", yaxis_title="magnitude", legend_title_text="band")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def folded_figure(frame: pd.DataFrame, period: float, title: str | None = None, cycles: int = 2,
+                  height: int = 380) -> go.Figure:
+    """Magnitude against phase (frame has a `phase` column in [0, 1)), drawn over `cycles` cycles,
+    one trace per band with error bars, magnitude axis inverted."""
+    if frame is None or len(frame) == 0:
+        return _empty("no observations", height)
+    if "phase" not in frame:
+        raise ValueError("folded_figure needs a 'phase' column (LightCurve.fold gives it)")
+    fig = go.Figure()
+    for i, band in enumerate(_bands(frame)):
+        part = frame[frame["band"].astype(str) == band]
+        phase = np.concatenate([part["phase"].to_numpy() + c for c in range(cycles)])
+        mag = np.tile(part["mag"].to_numpy(), cycles)
+        err = np.tile(part["mag_err"].to_numpy(dtype=float), cycles) if "mag_err" in part else []
+        fig.add_trace(go.Scatter(
+            x=phase, y=mag, mode="markers", name=band, marker={"size": 5, "color": band_colour(band, i)},
+            error_y=_error_bars(err), hovertemplate="phase=%{x:.3f}<br>mag=%{y:.3f}<extra>" + band
+            + "</extra>",
+        ))
+    fig.update_layout(title=title or f"folded at P = {period:.6g} d", height=height,
+                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, xaxis_title="phase",
+                      yaxis_title="magnitude", legend_title_text="band")
+    fig.update_xaxes(range=[0, cycles])
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str, float] | None = None,
+                       height: int = 300) -> go.Figure:
+    """Lomb-Scargle power against period (log axis); `marks` draws labelled vertical lines
+    (e.g. best, P/2, 2P, catalogue)."""
+    period = np.asarray(period, dtype=float)
+    power = np.asarray(power, dtype=float)
+    order = np.argsort(period)
+    fig = go.Figure(go.Scatter(x=period[order], y=power[order], mode="lines", name="power",
+                               line={"width": 1, "color": "#333"},
+                               hovertemplate="P=%{x:.6g} d<br>power=%{y:.3f}<extra></extra>"))
+    dash = {"catalogue": "dot"}
+    for i, (name, value) in enumerate((marks or {}).items()):
+        if value is None or not np.isfinite(value) or value <= 0:
+            continue
+        fig.add_vline(x=value, line_dash=dash.get(name, "dash"), line_color=_FALLBACK[i % len(_FALLBACK)],
+                      annotation_text=name, annotation_position="top")
+    fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 30, "b": 40},
+                      xaxis_title="period [d]", yaxis_title="power", showlegend=False)
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def is_categorical(values: pd.Series) -> bool:
+    """Colour by category (one trace each) unless the column is numeric with many distinct values."""
+    if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == bool:
+        return True
+    if pd.api.types.is_numeric_dtype(values):
+        return values.nunique(dropna=True) <= 12 and pd.api.types.is_integer_dtype(values)
+    return True
+
+
+def embedding_scatter(points: pd.DataFrame, color: str | None = None, title: str | None = None,
+                      height: int = 620, revision: str = "explore", marker_size: float = 4.0) -> go.Figure:
+    """The WebGL scatter of a 2-D projection.
+
+    `points` has columns x, y, oid (+ the `color` column). Object ids go into custom_data
+    (customdata[0]) so a selection maps back to objects whatever the trace; categorical colours make
+    one Scattergl trace per category (the rarest beyond MAX_CATEGORIES share "other"; missing values
+    are grey), numeric ones one trace with a colour bar. `uirevision` keeps zoom and legend state
+    across reruns.
+    """
+    fig = go.Figure()
+    marker = {"size": marker_size, "opacity": 0.8}
+    if len(points) == 0:
+        return _empty("no points", height)
+    if color is None or color not in points:
+        fig.add_trace(_scatter_trace(points, "objects", {**marker, "color": CATEGORY_COLOURS[0]}, None))
+    elif is_categorical(points[color]):
+        values = points[color].astype("string").fillna("(none)")
+        counts = values.value_counts()
+        keep = list(counts.index[:MAX_CATEGORIES]) if len(counts) > MAX_CATEGORIES else list(counts.index)
+        if len(counts) > MAX_CATEGORIES:
+            values = values.where(values.isin(keep), "(other)")
+        cats = sorted(set(values), key=lambda c: (c in ("(none)", "(other)"), c))
+        for i, cat in enumerate(cats):
+            part = points[(values == cat).to_numpy()]
+            col = MISSING_COLOUR if cat in ("(none)", "(other)") else CATEGORY_COLOURS[i % len(
+                CATEGORY_COLOURS)]
+            fig.add_trace(_scatter_trace(part, cat, {**marker, "color": col}, color))
+        fig.update_layout(legend={"title": {"text": color}, "itemsizing": "constant"})
+    else:
+        values = pd.to_numeric(points[color], errors="coerce")
+        ok = values.notna().to_numpy()
+        shown = values[ok]
+        log = bool(len(shown)) and shown.min() > 0 and shown.max() / shown.min() > 100
+        cvals = np.log10(shown) if log else shown
+        fig.add_trace(_scatter_trace(points[ok], color, {
+            **marker, "color": cvals.to_numpy(), "colorscale": "Viridis", "showscale": True,
+            "colorbar": {"title": {"text": f"log10 {color}" if log else color}},
+        }, color))
+        if (~ok).any():
+            fig.add_trace(_scatter_trace(points[~ok], f"no {color}", {**marker, "color": MISSING_COLOUR},
+                                         color))
+    fig.update_layout(title=title, height=height, dragmode="lasso", uirevision=revision,
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+                      xaxis={"showticklabels": False, "title": None},
+                      yaxis={"showticklabels": False, "title": None, "scaleanchor": None},
+                      hovermode="closest", legend={"itemsizing": "constant"})
+    return fig
+
+
+def _scatter_trace(part: pd.DataFrame, name: str, marker: dict, color: str | None) -> go.Scattergl:
+    custom = part[["oid"]].to_numpy()
+    hover = "oid %{customdata[0]}"
+    if "object_id" in part:
+        custom = np.column_stack([custom, part["object_id"].astype(str).to_numpy()])
+        hover = "%{customdata[1]}"
+    hover += f"<br>{color}: {name}" if color and name != color else ""
+    if color and name == color:
+        custom = np.column_stack([custom, part[color].to_numpy()])
+        hover += f"<br>{color}: %{{customdata[{custom.shape[1] - 1}]}}"
+    return go.Scattergl(x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=str(name),
+                        marker=marker, customdata=custom, hovertemplate=hover + "<extra></extra>",
+                        selected={"marker": {"opacity": 1.0}}, unselected={"marker": {"opacity": 0.25}})
+
+
+def highlight_trace(points: pd.DataFrame, name: str = "neighbours", colour: str = "#000000",
+                    symbol: str = "circle-open", size: float = 10) -> go.Scattergl:
+    """An overlay trace (e.g. an object and its nearest neighbours) for the embedding scatter."""
+    return go.Scattergl(x=points["x"], y=points["y"], mode="markers", name=name,
+                        customdata=points[["oid"]].to_numpy(),
+                        marker={"size": size, "color": colour, "symbol": symbol, "line": {"width": 2}},
+                        hovertemplate="oid %{customdata[0]}<extra>" + name + "</extra>")
+
+
+def small_multiples(curves: Sequence[Mapping], cols: int = 4, panel_height: int = 170,
+                    cycles: int = 2) -> go.Figure:
+    """A grid of small light curves. Each entry: title, frame (band, time, mag [, phase]) and
+    optionally period; with a period (and a phase column) the panel is folded over `cycles` cycles,
+    else magnitude against time. Magnitude axes inverted; no error bars (too small to read)."""
+    curves = list(curves)
+    if not curves:
+        return _empty("nothing selected", panel_height)
+    cols = max(1, min(cols, len(curves)))
+    rows = math.ceil(len(curves) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[str(c.get("title", "")) for c in curves],
+                        horizontal_spacing=0.03, vertical_spacing=min(0.08, 0.3 / rows))
+    seen: set[str] = set()
+    for k, curve in enumerate(curves):
+        frame = curve["frame"]
+        period = curve.get("period")
+        folded = period is not None and np.isfinite(period) and "phase" in frame
+        r, c = divmod(k, cols)
+        for i, band in enumerate(_bands(frame)):
+            part = frame[frame["band"].astype(str) == band]
+            if folded:
+                x = np.concatenate([part["phase"].to_numpy() + j for j in range(cycles)])
+                y = np.tile(part["mag"].to_numpy(), cycles)
+            else:
+                x, y = part["time"].to_numpy(), part["mag"].to_numpy()
+            fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=band, legendgroup=band,
+                                     showlegend=band not in seen,
+                                     marker={"size": 3, "color": band_colour(band, i)},
+                                     hoverinfo="skip"), row=r + 1, col=c + 1)
+            seen.add(band)
+        fig.update_yaxes(autorange="reversed", row=r + 1, col=c + 1)
+        fig.update_xaxes(showticklabels=False, row=r + 1, col=c + 1)
+    fig.update_annotations(font_size=10)
+    fig.update_layout(height=panel_height * rows + 40, margin={"l": 30, "r": 10, "t": 30, "b": 10},
+                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "title": {"text": "band"}})
+    return fig
