@@ -22,7 +22,6 @@ Kinds and their params (JSON values; the pages and the CLI build them):
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -164,18 +163,15 @@ def load_labels(store, source: str, survey: str | None = None) -> tuple[np.ndarr
     if len(df) == 0:
         where = f" in survey {survey!r}" if survey else ""
         raise ValidationError(f"no labelled objects{where} for label source {source!r}")
-    return df["oid"].to_numpy(np.int64), df["label"].astype(str).to_numpy()
+    return df["oid"].to_numpy(np.int64), np.asarray(df["label"].astype(str), dtype=str)
 
 
 def _embeddings(store, encoder: str, oids=None, band: str | None = None):
     """(oid, band, layers[N, L+1, d]) of `encoder`, restricted to one band when given."""
     from lcdash.store.embeddings import load_embeddings
 
-    oid, bands, layers = load_embeddings(store, encoder, oids=oids)
+    oid, bands, layers = load_embeddings(store, encoder, oids=oids, band=band or None)
     bands = np.asarray(bands, dtype=str)
-    if band:
-        keep = bands == band
-        oid, bands, layers = oid[keep], bands[keep], layers[keep]
     return np.asarray(oid, np.int64), bands, np.asarray(layers, np.float32)
 
 
@@ -424,20 +420,15 @@ def project_prepare(store, params, folder):
 
 
 def probe_layer_weights(store, run_id: str):
-    """The learned layer weights (softmax gamma) of a probe run, or None when it has none."""
+    """The learned layer weights (softmax gamma) of a probe run: the final fit's when stored, else
+    the mean over the protocol's fits; None when the run has none."""
     from lcdash.store.results import load_run
 
-    run = load_run(store, run_id)
-    for source in (run.get("timings") or {}, run.get("config") or {}, run.get("selection") or {}):
-        if source.get("layer_weights") is not None:
-            return source["layer_weights"]
-    frame = run.get("results")
-    if frame is not None and len(frame):
-        for extra in frame["extra"]:
-            extra = json.loads(extra) if isinstance(extra, str) else extra
-            if extra and extra.get("layer_weights") is not None:
-                return extra["layer_weights"]
-    return None
+    info, results = load_run(store, run_id)
+    if (info.get("timings") or {}).get("layer_weights") is not None:
+        return info["timings"]["layer_weights"]
+    found = [e["layer_weights"] for e in results.get("extra", []) if e and e.get("layer_weights")]
+    return np.mean(np.asarray(found, np.float64), axis=0).tolist() if found else None
 
 
 def project_run(folder, params, progress):
@@ -583,35 +574,30 @@ def probe_finalize(store, folder, params, result):
     from lcdash.store.results import save_predictions, save_run
 
     ev = result.get("evaluation")
-    weights = result.get("layer_weights")
-    if ev is None:  # protocol skipped (too few labels): record the run with its note and weights
+    if ev is None:  # protocol skipped (too few labels): keep the run for its weights and predictions
         ev = {"records": [], "config": {}, "selection": {}, "timings": {}, "versions": {}}
     evaluation = EvalResult.from_dict(ev)
-    evaluation.config = {
-        **evaluation.config,
-        "encoder": params.get("encoder_info"),
-        "labels": params.get("labels"),
+    # the final fit's layer weights and classes live in timings: Explore / project read them there
+    evaluation.timings = {
+        **(evaluation.timings or {}),
+        "layer_weights": result.get("layer_weights"),
+        "classes": result.get("classes"),
+        "note": result.get("note"),
     }
-    evaluation.selection = {
-        **evaluation.selection,
-        "label_source": params.get("labels"),
+    config = {"encoder": params.get("encoder_info"), "label_source": params.get("labels", "catalogue")}
+    selection = {
+        "label_source": params.get("labels", "catalogue"),
         "survey": params.get("survey"),
+        "band": params.get("band"),
         "n_labelled": params.get("n_labelled"),
         "n_missing_embeddings": params.get("n_missing"),
         "label_counts": params.get("label_counts"),
     }
-    evaluation.timings = {
-        **evaluation.timings,
-        "layer_weights": weights,
-        "classes": result.get("classes"),
-        "note": result.get("note"),
-    }
-    job_id = folder.name
-    run_id = save_run(store, evaluation, kind="probe", job_id=job_id)
+    run_id = save_run(store, evaluation, kind="probe", config=config, selection=selection, job_id=folder.name)
     n_pred = 0
     if (folder / "predictions.npz").exists():
         with np.load(folder / "predict.npz") as p, np.load(folder / "predictions.npz") as z:
-            save_predictions(
+            n_pred = save_predictions(
                 store,
                 run_id,
                 p["oid"],
@@ -620,15 +606,22 @@ def probe_finalize(store, folder, params, result):
                 z["confidence"],
                 z["entropy"],
             )
-            n_pred = int(len(z["predicted"]))
-    summary = evaluation.summary()
-    f1 = {f"spc={int(r.spc)}": float(r.macro_f1_mean) for r in summary.itertuples()} if len(summary) else {}
     return {
         "run_id": run_id,
-        "predictions": n_pred,
-        "macro_f1": f1,
-        "layer_weights": weights,
+        "predictions": int(n_pred),
+        "macro_f1": _f1_summary(evaluation, False),
+        "layer_weights": result.get("layer_weights"),
         "note": result.get("note"),
+    }
+
+
+def _f1_summary(evaluation, with_model: bool = True) -> dict:
+    summary = evaluation.summary()
+    if not len(summary):
+        return {}
+    return {
+        (f"{r.model} " if with_model else "") + f"spc={int(r.spc)}": round(float(r.macro_f1_mean), 4)
+        for r in summary.itertuples()
     }
 
 
