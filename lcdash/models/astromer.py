@@ -215,12 +215,12 @@ class Astromer(nn.Module):
         self.register_buffer("pe_rates", pe_rates(cfg.d_model, cfg.pe_base), persistent=False)
 
     def attention_bias(self, mask_in: torch.Tensor) -> torch.Tensor:
-        """Additive logits bias [B, 1, T, T] from mask_in [B, T] (1 = hidden/padded).
+        """Additive logits bias from mask_in [B, T] (1 = hidden/padded), broadcastable to [B, H, T, T].
         Astromer 1 (reference quirk): +min(1, m_i + m_j), i query, j key. Astromer 2: -1e9 on masked keys."""
         m = mask_in.float()
         if self.cfg.arch == "astromer1":
             return torch.clamp(m[:, :, None] + m[:, None, :], max=1.0)[:, None]
-        return (m * -1e9)[:, None, None, :].expand(-1, 1, m.shape[1], -1)
+        return (m * -1e9)[:, None, None, :]  # [B, 1, 1, T], broadcast over queries
 
     def embed_input(self, mag, time, mask_in, trace: dict | None = None):
         """Input embedding E0 = Dense(mag') + PE(time), mag' = mag for A1 (masked steps keep their
