@@ -1003,8 +1003,9 @@ def _empty_objects() -> pd.DataFrame:
 
 def parse_mapping(items: Iterable[str] | None) -> dict[str, str | None]:
     """CLI `--map` pairs -> mapping. ROLE=COLUMN (or COLUMN=ROLE: the side naming a role is the
-    role); `ROLE=` switches a role off."""
-    roles = set(OBS_ROLES) | set(OBJECT_ROLES)
+    role); `ROLE=` switches a role off; `objects.ROLE=COLUMN` maps a column of the objects table
+    when it differs from the observations' (e.g. objects.object_id=name)."""
+    roles = set(OBS_ROLES) | set(OBJECT_ROLES) | {f"objects.{r}" for r in OBJECT_ROLES}
     out: dict[str, str | None] = {}
     for item in items or []:
         left, sep, right = (x.strip() for x in item.partition("="))
@@ -1015,9 +1016,22 @@ def parse_mapping(items: Iterable[str] | None) -> dict[str, str | None]:
         else:
             raise ValidationError(
                 f"--map {item!r}: expected ROLE=COLUMN with ROLE one of "
-                f"{', '.join(OBS_ROLES + OBJECT_ROLES[1:])}"
+                f"{', '.join(OBS_ROLES + OBJECT_ROLES[1:])} (objects.ROLE for the objects table)"
             )
     return out
+
+
+def split_mapping(mapping: Mapping[str, str | None]) -> tuple[dict, dict]:
+    """A parsed --map -> (observations mapping, objects mapping).
+
+    Catalogue roles (label, period, ra, dec, survey) and objects.* entries go to the objects table;
+    the object id to both unless objects.object_id is given."""
+    obs = {k: v for k, v in mapping.items() if k in OBS_ROLES}
+    objs = {k: v for k, v in mapping.items() if k in OBJECT_ROLES and k != "object_id"}
+    objs.update({k.split(".", 1)[1]: v for k, v in mapping.items() if k.startswith("objects.")})
+    if "object_id" in mapping and "object_id" not in objs:
+        objs["object_id"] = mapping["object_id"]
+    return obs, objs
 
 
 __all__ = [

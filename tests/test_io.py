@@ -157,6 +157,8 @@ def test_guess_objects_mapping():
 
 def test_parse_mapping():
     assert io.parse_mapping(["time=HJD", "Vmag=mag", "band="]) == {"time": "HJD", "mag": "Vmag", "band": None}
+    parsed = io.parse_mapping(["object_id=star", "type=label", "objects.object_id=name"])
+    assert io.split_mapping(parsed) == ({"object_id": "star"}, {"label": "type", "object_id": "name"})
     with pytest.raises(ValidationError, match="expected ROLE=COLUMN"):
         io.parse_mapping(["foo=bar"])
 

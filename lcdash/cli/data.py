@@ -143,19 +143,9 @@ def _plan(args) -> list[dict]:
 
 
 def cmd_ingest(args) -> int:
-    from lcdash.io import (
-        OBJECT_ROLES,
-        OBS_ROLES,
-        guess_mapping,
-        parse_mapping,
-        prepare,
-        read_inputs,
-        read_table,
-    )
+    from lcdash.io import guess_mapping, parse_mapping, prepare, read_inputs, read_table, split_mapping
 
-    mapping = parse_mapping(args.map)
-    obs_map = {k: v for k, v in mapping.items() if k in OBS_ROLES}
-    obj_map = {k: v for k, v in mapping.items() if k in OBJECT_ROLES}
+    obs_map, obj_map = split_mapping(parse_mapping(args.map))
     units = _plan(args)
     store = None
     try:
