@@ -329,6 +329,53 @@ class Job:
         return self
 
 
+def job_from_folder(folder: Path) -> Job | None:
+    """A job as far as its folder tells (when the store is locked by the app): kind, params, progress,
+    and done / failed / cancelled once the worker left result.json / error.json; None if not a job."""
+    folder = Path(folder)
+    spec = read_json(folder / JOB_FILE)
+    if not spec:
+        return None
+    prog = read_json(folder / PROGRESS_FILE) or {}
+    result, error = read_json(folder / RESULT_FILE), read_json(folder / ERROR_FILE)
+    if result is not None:
+        state = "done"
+    elif (folder / CANCEL_FILE).exists():
+        state = "cancelled" if error is not None else "running"
+    elif error is not None:
+        state = "failed"
+    else:
+        state = "running" if prog else "queued"
+    return Job(
+        job_id=spec["job_id"],
+        kind=spec["kind"],
+        params=spec.get("params", {}),
+        state=state,
+        step=int(prog.get("step") or 0),
+        total=prog.get("total"),
+        message=prog.get("message"),
+        metrics=prog.get("metrics"),
+        error=(error or {}).get("message"),
+        result=result,
+        workdir=str(folder),
+        created_at=datetime.fromtimestamp((folder / JOB_FILE).stat().st_mtime),
+    )
+
+
+def jobs_from_folders(workdir: Path) -> list[Job]:
+    """Every job folder under `workdir`, newest first (see job_from_folder)."""
+    found = (
+        [job_from_folder(p) for p in Path(workdir).iterdir() if p.is_dir()] if Path(workdir).is_dir() else []
+    )
+    return sorted((j for j in found if j), key=lambda j: j.created_at, reverse=True)
+
+
+def request_cancel(folder: Path) -> None:
+    """Leave the cancel flag in a job folder: the worker stops at its next progress call, and the
+    app's manager terminates it after the grace period (used by `jobs cancel` while the app runs)."""
+    (Path(folder) / CANCEL_FILE).touch()
+
+
 def _pid_alive(pid: int | None) -> bool:
     """Whether a process with this pid runs (a zombie counts as ended)."""
     if not pid:
@@ -376,6 +423,7 @@ class JobManager:
         max_workers: int = 1,
         grace_s: float = 5.0,
         threads_per_worker: int | None = None,
+        autostart: bool = True,
     ):
         self.store = store
         if workdir is None:
@@ -388,6 +436,7 @@ class JobManager:
         self.max_workers = max(1, int(max_workers))
         self.grace_s = grace_s
         self.threads_per_worker = threads_per_worker or max(1, (os.cpu_count() or 1) // self.max_workers)
+        self.autostart = autostart  # False: poll() never starts queued jobs (CLI inspection)
         self._procs: dict[str, subprocess.Popen] = {}
         self._cancel_at: dict[str, float] = {}
         self._mtimes: dict[str, float] = {}
@@ -433,7 +482,8 @@ class JobManager:
         with self._lock:
             for row in jobs_table.list_jobs(self.store, states=["running"]):
                 self._poll_running(row)
-            self._start_queued()
+            if self.autostart:
+                self._start_queued()
             return [
                 Job(**r) for r in jobs_table.list_jobs(self.store, states=ACTIVE_STATES, oldest_first=True)
             ]

@@ -272,3 +272,73 @@ def _wait_for(cond, timeout_s=60.0):
             return
         time.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+# --- CLI: jobs list / cancel ------------------------------------------------------------------
+
+
+def test_cli_list_and_cancel(tmp_path, capsys):
+    from lcdash.cli import main
+    from lcdash.store import Store
+
+    db = tmp_path / "cli.duckdb"
+    with Store(db) as store:
+        jm = JobManager(store, grace_s=1.0)
+        done = jm.wait(jm.submit("t_count", {"n": 2}), poll_s=0.05).job_id
+        jm.submit("t_loop", {"seconds": 60})
+        queued = jm.submit("t_count", {"n": 2})
+        running = jm.list(states=["running"])[0].job_id
+        jm._procs.clear()  # the "app" goes away; its worker keeps running
+    assert main(["jobs", "list", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert done in out and running in out and queued in out and "done" in out
+    assert main(["jobs", "list", "--db", str(db), "--state", "queued"]) == 0
+    out = capsys.readouterr().out
+    assert queued in out and done not in out
+    assert main(["jobs", "cancel", queued, "--db", str(db)]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    assert main(["jobs", "cancel", running, "--db", str(db), "--wait", "30"]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    with Store(db) as store:
+        assert JobManager(store).get(running).state == "cancelled"
+        assert JobManager(store).get(queued).started_at is None  # the CLI never started it
+    assert main(["jobs", "cancel", "nope", "--db", str(db)]) == 1
+    assert "no job 'nope'" in capsys.readouterr().err
+
+
+def test_cli_falls_back_to_job_folders_while_the_store_is_locked(tmp_path, capsys):
+    from lcdash.cli import main
+    from lcdash.store import Store
+
+    db = tmp_path / "locked.duckdb"
+    with Store(db) as store:
+        jm = JobManager(store)
+        job_id = jm.submit("t_loop", {"seconds": 60})
+        _wait_for(lambda: jm.poll() is not None and jm.get(job_id).step > 0)
+        jm._procs.clear()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from lcdash.store import Store; s = Store(sys.argv[1]); "
+            "print('ready', flush=True); sys.stdin.read()",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert main(["jobs", "list", "--db", str(db)]) == 0
+        out = capsys.readouterr().out
+        assert "reading the job folders" in out and job_id in out and "running" in out
+        assert main(["jobs", "cancel", job_id, "--db", str(db)]) == 0
+        assert "asked job" in capsys.readouterr().out
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with Store(db) as store:  # the "app" comes back: the worker saw the flag and stopped
+        jm = JobManager(store)
+        assert jm.wait(job_id, poll_s=0.05, timeout_s=30).state == "cancelled"
