@@ -13,6 +13,7 @@ Variable names and the layer each feeds: ../shared/golden/README.md section 3.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -163,11 +164,43 @@ def _crc32c_table() -> list[int]:
 _CRC_TABLE = _crc32c_table()
 
 
-def crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
+def _crc32c_bytes(crc: int, data) -> int:
+    """Raw register update, one byte at a time (no initial value / final xor)."""
     table = _CRC_TABLE
     for b in data:
         crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc
+
+
+_CRC_CHUNK = 256
+_CRC_NP = np.array(_CRC_TABLE, np.uint32)
+
+
+@functools.cache
+def _crc32c_shift_tables() -> list[list[int]]:
+    """The register after _CRC_CHUNK zero bytes, as 4 byte-wise lookup tables (the update is linear
+    over GF(2), so shift(r) = xor of the tables at r's four bytes)."""
+    regs = (np.arange(256, dtype=np.uint32)[None, :] << (8 * np.arange(4, dtype=np.uint32))[:, None]).ravel()
+    for _ in range(_CRC_CHUNK):
+        regs = _CRC_NP[regs & 0xFF] ^ (regs >> 8)
+    return [row.tolist() for row in regs.reshape(4, 256)]
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli) of data. Long inputs are cut into 256-byte chunks whose CRCs numpy computes
+    side by side, then chained with the zero-shift tables: ~100x faster than byte by byte."""
+    n_chunks = len(data) // _CRC_CHUNK
+    if n_chunks < 8:
+        return _crc32c_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    cols = np.frombuffer(data, np.uint8, count=n_chunks * _CRC_CHUNK).reshape(n_chunks, _CRC_CHUNK).T.copy()
+    regs = np.zeros(n_chunks, np.uint32)
+    for col in cols:  # byte j of every chunk at once
+        regs = _CRC_NP[(regs ^ col) & 0xFF] ^ (regs >> 8)
+    t0, t1, t2, t3 = _crc32c_shift_tables()
+    crc = 0xFFFFFFFF
+    for part in regs.tolist():  # crc(A || B) register = shift_len(B)(crc(A)) xor crc_from_zero(B)
+        crc = t0[crc & 0xFF] ^ t1[(crc >> 8) & 0xFF] ^ t2[(crc >> 16) & 0xFF] ^ t3[crc >> 24] ^ part
+    crc = _crc32c_bytes(crc, data[n_chunks * _CRC_CHUNK :])
     return crc ^ 0xFFFFFFFF
 
 
@@ -531,7 +564,8 @@ def import_official(path: str | os.PathLike, out_dir: str | os.PathLike, name: s
         )
     extra = {
         "source": {
-            "name": name or path.stem.split(".")[0],
+            "name": name
+            or (path.parent.name if path.stem.split(".")[0] == "weights" else path.stem.split(".")[0]),
             "path": str(path.name),
             "sha256": archive_sha,
             "format": "tf-checkpoint" if kind == "ckpt" else "keras-h5",

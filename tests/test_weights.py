@@ -257,3 +257,22 @@ def test_cli_import_and_errors(shared, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert cli_main(["weights", "download", "nope"]) == 1
     assert "unknown official weights" in capsys.readouterr().err
+
+
+def test_import_from_folder_index_and_h5_paths_gives_the_same_weights(shared, macho_extracted, tmp_path):
+    from safetensors.numpy import load_file
+
+    def state(out):
+        return load_file(str(out / "model.safetensors"))
+
+    zipped = state(import_official(weights_dir(shared) / "macho_a0.zip", tmp_path / "zip"))
+    for i, src in enumerate([macho_extracted, macho_extracted / "macho" / "weights.index"]):
+        other = state(import_official(src, tmp_path / f"m{i}"))
+        assert zipped.keys() == other.keys() and all(np.array_equal(zipped[k], other[k]) for k in zipped)
+    assert read_encoder_config(tmp_path / "m1")["source"]["name"] == "macho"
+
+    atlas = extract_archive(weights_dir(shared) / "atlas.zip", tmp_path / "atlas_x")
+    a = state(import_official(weights_dir(shared) / "atlas.zip", tmp_path / "a0"))
+    b = state(import_official(atlas / "atlas" / "weights.h5", tmp_path / "a1"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not all(np.array_equal(a[k], zipped[k]) for k in a)  # ATLAS is a different model
