@@ -32,6 +32,12 @@ FIRST_PROJECTION = {"embedding": "weighted", "n_neighbors": 15, "min_dist": 0.1,
 ACTIVE_STATES = ("queued", "running")
 
 
+def first_jobs_enabled() -> bool:
+    """Whether the app queues the first-start jobs by itself (`LCDASH_FIRST_JOBS=0` turns it off, for
+    tests that must not spawn workers)."""
+    return os.environ.get("LCDASH_FIRST_JOBS", "1").strip() not in ("0", "false", "no", "")
+
+
 def store_path() -> Path:
     """The store the app opens: `$LCDASH_DB`, else `data/lcdash.duckdb` in the checkout."""
     env = os.environ.get("LCDASH_DB")
@@ -49,11 +55,6 @@ def configure_numba_cache(folder: Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["NUMBA_CACHE_DIR"] = str(folder)
     return folder
-
-
-def default_encoder_path() -> Path:
-    """The shipped default encoder folder (model.safetensors + config.json)."""
-    return DATA_DIR / "encoders" / DEFAULT_ENCODER_NAME
 
 
 @dataclass
@@ -85,28 +86,21 @@ def open_store(path: Path | str | None = None, n_objects: int = DEMO_OBJECTS, se
     return Store(path), created
 
 
-def ensure_default_encoder(store, folder: Path | None = None) -> str | None:
-    """Register the shipped default encoder in `store` if its folder exists; return its name
-    (None when neither registered nor shipped)."""
+def ensure_default_encoder(store) -> str | None:
+    """Register the shipped default encoder (data/encoders/astromer2-demo) if present; return its
+    name, or None when it is neither registered nor shipped."""
     from lcdash.store import embeddings
 
-    names = {e["name"] if isinstance(e, dict) else e for e in _encoder_names(store)}
-    if DEFAULT_ENCODER_NAME in names:
+    if DEFAULT_ENCODER_NAME in _encoder_names(store):
         return DEFAULT_ENCODER_NAME
-    folder = Path(folder) if folder is not None else default_encoder_path()
-    if not (folder / "config.json").exists():
-        return None
-    embeddings.register_encoder(store, DEFAULT_ENCODER_NAME, folder, source="shipped default (demo)")
-    return DEFAULT_ENCODER_NAME
+    made = embeddings.register_default_encoder(store, DEFAULT_ENCODER_NAME)
+    return DEFAULT_ENCODER_NAME if made is not None else None
 
 
 def _encoder_names(store) -> list[str]:
     from lcdash.store import embeddings
 
-    listed = embeddings.list_encoders(store)
-    if hasattr(listed, "columns"):  # a DataFrame
-        return [str(n) for n in listed["name"]]
-    return [e["name"] if isinstance(e, dict) else getattr(e, "name", e) for e in listed]
+    return [str(n) for n in embeddings.list_encoders(store)["name"]]
 
 
 def _fetchone(store, sql: str, params: list):
@@ -123,7 +117,9 @@ def _count(store, sql: str, params: list) -> int:
 
 
 def has_embeddings(store, encoder: str) -> bool:
-    return _count(store, "SELECT count(*) FROM embeddings WHERE encoder = ?", [encoder]) > 0
+    from lcdash.store import embeddings
+
+    return embeddings.has_embeddings(store, encoder)
 
 
 def has_projection(store, encoder: str) -> bool:
@@ -132,21 +128,16 @@ def has_projection(store, encoder: str) -> bool:
 
 def _active_job(jobs, kind: str, encoder: str) -> str | None:
     """The id of a queued or running job of `kind` for `encoder`, if any."""
-    for job in jobs.list():
-        params = job.params if isinstance(job.params, dict) else json.loads(job.params or "{}")
-        if job.kind == kind and job.state in ACTIVE_STATES and params.get("encoder") == encoder:
+    for job in jobs.list(states=list(ACTIVE_STATES), kinds=[kind]):
+        if (job.params or {}).get("encoder") == encoder:
             return job.job_id
     return None
 
 
 def _failed_before(jobs, kind: str, encoder: str) -> bool:
     """True when the last job of `kind` for `encoder` failed: do not loop resubmitting it."""
-    last = None
-    for job in jobs.list():
-        params = job.params if isinstance(job.params, dict) else json.loads(job.params or "{}")
-        if job.kind == kind and params.get("encoder") == encoder:
-            if last is None or str(job.created_at) > str(last.created_at):
-                last = job
+    mine = [j for j in jobs.list(kinds=[kind]) if (j.params or {}).get("encoder") == encoder]
+    last = max(mine, key=lambda j: str(j.created_at), default=None)
     return last is not None and last.state == "failed"
 
 
@@ -154,7 +145,7 @@ def advance(store, jobs, encoder: str | None = DEFAULT_ENCODER_NAME) -> list[str
     """Queue the next first-start job for `encoder`: embeddings when it has none, then the UMAP
     projection once embeddings exist. Idempotent (never queues a second copy of an active job, never
     retries a failed one); returns the ids queued now. Cheap enough to call on every poll."""
-    if encoder is None or encoder not in _encoder_names(store):
+    if encoder is None or not first_jobs_enabled() or encoder not in _encoder_names(store):
         return []
     queued: list[str] = []
     if not has_embeddings(store, encoder):
@@ -185,7 +176,7 @@ def bootstrap(path: Path | str | None = None, jobs_factory=None, queue_jobs: boo
 
         jobs_factory = JobManager
     jobs = jobs_factory(store)
-    if queue_jobs and report.encoder:
+    if queue_jobs and first_jobs_enabled() and report.encoder:
         report.jobs = advance(store, jobs, report.encoder)
     return store, jobs, report
 
@@ -226,3 +217,92 @@ def load_selection(store, token: str | None) -> list[int]:
         return []
     row = _fetchone(store, "SELECT value FROM meta WHERE key = ?", [_SEL_PREFIX + str(token)])
     return [int(o) for o in json.loads(row[0])] if row else []
+
+
+# --- what the Explore page shows: stored projections joined with object columns ------------------
+
+#: Object columns offered for colouring the scatter.
+OBJECT_COLOURS = ("label", "survey", "period", "n_obs", "synthetic", "ra", "dec")
+
+
+def projections(store, encoder: str | None = None):
+    """Stored projections (newest first): proj_id, encoder, embedding, params (dict), created_at,
+    n_points."""
+    cur = store.cursor()
+    try:
+        sql = ("SELECT p.proj_id, p.encoder, p.embedding, p.params, p.created_at, "
+               "(SELECT count(*) FROM projection_points q WHERE q.proj_id = p.proj_id) AS n_points "
+               "FROM projections p")
+        df = cur.execute(sql + (" WHERE p.encoder = ?" if encoder else "") + " ORDER BY p.proj_id DESC",
+                         [encoder] if encoder else []).df()
+    finally:
+        cur.close()
+    df["params"] = [json.loads(p) if isinstance(p, str) else (p or {}) for p in df["params"]]
+    return df
+
+
+def find_projection(store, encoder: str, embedding: str, params: dict) -> int | None:
+    """The newest stored projection of (encoder, embedding) whose recorded parameters include
+    `params` (n_neighbors, min_dist, metric, seed, ...); None when there is none."""
+    found = projections(store, encoder)
+    for row in found.itertuples(index=False):
+        if row.embedding == embedding and all(row.params.get(k) == v for k, v in params.items()):
+            return int(row.proj_id)
+    return None
+
+
+def projection_points(store, proj_id: int):
+    """oid, band, x, y of a stored projection joined with the object columns (object_id and
+    OBJECT_COLOURS): one row per (object, band)."""
+    cur = store.cursor()
+    try:
+        return cur.execute(
+            "SELECT p.oid, p.band, p.x, p.y, o.object_id, o.label, o.survey, o.period, o.n_obs, "
+            "o.synthetic, o.ra, o.dec FROM projection_points p JOIN objects o USING (oid) "
+            "WHERE p.proj_id = ? ORDER BY p.oid, p.band", [int(proj_id)]).df()
+    finally:
+        cur.close()
+
+
+def colour_options(store, max_runs: int = 5) -> list[str]:
+    """What the scatter can be coloured by: object columns, each few-shot label set ("set: NAME"),
+    and the newest probe runs' predictions ("prediction: RUN", "confidence: RUN")."""
+    out = list(OBJECT_COLOURS)
+    try:
+        from lcdash.store import labels as label_store
+
+        out += [f"set: {n}" for n in label_store.list_label_sets(store)["name"]]
+    except ImportError:  # the label-set module is optional for colouring
+        pass
+    from lcdash.store.results import list_runs
+
+    for run_id in list_runs(store, kind="probe")["run_id"].head(max_runs):
+        out += [f"prediction: {run_id}", f"confidence: {run_id}"]
+    return out
+
+
+def colour_values(store, points, option: str):
+    """The values of colour `option` for each row of `points` (oid, band[, object columns]), as a
+    Series aligned with `points`; missing values are NA."""
+    import pandas as pd
+
+    if option in points.columns:
+        return points[option]
+    kind, _, name = option.partition(": ")
+    if kind == "set":
+        from lcdash.store import labels as label_store
+
+        lab = label_store.get_labels(store, name)
+        return points["oid"].map(dict(zip(lab["oid"], lab["label"], strict=True))).rename(option)
+    if kind in ("prediction", "confidence"):
+        from lcdash.store.results import load_predictions
+
+        pred = load_predictions(store, name)
+        col = "label" if kind == "prediction" else "confidence"
+        # by (oid, band) where the band matches, else the object's first predicted band
+        exact = pd.Series(pred[col].to_numpy(), index=pd.MultiIndex.from_arrays([pred["oid"], pred["band"]]))
+        first = pred.drop_duplicates("oid").set_index("oid")[col]
+        key = pd.MultiIndex.from_arrays([points["oid"], points["band"]])
+        values = pd.Series(exact.reindex(key).to_numpy(), index=points.index)
+        return values.fillna(points["oid"].map(first)).rename(option)
+    raise LcdashError(f"unknown colour {option!r}")

@@ -75,6 +75,16 @@ def poll_jobs() -> None:
         ws.lock.release()
 
 
+@st.cache_data(ttl=5, show_spinner=False)
+def _store_info_cached(path: str, _store) -> dict:
+    return _store.info()
+
+
+def _store_info(store) -> dict:
+    """store.info() at most every few seconds: the sidebar draws on every rerun."""
+    return _store_info_cached(str(store.path), store)
+
+
 @st.cache_resource(show_spinner=False)
 def device_name() -> str:
     from lcdash.device import describe_device
@@ -117,12 +127,12 @@ def sidebar() -> None:
         st.markdown(f"**Store** `{workspace.store_path().name}`")
         st.caption(str(workspace.store_path()))
         with guard("Store summary"):
-            info = ws.store.info()
-            st.caption(" · ".join(f"{v:,} {k}" if isinstance(v, int) else f"{k}: {v}"
-                                  for k, v in info.items() if not isinstance(v, (list, dict))))
-            surveys = info.get("surveys") or []
-            if any("synthetic" in str(s).lower() for s in surveys):
-                st.caption("Includes the synthetic demo survey (simulated light curves, not real stars).")
+            info = _store_info(ws.store)
+            st.caption(f"{info['objects']:,} objects · {info['observations']:,} observations · "
+                       f"{len(info['classes'])} classes · {len(info['surveys'])} survey(s)")
+            if info["synthetic"]:
+                st.caption(f"{info['synthetic']:,} objects are from the **synthetic** demo survey "
+                           "(simulated light curves, not real stars).")
         for note in ws.report.notes:
             st.caption(note)
         st.markdown(f"**Device** {device_name()}")
@@ -225,3 +235,81 @@ def clear_selection() -> None:
     st.session_state.pop(_SEL, None)
     if _SEL in st.query_params:
         del st.query_params[_SEL]
+
+
+# --- the light-curve viewer (Data page, Explore page) -------------------------------------------
+
+
+@st.cache_data(max_entries=64, show_spinner="Lomb-Scargle periodogram ...")
+def _periodogram(path: str, oid: int, _store) -> tuple:
+    """(periods, power, best period) of one object's light curve, all bands together."""
+    lc = _store.lightcurve(oid)
+    periods, power = lc.periodogram(samples_per_peak=5)
+    return periods, power, lc.best_period()
+
+
+def _set_period(key: str, value: float | None) -> None:
+    if value is not None and value > 0:
+        st.session_state[key] = float(value)
+
+
+def lightcurve_viewer(oid: int, key: str) -> None:
+    """One object's light curve: raw (error bars, inverted magnitudes, bands in colour) or folded at
+    the catalogue period, a typed period or a Lomb-Scargle peak, with P/2 and 2P one click away."""
+    from lcdash import plots
+    from lcdash.lightcurve import period_aliases
+
+    s = store()
+    try:
+        lc = s.lightcurve(int(oid))
+        meta = s.objects(oids=[int(oid)], columns=["object_id", "survey", "label", "period", "n_obs",
+                                                   "synthetic"])
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, f"Reading the light curve of oid {oid}")
+        return
+    row = meta.iloc[0]
+    cat_period = float(row["period"]) if row["period"] == row["period"] and row["period"] else None
+    synthetic = " · **synthetic** (simulated)" if bool(row["synthetic"]) else ""
+    st.markdown(f"**{row['object_id']}** · {row['survey']}{synthetic} · label {row['label'] or '—'} · "
+                f"{int(row['n_obs'])} observations · bands {', '.join(lc.bands) or '—'} · "
+                f"catalogue period {f'{cat_period:.6g} d' if cat_period else '—'}")
+    pkey = f"{key}_period_{oid}"
+    if pkey not in st.session_state:
+        st.session_state[pkey] = cat_period or 1.0
+    frame = lc.to_frame()
+    left, right = st.columns([3, 1])
+    with right:
+        folded = st.toggle("Fold", value=cat_period is not None, key=f"{key}_fold_{oid}")
+        st.number_input("Period [d]", min_value=1e-4, format="%.6f", key=pkey)
+        period = float(st.session_state[pkey])
+        c1, c2, c3 = st.columns(3)
+        aliases = period_aliases(period)
+        c1.button("P/2", key=f"{key}_half_{oid}", on_click=_set_period, args=(pkey, aliases["P/2"]),
+                  help="fold at half the current period")
+        c2.button("2P", key=f"{key}_double_{oid}", on_click=_set_period, args=(pkey, aliases["2P"]),
+                  help="fold at twice the current period")
+        c3.button("Cat.", key=f"{key}_cat_{oid}", on_click=_set_period, args=(pkey, cat_period),
+                  disabled=cat_period is None, help="fold at the catalogue period")
+        want_ls = st.toggle("Periodogram", key=f"{key}_ls_{oid}",
+                            help="Lomb-Scargle (all bands together); pick its best peak to fold")
+    best = None
+    if want_ls:
+        try:
+            periods, power, best = _periodogram(str(s.path), int(oid), s)
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc, "Periodogram")
+        if best is not None:
+            with right:
+                st.button(f"Best peak {best:.6g} d", key=f"{key}_best_{oid}", on_click=_set_period,
+                          args=(pkey, best))
+    with left:
+        if folded:
+            fig = plots.folded_figure(frame.assign(phase=lc.fold(period)), period)
+        else:
+            fig = plots.lightcurve_figure(frame)
+        st.plotly_chart(fig, key=f"{key}_lc_{oid}", width="stretch")
+        if best is not None:
+            marks = {"best": best, "P/2": best / 2, "2P": best * 2, "catalogue": cat_period,
+                     "folded": period if folded else None}
+            st.plotly_chart(plots.periodogram_figure(periods, power, marks), key=f"{key}_pg_{oid}",
+                            width="stretch")
