@@ -1,0 +1,183 @@
+"""2-D maps and neighbours of per-object embeddings.
+
+`umap_project` runs UMAP (McInnes et al. 2018) once per parameter set; the coordinates are stored
+(`lcdash.store.projections`) because importing umap (~11 s) and the first fit (~30 s of numba
+compilation) are far too slow for a page render. Embeddings arrive as per-layer means
+``[N, L+1, d]``; `select_embedding` turns them into one vector per object: the last layer, one
+given layer, or Astromer 2's weighted sum over layers (Donoso-Oliva et al. 2026).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from lcdash.errors import LcdashError
+
+Progress = Callable[..., None]
+
+
+def _numba_cache() -> None:
+    """Point numba's on-disk cache at a writable folder so compiled UMAP kernels survive restarts."""
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        path = Path.home() / ".cache" / "lcdash" / "numba"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            import tempfile
+
+            path = Path(tempfile.gettempdir()) / "lcdash-numba"
+            path.mkdir(parents=True, exist_ok=True)
+        os.environ["NUMBA_CACHE_DIR"] = str(path)
+
+
+def _as_matrix(X, name: str = "X") -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise LcdashError(f"{name} must be a non-empty [N, D] array, got shape {X.shape}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise LcdashError(f"{name} has {int(bad.sum())} rows with NaN or infinite values (first: row "
+                          f"{int(np.flatnonzero(bad)[0])})")
+    return X
+
+
+def umap_project(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine", seed: int = 0,
+                 progress: Progress | None = None) -> np.ndarray:
+    """UMAP of ``X`` [N, D] to float32 [N, 2]; deterministic for a given ``seed``.
+
+    ``n_neighbors`` is capped at N - 1 so that small selections still project.
+    """
+    X = _as_matrix(X)
+    n = X.shape[0]
+    if n < 3:
+        raise LcdashError(f"UMAP needs at least 3 points, got {n}")
+    if not 0.0 <= float(min_dist) <= 1.0:
+        raise LcdashError(f"min_dist must lie in [0, 1], got {min_dist}")
+    if int(n_neighbors) < 2:
+        raise LcdashError(f"n_neighbors must be at least 2, got {n_neighbors}")
+    if progress:
+        progress(0, 3, "importing UMAP")
+    _numba_cache()
+    import umap  # heavy: numba compiles on first use
+
+    if progress:
+        progress(1, 3, f"UMAP of {n} points (n_neighbors={n_neighbors}, min_dist={min_dist}, {metric})")
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=min(int(n_neighbors), n - 1),
+        min_dist=float(min_dist),
+        metric=metric,
+        random_state=int(seed),
+        # Spectral initialisation needs a connected, large enough graph; tiny sets start at random.
+        init="spectral" if n > 2 * int(n_neighbors) else "random",
+        low_memory=True,
+        n_jobs=1,  # random_state forces one thread anyway; saying so silences umap's warning
+    )
+    try:
+        xy = reducer.fit_transform(X)
+    except ValueError as exc:  # e.g. an unknown metric
+        raise LcdashError(f"UMAP failed: {exc}") from exc
+    if progress:
+        progress(3, 3, "projected")
+    return np.asarray(xy, dtype=np.float32)
+
+
+def _check_layers(layers) -> np.ndarray:
+    layers = np.asarray(layers, dtype=np.float32)
+    if layers.ndim == 2:
+        layers = layers[None]
+    if layers.ndim != 3 or layers.shape[1] == 0:
+        raise LcdashError(f"layers must be [N, L+1, d] per-layer embeddings, got shape {layers.shape}")
+    return layers
+
+
+def _softmax(gamma: np.ndarray) -> np.ndarray:
+    e = np.exp(gamma - gamma.max())
+    return e / e.sum()
+
+
+def weighted_embedding(layers, gamma=None) -> np.ndarray:
+    """Astromer 2's per-object embedding: z = 1/(L+1) * sum_l softmax(gamma)_l x_l.
+
+    ``layers`` [N, L+1, d] (or [L+1, d] for one object) -> [N, d]; ``gamma`` [L+1] raw (pre-softmax)
+    weights, uniform when None.
+    """
+    layers = _check_layers(layers)
+    n_layers = layers.shape[1]
+    gamma = np.zeros(n_layers) if gamma is None else np.asarray(gamma, dtype=np.float64).reshape(-1)
+    if gamma.size != n_layers:
+        raise LcdashError(f"gamma has {gamma.size} values for {n_layers} layers")
+    return _combine(layers, _softmax(gamma))
+
+
+def _combine(layers: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    w = (np.asarray(weights, dtype=np.float64) / layers.shape[1]).astype(np.float32)
+    return np.einsum("nld,l->nd", layers, w)
+
+
+def select_embedding(layers, kind: str = "weighted", weights=None) -> np.ndarray:
+    """One vector per object from per-layer embeddings [N, L+1, d].
+
+    ``kind``: "last" (the final block), "layer_<l>" (0 = input embedding), or "weighted" (Astromer 2's
+    weighted sum; ``weights`` are the softmax layer weights w_l, e.g. learned by a probe, summing to 1;
+    uniform when None).
+    """
+    layers = _check_layers(layers)
+    n_layers = layers.shape[1]
+    if kind == "last":
+        return layers[:, -1].copy()
+    if kind == "weighted":
+        if weights is None:
+            return weighted_embedding(layers)
+        w = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if w.size != n_layers or np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-3):
+            raise LcdashError(f"layer weights must be {n_layers} non-negative values summing to 1, got {w}")
+        return _combine(layers, w)
+    m = re.fullmatch(r"layer_(\d+)", str(kind))
+    if m:
+        layer = int(m.group(1))
+        if layer >= n_layers:
+            raise LcdashError(f"{kind}: the encoder has layers 0..{n_layers - 1}")
+        return layers[:, layer].copy()
+    raise LcdashError(f"unknown embedding {kind!r}: use 'last', 'weighted' or 'layer_<l>'")
+
+
+def nearest_neighbours(X, index, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest rows of ``X`` to row(s) ``index``, closest first, excluding the query itself.
+
+    ``index`` an int -> (indices int64[k], distances float32[k]); an array of ints -> [q, k] each.
+    ``metric``: "cosine" (1 - cosine similarity) or "euclidean". Exact brute force: one query over
+    50,000 x 256 takes milliseconds, no index to build or keep in step with the store.
+    """
+    X = _as_matrix(X)
+    n = X.shape[0]
+    single = np.ndim(index) == 0
+    idx = np.atleast_1d(np.asarray(index)).astype(np.int64)
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise LcdashError(f"query index out of range for {n} points: {index}")
+    idx = np.where(idx < 0, idx + n, idx)
+    k = int(min(k, n - 1))
+    if k < 1:
+        raise LcdashError(f"need at least 2 points for neighbours, got {n}")
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1)
+        Xn = X / np.where(norms > 0, norms, 1.0)[:, None]
+        d = 1.0 - Xn[idx] @ Xn.T
+    elif metric == "euclidean":
+        sq = np.einsum("nd,nd->n", X, X)
+        d = np.sqrt(np.maximum(sq[idx][:, None] + sq[None, :] - 2.0 * (X[idx] @ X.T), 0.0))
+    else:
+        raise LcdashError(f"unknown metric {metric!r}: use 'cosine' or 'euclidean'")
+    d = np.asarray(d, dtype=np.float32)
+    d[np.arange(idx.size), idx] = np.inf            # never return the query itself
+    part = np.argpartition(d, k - 1, axis=1)[:, :k]
+    pd_ = np.take_along_axis(d, part, axis=1)
+    order = np.argsort(pd_, axis=1, kind="stable")
+    nn = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    dist = np.take_along_axis(pd_, order, axis=1)
+    return (nn[0], dist[0]) if single else (nn, dist)
