@@ -1,0 +1,282 @@
+"""Model commands: pretrain, finetune, embed, embed-file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lcdash.errors import LcdashError, ModelError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("pretrain", help="masked-reconstruction pretraining of an Astromer encoder")
+    _data_args(p)
+    p.add_argument("--arch", choices=["astromer1", "astromer2"], default="astromer2")
+    p.add_argument("--out", required=True,
+                   help="output folder (model.safetensors + config.json + checkpoint)")
+    p.add_argument("--n-layers", type=int, default=None, help="attention blocks (default: the arch's)")
+    p.add_argument("--d-model", type=int, default=None, help="model width (default 256)")
+    p.add_argument("--n-heads", type=int, default=None, help="attention heads (default 4)")
+    p.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default: the arch's)")
+    p.add_argument("--init-from", default=None,
+                   help="start from this encoder folder instead of random weights")
+    _train_args(p, lr_default="1e-3")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = subparsers.add_parser("finetune",
+                              help="continue the masked objective from an encoder (labels unused)")
+    p.add_argument("--from", dest="from_dir", required=True, help="encoder folder to start from")
+    _data_args(p)
+    p.add_argument("--out", required=True, help="output folder for the fine-tuned encoder")
+    _train_args(p, lr_default="1e-5")
+    p.set_defaults(func=cmd_finetune)
+
+    p = subparsers.add_parser("embed", help="compute per-object per-layer embeddings into the store")
+    p.add_argument("--db", required=True, help="store file")
+    p.add_argument("--model", default="astromer2-demo",
+                   help="a registered encoder name or an encoder folder (registered under --name or the "
+                        "folder's name); default: the shipped astromer2-demo")
+    p.add_argument("--name", default=None, help="register a folder under this name")
+    p.add_argument("--band", default=None, help="only this band (default: every band)")
+    p.add_argument("--survey", default=None, help="only objects of this survey")
+    p.add_argument("--batch-size", type=int, default=256, help="windows per model call")
+    p.add_argument("--overwrite", action="store_true", help="recompute embeddings that already exist")
+    p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                   help="bf16 autocast is faster on CPUs with AVX512-BF16 but less exact")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.set_defaults(func=cmd_embed)
+
+    p = subparsers.add_parser(
+        "embed-file", help="embed light curves from a file into a Parquet table (no store)",
+        description="Reads observations (object_id, time, mag[, mag_err][, band]; other names are guessed or "
+        "given with --map) and writes one row per object (and band) with object_id, [band,] n_windows and "
+        "layer_0..layer_L: float32 lists, the mean of each layer's output over valid steps and windows "
+        "(layer_0 = input embedding).",
+    )
+    p.add_argument("path", help="observations table (Parquet, CSV, ...)")
+    p.add_argument("--model", required=True, help="encoder folder (or astromer2-demo for the shipped one)")
+    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument("--map", nargs="+", action="extend", default=[], metavar="ROLE=COLUMN",
+                   help="column for a role: object_id, time, mag, mag_err, band")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--precision", choices=["float32", "bf16"], default="float32")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_embed_file)
+
+
+def _data_args(p) -> None:
+    p.add_argument("--db", required=True, help="store file with the light curves (opened read-only)")
+    p.add_argument("--survey", default=None, help="only objects of this survey")
+    p.add_argument("--band", default=None, help="this band (default: each object's first band)")
+    p.add_argument("--max-objects", type=int, default=None, help="a random subset of at most N objects")
+    p.add_argument("--min-obs", type=int, default=10, help="skip light curves with fewer observations")
+
+
+def _train_args(p, lr_default: str) -> None:
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {lr_default})")
+    p.add_argument("--patience", type=int, default=20, help="early stopping: epochs without improvement")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--error-weighted", action="store_true", help="weight the loss by 1/sigma (Astromer 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall-clock time")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--register", default=None, metavar="NAME",
+                   help="register the result in the store under NAME when done")
+
+
+class _Progress:
+    """tqdm bar for the progress(step, total, message, metrics) protocol."""
+
+    cancelled = False
+
+    def __init__(self, desc: str, unit: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, step, total, message="", metrics=None):
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = step
+        if metrics:
+            self.bar.set_postfix({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in metrics.items()
+                                  if v is not None}, refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        self.bar.close()
+
+
+def _load_training_data(args):
+    """The light curves named by --db/--survey/--band/--max-objects as one LightCurveBatch."""
+    import numpy as np
+
+    from lcdash.store import Store
+
+    store = Store(args.db, read_only=True)
+    try:
+        objs = store.objects(survey=args.survey, band=args.band, n_obs=(args.min_obs, None), columns=["oid"])
+        oids = objs["oid"].to_numpy(np.int64)
+        if args.max_objects is not None and len(oids) > args.max_objects:
+            oids = np.sort(np.random.default_rng(args.seed).choice(oids, args.max_objects, replace=False))
+        if len(oids) < 2:
+            what = f" of survey {args.survey!r}" if args.survey else ""
+            raise LcdashError(f"{args.db}: fewer than 2 light curves{what} to train on")
+        batch = store.read_batch(oids, band=args.band)
+    finally:
+        store.close()
+    keep = batch.length >= args.min_obs  # n_obs counts all bands; the band's own count decides
+    return batch[keep] if not keep.all() else batch
+
+
+def _train_config(args):
+    from lcdash.train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                       val_fraction=args.val_fraction, error_weighted=args.error_weighted, seed=args.seed,
+                       device=args.device, num_threads=args.threads, max_minutes=args.max_minutes)
+
+
+def _run_training(args, init_from=None, model_cfg=None) -> int:
+    from lcdash.train import pretrain
+
+    batch = _load_training_data(args)
+    cfg = _train_config(args)
+    if init_from is not None and cfg.lr is None:
+        from lcdash.train import FINETUNE_LR
+
+        cfg.lr = FINETUNE_LR
+    print(f"training on {len(batch)} light curves from {args.db} -> {args.out}", file=sys.stderr)
+    bar = _Progress("pretrain" if init_from is None else "finetune", "step")
+    try:
+        result = pretrain(batch, None, cfg, model_cfg, args.out, init_from=init_from, progress=bar,
+                          resume=args.resume)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: the last completed epoch is saved in {args.out}; continue with --resume",
+              file=sys.stderr)
+        raise
+    bar.close()
+    for h in result["history"]:
+        tr = "-" if h["train_rmse"] is None else f"{h['train_rmse']:.4f}"
+        print(f"epoch {h['epoch']:3d}  train RMSE {tr:>7}  val RMSE {h['val_rmse']:.4f}")
+    print(f"best validation RMSE {result['best_val_rmse']:.4f} at epoch {result['best_epoch']} "
+          f"({result['stopped']}; {result['n_params']:,} parameters, device {result['device']}"
+          + (f", {result['windows_per_s']:.0f} windows/s" if result["windows_per_s"] else "") + ")")
+    print(f"wrote {result['path']}")
+    if args.register:
+        from lcdash.store import Store
+        from lcdash.store.embeddings import register_encoder
+
+        with Store(args.db) as store:
+            register_encoder(store, args.register, args.out)
+        print(f"registered encoder {args.register!r} in {args.db}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from lcdash.models.astromer import AstromerConfig
+
+    shape = (("n_layers", args.n_layers), ("d_model", args.d_model), ("n_heads", args.n_heads),
+             ("d_ff", args.d_ff))
+    over = {k: v for k, v in shape if v is not None}
+    if args.init_from and over:
+        raise ModelError("--init-from takes the model's shape from that encoder; "
+                         "drop --n-layers/--d-model/--n-heads/--d-ff")
+    model_cfg = getattr(AstromerConfig, args.arch)(**over)
+    return _run_training(args, init_from=args.init_from, model_cfg=None if args.init_from else model_cfg)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    if not Path(args.from_dir, "model.safetensors").exists():
+        raise ModelError(f"{args.from_dir} is not an encoder folder (no model.safetensors)")
+    if Path(args.from_dir).resolve() == Path(args.out).resolve():
+        raise ModelError("--out must differ from --from: fine-tuning would overwrite its starting encoder")
+    return _run_training(args, init_from=args.from_dir)
+
+
+def _resolve_encoder(store, model: str, name: str | None) -> str:
+    """The registered name for --model (a name, a folder, or the shipped default)."""
+    from lcdash.store.embeddings import (
+        DEFAULT_ENCODER,
+        get_encoder,
+        register_default_encoder,
+        register_encoder,
+    )
+
+    path = Path(model)
+    if (path / "model.safetensors").exists():
+        enc_name = name or path.resolve().name
+        register_encoder(store, enc_name, path)
+        return enc_name
+    try:
+        get_encoder(store, model)
+        return model
+    except ModelError:
+        if model == DEFAULT_ENCODER and register_default_encoder(store) is not None:
+            return model
+        raise
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from lcdash.embed import embed_store
+    from lcdash.store import Store
+
+    with Store(args.db) as store:
+        name = _resolve_encoder(store, args.model, args.name)
+        oids = None
+        if args.survey:
+            oids = store.objects(survey=args.survey, columns=["oid"])["oid"].to_numpy()
+            if len(oids) == 0:
+                raise LcdashError(f"{args.db}: no objects of survey {args.survey!r}")
+        bar = _Progress(f"embed ({name})", "LC")
+        try:
+            res = embed_store(store, name, band=args.band, batch_size=args.batch_size, progress=bar,
+                              oids=oids, overwrite=args.overwrite, device=args.device,
+                              precision=args.precision)
+        finally:
+            bar.close()
+    rate = f", {res['lc_per_s']:.0f} LC/s" if res["lc_per_s"] else ""
+    print(f"encoder {name!r}: embedded {res['rows']} light curves ({res['windows']} windows) in "
+          f"{res['seconds']:.1f} s{rate}" + ("" if res["objects"] else " (all were already embedded)"))
+    return 0
+
+
+def cmd_embed_file(args: argparse.Namespace) -> int:
+    from lcdash.embed import embed_frame, write_embeddings_parquet
+    from lcdash.io import guess_mapping, parse_mapping, read_table
+    from lcdash.store.embeddings import DEFAULT_ENCODER, default_encoder_dir
+
+    model_dir = Path(args.model)
+    if not (model_dir / "model.safetensors").exists():
+        if args.model == DEFAULT_ENCODER:
+            model_dir = default_encoder_dir()
+        else:
+            raise ModelError(f"{args.model} is not an encoder folder (no model.safetensors)")
+    df = read_table(args.path)
+    roles = ("object_id", "time", "mag", "mag_err", "band")
+    mapping = {r: c for r, c in guess_mapping(df.columns).items() if r in roles}
+    mapping.update({r: c for r, c in parse_mapping(args.map).items() if r in roles})
+    rename = {}
+    for role in roles:
+        col = role if role in df.columns else mapping.get(role)
+        if col is not None and col in df.columns:
+            rename[col] = role
+    df = df[list(rename)].rename(columns=rename)
+    bar = _Progress("embed-file", "window")
+    try:
+        out = embed_frame(df, model_dir, batch_size=args.batch_size, device=args.device, progress=bar,
+                          precision=args.precision)
+    finally:
+        bar.close()
+    path = write_embeddings_parquet(out, args.out)
+    n_layers = sum(c.startswith("layer_") for c in out.columns)
+    print(json.dumps({"out": str(path), "rows": len(out), "layers": n_layers,
+                      "d_model": int(len(out["layer_0"].iloc[0])) if len(out) else None}))
+    return 0
