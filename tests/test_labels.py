@@ -148,3 +148,37 @@ def test_suggest_with_predictions_is_uncertain_and_spread(store):
     # Everything labelled: nothing to suggest.
     L.set_labels(store, s, pts["oid"][:40], "EA")
     assert L.suggest_next(store, s, pts.head(40), preds).empty
+
+
+def test_suggest_defaults_use_latest_map_and_probe(store):
+    from lcdash.store.projections import save_projection
+
+    s = L.create_label_set(store, "defaults", description=None)
+    assert L.suggest_next(store, s).empty                      # no map, no probe: nothing to suggest
+    oids = store.objects()["oid"].to_numpy()
+    rng = np.random.default_rng(3)
+    save_projection(store, "enc", "last", {"seed": 0}, oids, "V", rng.normal(size=(len(oids), 2)))
+    L.set_labels(store, s, oids[:5], "RRab")
+    far = L.suggest_next(store, s, n=7)                        # map only: farthest points
+    assert len(far) == 7 and far["entropy"].isna().all() and not set(far["oid"]) & set(oids[:5])
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO eval_runs (run_id, kind, config, selection) "
+                    "VALUES ('r1', 'probe', '{}', '{}')")
+        for i, oid in enumerate(oids):
+            cur.execute("INSERT INTO predictions VALUES ('r1', ?, 'V', 'EW', 0.5, ?)", [int(oid), i / 100])
+    sug = L.suggest_next(store, s, k=3)                        # map + newest probe run
+    assert len(sug) == 3 and sug["entropy"].notna().all()
+    assert sug["entropy"].max() == pytest.approx((len(oids) - 1) / 100)
+    assert L.suggest_next(store, s, predictions=None, k=3)["entropy"].isna().all()
+    with pytest.raises(LcdashError, match="'latest'"):
+        L.suggest_next(store, s, predictions="newest")
+
+
+def test_export_frame_and_aliases(store):
+    s = L.create_label_set(store, "frame")
+    L.set_labels(store, s, [3], "EA")
+    frame = L.export_labels(store, "frame")
+    assert frame[["object_id", "label", "label_set"]].values.tolist() == [
+        [store.objects(oids=[3])["object_id"][0], "EA", "frame"]]
+    L.delete_label_set(store, "frame")
+    assert L.list_sets(store).empty

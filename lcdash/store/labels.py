@@ -64,7 +64,7 @@ def list_sets(store) -> pd.DataFrame:
         cur.close()
 
 
-#: The name lcdash.tasks uses.
+#: The names lcdash.tasks and the Label page use.
 list_label_sets = list_sets
 
 
@@ -77,6 +77,9 @@ def get_set(store, set_ref) -> dict:
         cur.close()
     sets = list_sets(store)
     return sets[sets["set_id"] == set_id].iloc[0].to_dict()
+
+
+create_label_set = create_set
 
 
 def rename_set(store, set_ref, new_name: str, description: str | None = None) -> None:
@@ -98,6 +101,9 @@ def delete_set(store, set_ref) -> None:
         set_id = _set_id(cur, set_ref)
         cur.execute("DELETE FROM labels WHERE set_id = ?", [set_id])
         cur.execute("DELETE FROM label_sets WHERE set_id = ?", [set_id])
+
+
+delete_label_set = delete_set
 
 
 def set_labels(store, set_ref, oids, label: str) -> int:
@@ -168,12 +174,15 @@ def label_counts(store, set_ref) -> pd.Series:
     return counts.sort_index().sort_values(ascending=False, kind="stable")
 
 
-def export_labels(store, set_ref, path) -> Path:
-    """Write the set as CSV (``.csv``) or Parquet (``.parquet``/``.pq``): survey, object_id, label,
-    label_set, updated_at, keyed by the user's (survey, object_id) so it stands outside the store."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
+def export_labels(store, set_ref, path=None):
+    """The set keyed by the user's (survey, object_id), so it stands outside the store: survey,
+    object_id, label, label_set, updated_at.
+
+    ``path`` ending in .csv or .parquet/.pq: written there and the path returned; None: the
+    DataFrame itself (for a download button).
+    """
+    suffix = None if path is None else Path(path).suffix.lower()
+    if suffix not in (None, ".csv", ".parquet", ".pq"):
         raise LcdashError(f"{path}: export labels to a .csv or .parquet file")
     info = get_set(store, set_ref)
     df = get_labels(store, info["set_id"])
@@ -181,6 +190,9 @@ def export_labels(store, set_ref, path) -> Path:
         "survey": df["survey"], "object_id": df["object_id"], "label": df["label"],
         "label_set": info["name"], "updated_at": df["updated_at"],
     })
+    if path is None:
+        return out
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".csv":
         out.to_csv(path, index=False)
@@ -189,9 +201,42 @@ def export_labels(store, set_ref, path) -> Path:
     return path
 
 
-def suggest_next(store, set_ref, candidates_xy: pd.DataFrame, predictions: pd.DataFrame | None = None,
-                 k: int = 20, seed: int = 0) -> pd.DataFrame:
+_LATEST = "latest"
+
+
+def latest_predictions(store) -> pd.DataFrame | None:
+    """oid, band, entropy of the newest probe run that wrote predictions; None when there is none."""
+    cur = store.cursor()
+    try:
+        runs = cur.execute(
+            "SELECT r.run_id FROM eval_runs r WHERE r.run_id IN (SELECT DISTINCT run_id FROM predictions) "
+            "ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1"
+        ).fetchall()
+        if not runs:
+            return None
+        return cur.execute("SELECT oid, band, entropy FROM predictions WHERE run_id = ?", [runs[0][0]]).df()
+    finally:
+        cur.close()
+
+
+def latest_projection_points(store) -> pd.DataFrame | None:
+    """oid, band, x, y of the newest stored projection; None when there is none."""
+    from lcdash.store.projections import list_projections, load_projection
+
+    found = list_projections(store)
+    if found.empty:
+        return None
+    return load_projection(store, int(found["proj_id"].iloc[0]))[["oid", "band", "x", "y"]]
+
+
+def suggest_next(store, set_ref, candidates_xy: pd.DataFrame | None = None,
+                 predictions: pd.DataFrame | str | None = _LATEST, k: int = 20, seed: int = 0,
+                 n: int | None = None) -> pd.DataFrame:
     """Which unlabelled objects to label next: oid, x, y, entropy (NaN without predictions), rank.
+
+    ``candidates_xy`` (oid, x, y) defaults to the newest stored projection; ``predictions`` (oid,
+    entropy) defaults to the newest probe run's ("latest"), None means none. ``n`` is an alias of k.
+    Without a map, the most uncertain objects are returned (x, y NaN); with neither, nothing.
 
     With ``predictions`` (oid, entropy): the most uncertain objects under the current probe, spread
     over the map: the most uncertain quarter of the candidates (at least 5k of them) is split into k
@@ -199,6 +244,19 @@ def suggest_next(store, set_ref, candidates_xy: pd.DataFrame, predictions: pd.Da
     not all come from one confused clump. Without: farthest-point sampling in (x, y), starting from
     the labelled objects, so the picks cover the regions nobody has labelled yet.
     """
+    if n is not None:
+        k = n
+    if isinstance(predictions, str):
+        if predictions != _LATEST:
+            raise LcdashError(f"predictions must be a DataFrame, None or 'latest', got {predictions!r}")
+        predictions = latest_predictions(store)
+    if candidates_xy is None:
+        candidates_xy = latest_projection_points(store)
+        if candidates_xy is None:
+            if predictions is None:
+                candidates_xy = pd.DataFrame({"oid": pd.Series(dtype=np.int64), "x": [], "y": []})
+            else:  # no map: rank by uncertainty alone
+                candidates_xy = pd.DataFrame({"oid": predictions["oid"].unique(), "x": np.nan, "y": np.nan})
     need = {"oid", "x", "y"}
     if not need <= set(candidates_xy.columns):
         raise LcdashError(f"candidates need columns {sorted(need)}, got {list(candidates_xy.columns)}")
@@ -227,7 +285,7 @@ def suggest_next(store, set_ref, candidates_xy: pd.DataFrame, predictions: pd.Da
             return empty
         pool = cand.nlargest(min(len(cand), max(5 * k, len(cand) // 4)), "entropy").reset_index(drop=True)
         n_clusters = min(k, len(pool))
-        if n_clusters < len(pool):
+        if n_clusters < len(pool) and np.isfinite(pool[["x", "y"]].to_numpy(np.float64)).all():
             from sklearn.cluster import KMeans
 
             cluster = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit_predict(
