@@ -102,3 +102,85 @@ def test_umap_keeps_blobs_apart():
     assert min(gaps) > spread
     # Same seed, same map.
     np.testing.assert_array_equal(umap_project(X, n_neighbors=10, metric="euclidean", seed=0), xy)
+
+
+# -- stored projections --------------------------------------------------------------------------
+
+@pytest.fixture
+def store(tmp_path):
+    from lcdash.simulate import SURVEY, simulate_survey
+    from lcdash.store import Store
+
+    s = Store(tmp_path / "proj.duckdb")
+    s.ingest(*simulate_survey(n_objects=12, seed=1, n_obs=(60, 70), bands=("g", "r")), survey=SURVEY)
+    yield s
+    s.close()
+
+
+def test_store_projection_round_trip(store, tmp_path):
+    from lcdash.store import Store
+    from lcdash.store.projections import (
+        delete_projection,
+        find_projection,
+        list_projections,
+        load_projection,
+        save_projection,
+    )
+
+    objs = store.objects()
+    oids = np.repeat(objs["oid"].to_numpy(), 2)
+    bands = ["g", "r"] * len(objs)
+    xy = np.random.default_rng(0).normal(size=(len(oids), 2)).astype(np.float32)
+    params = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "seed": 0}
+    assert find_projection(store, "enc", "weighted", params) is None
+    w = np.full(3, 1 / 3)
+    pid = save_projection(store, "enc", "weighted", params, oids, bands, xy, layer_weights=w)
+    # Same parameters (in any order, numpy scalars too) find it: UMAP is not recomputed.
+    same = {"seed": np.int64(0), "metric": "cosine", "min_dist": 0.1, "n_neighbors": 15}
+    assert find_projection(store, "enc", "weighted", same) == pid
+    assert find_projection(store, "enc", "weighted", same, layer_weights=w) == pid
+    assert find_projection(store, "enc", "weighted", same, layer_weights=[0.5, 0.25, 0.25]) is None
+    assert find_projection(store, "enc", "weighted", {**params, "seed": 1}) is None
+    assert find_projection(store, "enc", "last", params) is None
+    assert find_projection(store, "other", "weighted", params) is None
+
+    pts = load_projection(store, pid)
+    assert list(pts.columns) == ["oid", "band", "x", "y", "object_id", "survey", "label", "period", "n_obs"]
+    assert len(pts) == len(oids)
+    order = np.lexsort((bands, oids))
+    np.testing.assert_allclose(pts[["x", "y"]].to_numpy(), xy[order])
+    assert pts["object_id"].tolist() == np.repeat(objs["object_id"].to_numpy(), 2).tolist()
+    assert pts["label"].notna().all()
+
+    pid2 = save_projection(store, "enc", "last", {"seed": 1}, oids[::2], "g", xy[::2])
+    listed = list_projections(store)
+    assert listed["proj_id"].tolist() == [pid2, pid]
+    assert listed["n_points"].tolist() == [len(objs), len(oids)]
+    assert listed["params"].iloc[1] == params
+    assert listed["layer_weights"].iloc[1] == pytest.approx(list(w))
+    assert listed["layer_weights"].iloc[0] is None
+
+    # Survives a new Store on the same file.
+    path = store.path
+    store.close()
+    with Store(path) as again:
+        assert find_projection(again, "enc", "weighted", params) == pid
+        delete_projection(again, pid)
+        assert find_projection(again, "enc", "weighted", params) is None
+        assert again.con.execute("SELECT count(*) FROM projection_points").fetchall()[0][0] == len(objs)
+        with pytest.raises(LcdashError, match="no projection"):
+            load_projection(again, pid)
+
+
+def test_store_projection_validation(store):
+    from lcdash.store.projections import save_projection
+
+    with pytest.raises(LcdashError, match=r"\[3, 2\]"):
+        save_projection(store, "enc", "last", {}, [1, 2, 3], "g", np.zeros((3, 3)))
+    with pytest.raises(LcdashError, match="twice"):
+        save_projection(store, "enc", "last", {}, [1, 1], "g", np.zeros((2, 2)))
+    with pytest.raises(LcdashError, match="NaN"):
+        save_projection(store, "enc", "last", {}, [1, 2], "g", np.array([[0, 1], [np.nan, 1]]))
+    with pytest.raises(LcdashError, match="JSON"):
+        save_projection(store, "enc", "last", {"f": object()}, [1], "g", np.zeros((1, 2)))
+    assert store.con.execute("SELECT count(*) FROM projections").fetchall()[0][0] == 0
