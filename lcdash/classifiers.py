@@ -90,13 +90,16 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
         )
         loss_fn = torch.nn.CrossEntropyLoss()
         best, best_state, bad, n = np.inf, None, 0, len(yi)
+        # at least ~4 minibatches per epoch: on few-shot sets one step per epoch leaves early
+        # stopping (patience counted in epochs) too few updates to see progress
+        batch_size = int(min(self.batch_size, max(8, int(np.ceil(n / 4)))))
         self.history_ = []
         for epoch in range(self.max_epochs):
             module.train()
             order = rng.permutation(n)
             total = 0.0
-            for lo in range(0, n, self.batch_size):
-                idx = order[lo : lo + self.batch_size]
+            for lo in range(0, n, batch_size):
+                idx = order[lo : lo + batch_size]
                 tensors = self._to_device(self._slice(train, idx), device)
                 target = torch.as_tensor(yi[idx], device=device)
                 loss = loss_fn(self._forward(module, *tensors), target)
@@ -192,7 +195,7 @@ class AstromerProbe(_TorchClassifier):
         lr=1e-3,
         max_epochs=500,
         patience=40,
-        batch_size=256,
+        batch_size=128,
         device=None,
         seed=0,
     ):

@@ -212,7 +212,7 @@ def make_splits(labels, folds: int, spc_list, test_per_class: int, val_fraction:
     Every class in `labels` must have at least `min_class_size(folds)` objects.
     """
     labels = np.asarray(labels)
-    classes = sorted(np.unique(labels))
+    classes = sorted(str(c) for c in np.unique(labels))
     rng = np.random.default_rng(seed)
     parts = {}
     for c in classes:
@@ -537,6 +537,8 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
         for split in splits:
             rows = {part: _rows(rows_of, getattr(split, part)) for part in ("train", "val", "test")}
             for name in cfg.models:
+                if getattr(progress, "cancelled", False):
+                    raise _Cancelled
                 X = inputs[name]
                 if name == "probe" and cfg.finetune:
                     X = _finetuned_layers(data, batch, owner, split, cfg)

@@ -1,0 +1,177 @@
+"""`python -m lcdash evaluate`: the few-shot protocol for probe / RNN / CNN / RF on a store.
+
+The run goes through the jobs layer (lcdash.jobs + the "evaluate" kind of lcdash.tasks): the store
+exports the selection into a job folder, a worker process fits the models, and this process mirrors
+its progress into a tqdm bar, stores the run (eval_runs / eval_results) and writes DIR/results.json,
+DIR/report.md and the PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from lcdash.errors import JobError, LcdashError, ValidationError
+
+MODELS = ("probe", "rnn", "cnn", "rf")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="few-shot comparison of the probe, Becker RNN, Aguirre CNN and feature RF",
+        description=(
+            "Stratified folds, a test set of N objects per class, training sets of spc objects per class, "
+            "validation ceil(0.2 x spc) per class; macro F1 etc. per model x spc x fold."
+        ),
+    )
+    p.add_argument("--db", required=True, help="store file")
+    p.add_argument("--out", required=True, help="output folder for results.json, report.md and plots")
+    p.add_argument("--models", default="probe,rnn,cnn,rf", help="comma-separated subset of probe,rnn,cnn,rf")
+    p.add_argument("--spc", type=int, nargs="+", default=[20, 100, 500], help="training samples per class")
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--test-per-class", type=int, default=100)
+    p.add_argument(
+        "--encoder", default=None, help="encoder for the probe (default: the shipped astromer2-demo)"
+    )
+    p.add_argument("--labels", default="catalogue", help="label source: catalogue or a label-set name")
+    p.add_argument("--classes", nargs="+", default=None, help="only these classes (default: all)")
+    p.add_argument("--survey", default=None, help="only objects of this survey")
+    p.add_argument("--band", default=None, help="this band (default: the only band, or each object's first)")
+    p.add_argument("--max-epochs", type=int, default=None, help="cap the neural models' epochs (quick runs)")
+    p.add_argument("--patience", type=int, default=None, help="override the early-stopping patience")
+    p.add_argument("--scoring", choices=["object", "window"], default="object")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-per-class",
+        type=int,
+        default=None,
+        help="subsample larger classes to this many objects first (default: what the protocol needs)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and feature extraction")
+    p.add_argument(
+        "--no-embed",
+        action="store_true",
+        help="fail instead of computing missing probe embeddings into the store",
+    )
+    p.add_argument("--title", default=None, help="report title")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _models(text: str) -> list[str]:
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in models if m not in MODELS]
+    if bad or not models:
+        raise ValidationError(f"unknown models {bad}: choose from {', '.join(MODELS)}")
+    return models
+
+
+class _Bar:
+    """tqdm bar fed by the progress(step, total, message, metrics) protocol."""
+
+    def __init__(self, desc: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=desc, unit="fit", dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, step, total, message="", metrics=None):
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = int(step or 0)
+        if message:
+            self.bar.set_description_str(str(message)[:60], refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        self.bar.close()
+
+
+def _ensure_embeddings(store, args, encoder: str) -> None:
+    """Compute the probe's missing embeddings into the store (or explain which command does)."""
+    import numpy as np
+
+    from lcdash.store.embeddings import load_embeddings
+    from lcdash.tasks import load_labels
+
+    oids, labels = load_labels(store, args.labels, args.survey)
+    if args.classes:
+        oids = oids[np.isin(labels, args.classes)]
+    have, _, _ = load_embeddings(store, encoder, oids=oids, band=args.band)
+    missing = np.setdiff1d(oids, have)
+    if len(missing) == 0:
+        return
+    command = f"python -m lcdash embed --db {args.db} --model {encoder}" + (
+        f" --band {args.band}" if args.band else ""
+    )
+    if args.no_embed:
+        raise LcdashError(f"{len(missing)} labelled objects have no {encoder!r} embeddings: run `{command}`")
+    from lcdash.embed import embed_store
+
+    print(
+        f"computing {encoder!r} embeddings of {len(missing)} objects (as `{command}` would)", file=sys.stderr
+    )
+    bar = _Bar(f"embed ({encoder})")
+    try:
+        embed_store(store, encoder, band=args.band, oids=missing, progress=bar)
+    finally:
+        bar.close()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    models = _models(args.models)
+    if args.threads:  # the worker is a fresh interpreter: OpenMP/torch read this at start-up
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    from lcdash.evaluation import EvalResult
+    from lcdash.jobs import JobManager
+    from lcdash.report import write_report
+    from lcdash.store import Store
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = {
+        "models": models, "spc": args.spc, "folds": args.folds, "test_per_class": args.test_per_class,
+        "labels": args.labels, "classes": args.classes, "survey": args.survey, "band": args.band,
+        "max_epochs": args.max_epochs, "patience": args.patience, "scoring": args.scoring, "seed": args.seed,
+        "max_per_class": args.max_per_class, "threads": args.threads, "n_jobs": args.threads,
+    }  # fmt: skip
+    with Store(args.db) as store:
+        if "probe" in models:
+            from lcdash.cli.models import _resolve_encoder
+            from lcdash.store.embeddings import DEFAULT_ENCODER
+
+            params["encoder"] = _resolve_encoder(store, args.encoder or DEFAULT_ENCODER, None)
+            _ensure_embeddings(store, args, params["encoder"])
+        jm = JobManager(store)
+        job_id = jm.submit("evaluate", {k: v for k, v in params.items() if v is not None})
+        print(f"job {job_id} ({jm.folder(job_id)})", file=sys.stderr)
+        bar = _Bar("evaluate")
+        try:
+            job = jm.wait(job_id, on_progress=bar)
+        finally:
+            bar.close()
+        if job.state != "done":
+            tail = job.log_tail(15) if job.state == "failed" else ""
+            raise JobError(
+                f"evaluation job {job_id} {job.state}: {job.error or job.message or ''}\n{tail}".strip()
+            )
+        folder = jm.folder(job_id)
+        result = EvalResult.from_json(folder / "evaluation.json")
+        run_id = (job.result or {}).get("run_id")
+    result.config["run_id"] = run_id
+    (out / "results.json").write_text(json.dumps({"run_id": run_id, "job_id": job_id, **result.to_dict()},
+                                                 indent=1, default=str))  # fmt: skip
+    title = args.title or f"lcdash evaluation: {Path(args.db).name}" + (
+        f", {args.survey}" if args.survey else ""
+    )
+    report = write_report(result, out, title=title)
+    summary = result.summary()
+    if len(summary):
+        table = summary[["model", "spc", "folds", "macro_f1_mean", "macro_f1_std", "train_seconds_mean",
+                         "infer_lc_per_s_mean"]].round(3)  # fmt: skip
+        print(table.to_string(index=False))
+    print(json.dumps({"run_id": run_id, "results": str(out / "results.json"), "report": str(report),
+                      "seconds": round(result.timings.get("total_seconds", 0.0), 1)}))  # fmt: skip
+    return 0

@@ -1,0 +1,109 @@
+"""The four classifiers share one scikit-learn interface and learn above chance on simulated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lcdash.classifiers import AguirreCNN, AstromerProbe, BeckerRNN, FeatureRF, make_classifier
+from lcdash.errors import ModelError
+from lcdash.simulate import simulate_survey
+
+
+@pytest.fixture(scope="module")
+def survey():
+    """Three simulated classes, 150 objects: (train, val, test) lists of (time, mag, err) and labels."""
+    obs, objs = simulate_survey(150, seed=3, classes=["RRab", "EA", "LPV"], n_obs=(60, 140))
+    groups = obs.groupby("object_id", sort=False)
+    curves = [(g.time.to_numpy(), g.mag.to_numpy(), g.mag_err.to_numpy()) for _, g in groups]
+    labels = objs.set_index("object_id").loc[list(groups.groups), "label"].to_numpy()
+    parts = {"train": slice(0, 90), "val": slice(90, 110), "test": slice(110, 150)}
+    return {k: (curves[s], labels[s]) for k, s in parts.items()}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread than on a shared, busy pair of cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _score(est, survey):
+    (Xtr, ytr), (Xv, yv), (Xte, yte) = survey["train"], survey["val"], survey["test"]
+    est.fit(Xtr, ytr, Xv, yv)
+    proba = est.predict_proba(Xte)
+    assert proba.shape == (len(Xte), 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    assert list(est.classes_) == ["EA", "LPV", "RRab"]
+    return float(np.mean(est.predict(Xte) == yte))
+
+
+def test_feature_rf_learns(survey):
+    assert _score(FeatureRF(n_estimators=100, n_jobs=1), survey) > 0.8
+
+
+def test_becker_rnn_learns(survey, one_thread):
+    est = BeckerRNN(hidden=16, max_epochs=25, patience=25, batch_size=32, seed=0)
+    assert _score(est, survey) > 0.55  # chance is 1/3
+    assert 1 <= est.n_epochs_ <= 25
+
+
+def test_aguirre_cnn_learns(survey, one_thread):
+    est = AguirreCNN(max_epochs=12, patience=12, batch_size=32, seed=0)
+    assert _score(est, survey) > 0.55
+
+
+def test_torch_models_are_reproducible(survey, one_thread):
+    (Xtr, ytr), _, (Xte, _) = survey["train"], survey["val"], survey["test"]
+    a = BeckerRNN(hidden=8, max_epochs=2, seed=5).fit(Xtr, ytr).predict_proba(Xte)
+    b = BeckerRNN(hidden=8, max_epochs=2, seed=5).fit(Xtr, ytr).predict_proba(Xte)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _layers(n_per_class, seed=0, n_states=3, d=16):
+    """Synthetic per-layer embeddings: only layer 1 carries the class signal."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(["a", "b", "c"], n_per_class)
+    X = rng.normal(size=(len(y), n_states, d)).astype(np.float32)
+    centers = np.random.default_rng(99).normal(scale=2.0, size=(3, d))
+    X[:, 1] += centers[np.searchsorted(["a", "b", "c"], y)]
+    return X, y
+
+
+@pytest.mark.parametrize("head", ["mlp", "logreg"])
+def test_probe_learns_and_weights_the_informative_layer(head, one_thread):
+    X, y = _layers(60)
+    Xv, yv = _layers(10, seed=1)
+    Xt, yt = _layers(30, seed=2)
+    est = AstromerProbe(head=head, max_epochs=150, patience=20, batch_size=64, seed=0).fit(X, y, Xv, yv)
+    assert np.mean(est.predict(Xt) == yt) > 0.75  # chance is 1/3
+    w = est.layer_weights_
+    assert w.shape == (3,) and abs(w.sum() - 1) < 1e-5
+    assert np.argmax(w) == 1  # gamma learns which layer carries the classes
+
+
+def test_probe_last_layer_pooling_and_shape_errors():
+    X, y = _layers(10)
+    est = AstromerProbe(pooling="last", max_epochs=2).fit(X, y)
+    np.testing.assert_array_equal(est.layer_weights_, [0, 0, 1])
+    with pytest.raises(ModelError, match="embeddings"):
+        est.predict(X[:, :2])
+    with pytest.raises(ModelError, match="per-layer"):
+        AstromerProbe().fit(X[:, 0], y)
+
+
+def test_common_interface():
+    for name in ("probe", "rnn", "cnn", "rf"):
+        est = make_classifier(name, seed=3, max_epochs=7, not_a_param=1)
+        params = est.get_params()
+        assert params["seed"] == 3
+        if name != "rf":
+            assert params["max_epochs"] == 7
+    with pytest.raises(ModelError, match="unknown model"):
+        make_classifier("svm")
+    with pytest.raises(ModelError, match="not fitted"):
+        BeckerRNN().predict_proba([(np.arange(10.0), np.zeros(10))])
