@@ -225,35 +225,17 @@ def load_selection(store, token: str | None) -> list[int]:
 OBJECT_COLOURS = ("label", "survey", "period", "n_obs", "synthetic", "ra", "dec")
 
 
-def projections(store, encoder: str | None = None):
-    """Stored projections (newest first): proj_id, encoder, embedding, params (dict), created_at,
-    n_points."""
-    cur = store.cursor()
-    try:
-        sql = ("SELECT p.proj_id, p.encoder, p.embedding, p.params, p.created_at, "
-               "(SELECT count(*) FROM projection_points q WHERE q.proj_id = p.proj_id) AS n_points "
-               "FROM projections p")
-        df = cur.execute(sql + (" WHERE p.encoder = ?" if encoder else "") + " ORDER BY p.proj_id DESC",
-                         [encoder] if encoder else []).df()
-    finally:
-        cur.close()
-    df["params"] = [json.loads(p) if isinstance(p, str) else (p or {}) for p in df["params"]]
-    return df
-
-
 def find_projection(store, encoder: str, embedding: str, params: dict) -> int | None:
-    """The newest stored projection of (encoder, embedding) whose recorded parameters include
-    `params` (n_neighbors, min_dist, metric, seed, ...); None when there is none."""
-    found = projections(store, encoder)
-    for row in found.itertuples(index=False):
-        if row.embedding == embedding and all(row.params.get(k) == v for k, v in params.items()):
-            return int(row.proj_id)
-    return None
+    """The newest stored projection of (encoder, embedding) with exactly these UMAP parameters."""
+    from lcdash.store.projections import find_projection as find
+
+    return find(store, encoder, embedding, params)
 
 
 def projection_points(store, proj_id: int):
     """oid, band, x, y of a stored projection joined with the object columns (object_id and
-    OBJECT_COLOURS): one row per (object, band)."""
+    OBJECT_COLOURS): one row per (object, band). (`store.projections.load_projection` gives fewer
+    object columns; the scatter wants them all in one read.)"""
     cur = store.cursor()
     try:
         return cur.execute(
@@ -267,14 +249,11 @@ def projection_points(store, proj_id: int):
 def colour_options(store, max_runs: int = 5) -> list[str]:
     """What the scatter can be coloured by: object columns, each few-shot label set ("set: NAME"),
     and the newest probe runs' predictions ("prediction: RUN", "confidence: RUN")."""
-    out = list(OBJECT_COLOURS)
-    try:
-        from lcdash.store import labels as label_store
-
-        out += [f"set: {n}" for n in label_store.list_label_sets(store)["name"]]
-    except ImportError:  # the label-set module is optional for colouring
-        pass
+    from lcdash.store import labels as label_store
     from lcdash.store.results import list_runs
+
+    out = list(OBJECT_COLOURS)
+    out += [f"set: {n}" for n in label_store.list_sets(store)["name"]]
 
     for run_id in list_runs(store, kind="probe")["run_id"].head(max_runs):
         out += [f"prediction: {run_id}", f"confidence: {run_id}"]

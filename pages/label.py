@@ -21,7 +21,7 @@ _ui.selection_token()  # keep the selection token in the URL
 
 # --- the label set ------------------------------------------------------------------------------------
 
-sets = label_store.list_label_sets(store)
+sets = label_store.list_sets(store)
 names = list(sets["name"])
 left, right = st.columns([2, 3])
 with right.expander("New label set", expanded=not names):
@@ -30,7 +30,7 @@ with right.expander("New label set", expanded=not names):
         new_desc = st.text_input("Description (optional)", key="label_new_desc")
         if st.form_submit_button("Create"):
             with _ui.guard("Creating the label set"):
-                label_store.create_label_set(store, new_name.strip(), description=new_desc.strip() or None)
+                label_store.create_set(store, new_name.strip(), description=new_desc.strip())
                 st.query_params["set"] = new_name.strip()
                 st.rerun()
 if not names:
@@ -110,7 +110,10 @@ suggestions = pd.DataFrame()
 with _ui.guard("Suggestions"):
     suggestions = label_store.suggest_next(store, current, n=int(n_suggest))
 if len(suggestions):
-    st.dataframe(suggestions, hide_index=True, key="label_suggestions")
+    about = store.objects(oids=suggestions["oid"], columns=["oid", "object_id", "survey", "label", "period"])
+    shown = suggestions.merge(about.rename(columns={"label": "catalogue"}), on="oid", how="left")
+    st.dataframe(shown[["rank", "object_id", "catalogue", "entropy", "period", "survey", "oid"]],
+                 hide_index=True, key="label_suggestions")
     if st.button("Select the suggestions (then label them above)", key="label_suggest_select"):
         _ui.set_selection(suggestions["oid"].tolist())
         st.rerun()
@@ -121,8 +124,9 @@ else:
 
 st.subheader(f"Labels in {current}")
 if len(labels):
-    meta = store.objects(oids=labels["oid"], columns=["oid", "object_id", "survey", "label"])
-    table = labels[["oid", "label"]].merge(meta.rename(columns={"label": "catalogue"}), on="oid", how="left")
+    meta = store.objects(oids=labels["oid"], columns=["oid", "label"])
+    table = labels[["oid", "object_id", "survey", "label"]].merge(
+        meta.rename(columns={"label": "catalogue"}), on="oid", how="left")
     table = table[["object_id", "label", "catalogue", "survey", "oid"]].assign(remove=False)
     edited = st.data_editor(
         table,
@@ -168,6 +172,6 @@ else:
 with st.expander("Delete this label set"):
     if st.button(f"Delete {current} and its {len(labels)} labels", key="label_delete_set"):
         with _ui.guard("Deleting the label set"):
-            label_store.delete_label_set(store, current)
+            label_store.delete_set(store, current)
             del st.query_params["set"]
             st.rerun()

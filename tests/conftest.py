@@ -59,6 +59,7 @@ def build_app_store(path: Path, demo_db: Path, encoder_dir: Path, encoder: str =
     from lcdash.models.astromer import Astromer, AstromerConfig
     from lcdash.store import Store
     from lcdash.store.embeddings import register_encoder, save_embeddings
+    from lcdash.store.projections import save_projection
     from lcdash.weights import save_encoder
 
     shutil.copy(demo_db, path)
@@ -75,11 +76,8 @@ def build_app_store(path: Path, demo_db: Path, encoder_dir: Path, encoder: str =
         bands = [b[0] for b in objs["bands"]]
         save_embeddings(store, encoder, objs["oid"], bands, np.ones(len(objs)), layers.astype("float32"))
         xy = centres[codes][:, :2] * 2 + rng.normal(0, 0.5, (len(objs), 2))
-        with store.transaction() as cur:
-            cur.execute("INSERT INTO projections VALUES (1, ?, 'weighted', NULL, ?, current_timestamp)",
-                        [encoder, '{"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine", "seed": 0}'])
-            for oid, band, (x, y) in zip(objs["oid"], bands, xy, strict=True):
-                cur.execute("INSERT INTO projection_points VALUES (1, ?, ?, ?, ?)", [int(oid), band, x, y])
+        save_projection(store, encoder, "weighted", params={"n_neighbors": 15, "min_dist": 0.1,
+                        "metric": "cosine", "seed": 0}, oids=objs["oid"], bands=bands, xy=xy)
     return path
 
 

@@ -3,7 +3,6 @@ periodogram) and the upload -> mapping -> validation -> confirm -> ingest flow."
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
