@@ -166,6 +166,13 @@ def load_labels(store, source: str, survey: str | None = None) -> tuple[np.ndarr
     return df["oid"].to_numpy(np.int64), np.asarray(df["label"].astype(str), dtype=str)
 
 
+def label_counts(store, source: str, survey: str | None = None) -> dict[str, int]:
+    """Objects per class of a label source (largest first), for choosing the classes to train on."""
+    _, labels = load_labels(store, source, survey)
+    counts = _counts(labels)
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def _embeddings(store, encoder: str, oids=None, band: str | None = None):
     """(oid, band, layers[N, L+1, d]) of `encoder`, restricted to one band when given."""
     from lcdash.store.embeddings import load_embeddings

@@ -1,0 +1,242 @@
+"""Showing stored evaluation runs: the one place the Probe and Compare pages draw results from.
+
+Tables and plotly figures are built from `lcdash.store.results.load_run` (one row per model x spc x
+fold); `show_run` draws a whole run. Figures are plain functions so they can be tested without
+Streamlit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from lcdash.report import MODEL_TITLES, summed_confusion
+from lcdash.store import results as results_store
+from pages import _ui
+
+
+def title(model: str) -> str:
+    return MODEL_TITLES.get(model, model)
+
+
+def _pm(values: pd.Series, scale: float = 100.0) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "-"
+    return f"{v.mean() * scale:.1f} ± {v.std(ddof=0) * scale:.1f}"
+
+
+def summary_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Model x spc rows: macro F1 / precision / recall / accuracy as "mean ± std" (%) over folds,
+    training seconds and inference light curves per second."""
+    rows = []
+    for (model, spc), g in results.groupby(["model", "spc"], sort=True):
+        rows.append(
+            {
+                "model": title(model),
+                "spc": int(spc),
+                "folds": len(g),
+                "macro F1 [%]": _pm(g["macro_f1"]),
+                "macro precision [%]": _pm(g["macro_precision"]),
+                "macro recall [%]": _pm(g["macro_recall"]),
+                "accuracy [%]": _pm(g["accuracy"]),
+                "train s (mean)": float(g["train_seconds"].mean()),
+                "inference LC/s (mean)": float(g["infer_lc_per_s"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def per_class_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per-class precision / recall / F1 (mean over folds) and support of one model x spc."""
+    rows: dict[str, list[dict]] = {}
+    for pc in results["per_class"]:
+        for cls, m in (pc or {}).items():
+            rows.setdefault(cls, []).append(m)
+    out = [
+        {
+            "class": cls,
+            **{k: float(np.mean([m.get(k, np.nan) for m in ms])) for k in ("precision", "recall", "f1")},
+            "support (per fold)": float(np.mean([m.get("support", 0) for m in ms])),
+        }
+        for cls, ms in rows.items()
+    ]
+    return pd.DataFrame(out).sort_values("f1", ascending=False) if out else pd.DataFrame()
+
+
+def confusion_figure(classes, matrix, name: str = "", height: int = 420) -> go.Figure:
+    """Row-normalised confusion matrix (true class per row), counts in the hover text."""
+    mat = np.asarray(matrix, dtype=float)
+    norm = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=norm,
+            x=list(classes),
+            y=list(classes),
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            text=[[f"{int(c)}" for c in row] for row in mat],
+            texttemplate="%{z:.2f}",
+            hovertemplate="true %{y}<br>predicted %{x}<br>fraction %{z:.2f}<br>count %{text}<extra></extra>",
+            colorbar={"title": "recall"},
+        )
+    )
+    fig.update_layout(
+        title=name or None,
+        height=height,
+        margin=dict(l=10, r=10, t=40 if name else 10, b=10),
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis_autorange="reversed",
+    )
+    return fig
+
+
+def layer_weights_figure(weights, height: int = 280) -> go.Figure:
+    w = np.asarray(weights, dtype=float)
+    labels = ["input"] + [f"block {i}" for i in range(1, len(w))]
+    fig = go.Figure(go.Bar(x=labels, y=w, text=[f"{v:.2f}" for v in w], textposition="outside"))
+    fig.add_hline(y=1 / len(w), line_dash="dot", annotation_text="uniform")
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=10, b=10),
+        yaxis_title="softmax(γ)",
+        yaxis_range=[0, max(w.max() * 1.25, 1.5 / len(w))],
+    )
+    return fig
+
+
+def f1_figure(results: pd.DataFrame, height: int = 360) -> go.Figure:
+    """Macro F1 against samples per class, mean ± std over folds, one line per model."""
+    fig = go.Figure()
+    for model, g in results.groupby("model", sort=False):
+        s = g.groupby("spc")["macro_f1"].agg(["mean", lambda v: v.std(ddof=0)]).reset_index()
+        s.columns = ["spc", "mean", "std"]
+        fig.add_trace(
+            go.Scatter(
+                x=s["spc"],
+                y=s["mean"] * 100,
+                error_y=dict(array=s["std"] * 100),
+                mode="lines+markers",
+                name=title(model),
+            )
+        )
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title="samples per class",
+        yaxis_title="macro F1 [%]",
+        xaxis_type="log",
+    )
+    return fig
+
+
+def speed_figure(results: pd.DataFrame, height: int = 300) -> go.Figure:
+    """Training seconds (mean over folds, per spc) and inference light curves per second, per model."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training time [s]", "inference [light curves / s]"))
+    for model, g in results.groupby("model", sort=False):
+        s = g.groupby("spc")[["train_seconds", "infer_lc_per_s"]].mean().reset_index()
+        fig.add_trace(
+            go.Bar(
+                x=[f"spc {v}" for v in s["spc"]], y=s["train_seconds"], name=title(model), legendgroup=model
+            ),
+            1,
+            1,
+        )
+        fig.add_trace(
+            go.Bar(
+                x=[title(model)],
+                y=[g["infer_lc_per_s"].mean()],
+                name=title(model),
+                legendgroup=model,
+                showlegend=False,
+            ),
+            1,
+            2,
+        )
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), barmode="group")
+    return fig
+
+
+def run_label(row) -> str:
+    when = pd.Timestamp(row["created_at"]).strftime("%Y-%m-%d %H:%M")
+    best = f", best {row['best']} F1 {row['best_macro_f1'] * 100:.1f}%" if row.get("best") else ""
+    return f"{when} · {row['models']} · spc {row['spc']}{best} · {row['run_id']}"
+
+
+def pick_run(kind: str, param: str, key: str) -> str | None:
+    """A select box of the stored runs of `kind`, newest first; the choice lives in the URL (`param`)
+    so a refresh or a page switch and back reopens the same run."""
+    runs = results_store.list_runs(_ui.store(), kind=kind)
+    if runs.empty:
+        return None
+    ids = list(runs["run_id"])
+    labels = {r["run_id"]: run_label(r) for r in runs.to_dict("records")}
+    wanted = st.query_params.get(param)
+    index = ids.index(wanted) if wanted in ids else 0
+    run_id = st.selectbox("Run", ids, index=index, format_func=labels.get, key=key)
+    st.query_params[param] = run_id
+    return run_id
+
+
+def show_run(run_id: str, key: str, probe: bool = False) -> None:
+    """Draw one stored run: summary, F1 against spc, per-class scores and confusion matrices at a
+    chosen spc, layer weights (probe), timings."""
+    info, results = results_store.load_run(_ui.store(), run_id)
+    sel, timings = info.get("selection") or {}, info.get("timings") or {}
+    classes = sel.get("classes") or timings.get("classes") or []
+    bits = [
+        f"{len(classes)} classes",
+        f"{sel.get('n_objects', sel.get('n_labelled', '?'))} objects",
+        f"labels: {sel.get('label_source', 'catalogue')}",
+    ]
+    if sel.get("survey"):
+        bits.append(f"survey {sel['survey']}")
+    enc = (info.get("config") or {}).get("encoder") or {}
+    if enc.get("name"):
+        bits.append(f"encoder {enc['name']}")
+    if timings.get("total_seconds") is not None:
+        bits.append(f"{timings['total_seconds']:.0f} s")
+    if timings.get("cancelled"):
+        bits.append("cancelled before the end")
+    st.caption(" · ".join(bits))
+    if timings.get("note"):
+        st.info(timings["note"])
+    if sel.get("capped_classes"):
+        st.caption(f"Fewer test / training objects than asked in: {', '.join(sel['capped_classes'])}")
+    if results.empty:
+        st.warning("This run has no finished fits.")
+    else:
+        st.dataframe(summary_table(results), hide_index=True, key=f"{key}_summary")
+        spcs = sorted(int(s) for s in results["spc"].unique())
+        if len(spcs) > 1:
+            st.plotly_chart(f1_figure(results), key=f"{key}_f1")
+        spc = (
+            st.select_slider("Samples per class", spcs, value=spcs[-1], key=f"{key}_spc")
+            if len(spcs) > 1
+            else spcs[0]
+        )
+        at = results[results["spc"] == spc]
+        models = list(dict.fromkeys(at["model"]))
+        cols = st.columns(min(len(models), 2))
+        for i, model in enumerate(models):
+            part = at[at["model"] == model]
+            with cols[i % len(cols)]:
+                st.markdown(f"**{title(model)}**, {spc} per class, {len(part)} fold(s)")
+                cls, mat = summed_confusion(part.reset_index(drop=True))
+                st.plotly_chart(confusion_figure(cls, mat), key=f"{key}_cm_{model}")
+                with st.expander("Per-class scores"):
+                    st.dataframe(per_class_table(part), hide_index=True, key=f"{key}_pc_{model}")
+        if not probe and len(models) > 1:
+            st.markdown("**Training time and inference speed**")
+            st.plotly_chart(speed_figure(results), key=f"{key}_speed")
+    weights = timings.get("layer_weights")
+    if probe and weights:
+        st.markdown("**Learned layer weights** (softmax γ of the final fit; Astromer 2's weighted embedding)")
+        st.plotly_chart(layer_weights_figure(weights), key=f"{key}_gamma")

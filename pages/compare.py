@@ -1,0 +1,131 @@
+"""Compare: the few-shot evaluation protocol over several classifiers (Astromer probe, Becker 2020 RNN,
+Aguirre 2019 CNN, feature Random Forest) as a background job; results side by side; earlier runs
+stay listed and can be reopened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from lcdash import tasks
+from lcdash.classifiers import MODEL_NAMES
+from lcdash.store.embeddings import list_encoders
+from lcdash.store.results import load_run
+from pages import _results, _ui
+
+ALL = "(all)"
+SPC_CHOICES = [5, 10, 20, 50, 100, 200, 500]
+
+st.title("Compare")
+store, jm = _ui.store(), _ui.jobs()
+
+encoders = list_encoders(store)
+embedded = [r["name"] for r in encoders.to_dict("records") if r["n_embeddings"] > 0]
+names = list(encoders["name"])
+
+with st.container(border=True):
+    models = st.multiselect(
+        "Models",
+        list(MODEL_NAMES),
+        default=["probe", "rf"] if names else ["rf"],
+        format_func=_results.title,
+        key="compare_models",
+    )
+    c1, c2, c3, c4 = st.columns(4)
+    encoder = c1.selectbox(
+        "Encoder (for the probe)", embedded or names, key="compare_encoder", disabled="probe" not in models
+    )
+    sources = tasks.label_sources(store)
+    source = c2.selectbox(
+        "Labels",
+        sources,
+        key="compare_labels",
+        format_func=lambda s: "catalogue labels" if s == "catalogue" else f"label set: {s}",
+    )
+    survey = c3.selectbox("Survey", [ALL, *store.surveys()], key="compare_survey")
+    band = c4.selectbox("Band", [ALL, *store.bands()], key="compare_band")
+    counts: dict[str, int] = {}
+    with _ui.guard("Reading the labels"):
+        counts = tasks.label_counts(store, source, None if survey == ALL else survey)
+    classes = st.multiselect(
+        "Classes (none chosen = all)",
+        list(counts),
+        key="compare_classes",
+        format_func=lambda c: f"{c} ({counts[c]})",
+    )
+    c1, c2, c3, c4, c5 = st.columns(5)
+    spc = c1.multiselect("Samples per class", SPC_CHOICES, default=[20, 100], key="compare_spc")
+    folds = c2.number_input("Folds", min_value=1, max_value=10, value=3, key="compare_folds")
+    test = c3.number_input("Test objects per class", min_value=1, value=100, key="compare_test")
+    epochs = c4.number_input(
+        "Max epochs (0 = each model's default)", min_value=0, value=20, key="compare_epochs"
+    )
+    scoring = c5.selectbox(
+        "Score per",
+        ["object", "window"],
+        key="compare_scoring",
+        help="object: one prediction per light curve; window: per 200-observation window, "
+        "as the Astromer papers score",
+    )
+    if "probe" in models and encoder and encoder not in embedded:
+        st.caption(f"{encoder} has no stored embeddings: the job embeds the selected objects itself.")
+    st.caption(
+        "Each model is trained on the same folds: a test set per class, then `spc` training and "
+        "ceil(0.2 × spc) validation objects per class. A small max epochs gives a quick run."
+    )
+    if st.button("Run comparison", type="primary", key="compare_go", disabled=not models):
+        params = {
+            "models": models,
+            "encoder": encoder if "probe" in models else None,
+            "labels": source,
+            "survey": None if survey == ALL else survey,
+            "band": None if band == ALL else band,
+            "classes": classes or None,
+            "spc": sorted(spc) or [20],
+            "folds": int(folds),
+            "test_per_class": int(test),
+            "max_epochs": int(epochs) or None,
+            "scoring": scoring,
+        }
+        with _ui.guard("Starting the comparison"):
+            job_id = jm.submit("evaluate", params)
+            st.query_params["compare_job"] = job_id
+            st.rerun()
+
+
+def opened(job) -> None:
+    if job.state == "done" and job.result:
+        st.query_params["compare_run"] = job.result["run_id"]
+
+
+for job in jm.list(states=["queued", "running"], kinds=["evaluate"]):
+    _ui.watch_job(job.job_id, key="compare", on_done=opened)
+    if job.metrics:
+        with st.expander("Mean macro F1 so far"):
+            st.json(job.metrics)
+last = st.query_params.get("compare_job")
+if last:
+    with _ui.guard("Reading the last comparison job"):
+        job = jm.get(last)
+        if job.state == "failed":
+            st.error(f"The comparison job failed: {job.error}")
+        elif job.state == "cancelled":
+            st.warning("The comparison job was cancelled.")
+
+st.subheader("Results")
+with _ui.guard("Showing the comparison"):
+    run_id = _results.pick_run("compare", "compare_run", key="compare_run_pick")
+    if run_id is None:
+        st.caption("No comparison yet.")
+    else:
+        _results.show_run(run_id, key="compare_res")
+        info = load_run(store, run_id)[0]
+        report = Path(jm.folder(info["job_id"])) / "report.md" if info.get("job_id") else None
+        if report is not None and report.exists():
+            st.download_button(
+                "Download report.md",
+                report.read_text(),
+                file_name=f"report-{run_id}.md",
+                key="compare_report",
+            )

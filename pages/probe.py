@@ -1,0 +1,101 @@
+"""Probe: train the few-shot classifier (Astromer 2's layer-weighted embedding + MLP head) on a label
+set or the catalogue labels, as a background job; see macro F1, per-class scores, the confusion
+matrix and the learned layer weights. Its predictions are written back so Explore can colour by them.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lcdash import tasks
+from lcdash.store.embeddings import list_encoders
+from pages import _results, _ui
+
+ALL = "(all)"
+SPC_CHOICES = [5, 10, 20, 50, 100, 200, 500]
+
+st.title("Probe")
+store, jm = _ui.store(), _ui.jobs()
+
+encoders = list_encoders(store)
+embedded = [r["name"] for r in encoders.to_dict("records") if r["n_embeddings"] > 0]
+
+with st.container(border=True):
+    if not embedded:
+        st.info("No encoder has embeddings yet: compute them on the Models page first.")
+    c1, c2, c3, c4 = st.columns(4)
+    encoder = c1.selectbox("Encoder", embedded, key="probe_encoder")
+    sources = tasks.label_sources(store)
+    source = c2.selectbox(
+        "Labels",
+        sources,
+        key="probe_labels",
+        format_func=lambda s: "catalogue labels" if s == "catalogue" else f"label set: {s}",
+    )
+    survey = c3.selectbox("Survey", [ALL, *store.surveys()], key="probe_survey")
+    band = c4.selectbox("Band", [ALL, *store.bands()], key="probe_band")
+    counts: dict[str, int] = {}
+    with _ui.guard("Reading the labels"):
+        counts = tasks.label_counts(store, source, None if survey == ALL else survey)
+    classes = st.multiselect(
+        "Classes (none chosen = all)",
+        list(counts),
+        key="probe_classes",
+        format_func=lambda c: f"{c} ({counts[c]})",
+    )
+    c1, c2, c3, c4 = st.columns(4)
+    spc = c1.multiselect("Samples per class", SPC_CHOICES, default=[20], key="probe_spc")
+    folds = c2.number_input("Folds", min_value=1, max_value=10, value=3, key="probe_folds")
+    test = c3.number_input("Test objects per class", min_value=1, value=100, key="probe_test")
+    epochs = c4.number_input("Max epochs (0 = the head's default)", min_value=0, value=0, key="probe_epochs")
+    st.caption(
+        "Per fold: a test set per class, then `spc` training and ceil(0.2 × spc) validation objects "
+        "per class; macro F1 mean ± std over folds. A final fit on every label predicts all "
+        "embedded objects (Explore can colour by the predictions)."
+    )
+    if st.button("Train probe", type="primary", key="probe_go", disabled=not embedded):
+        params = {
+            "encoder": encoder,
+            "labels": source,
+            "survey": None if survey == ALL else survey,
+            "band": None if band == ALL else band,
+            "classes": classes or None,
+            "spc": sorted(spc) or [20],
+            "folds": int(folds),
+            "test_per_class": int(test),
+            "max_epochs": int(epochs) or None,
+        }
+        with _ui.guard("Starting the probe"):
+            job_id = jm.submit("probe", params)
+            st.query_params["probe_job"] = job_id
+            st.rerun()
+
+
+def opened(job) -> None:
+    """A probe job just finished: show its run."""
+    if job.state == "done" and job.result:
+        st.query_params["probe_run"] = job.result["run_id"]
+
+
+for job in jm.list(states=["queued", "running"], kinds=["probe"]):
+    _ui.watch_job(job.job_id, key="probe", on_done=opened)
+last = st.query_params.get("probe_job")
+if last:
+    with _ui.guard("Reading the last probe job"):
+        job = jm.get(last)
+        if job.state == "failed":
+            st.error(f"The probe job failed: {job.error}")
+        elif job.state == "cancelled":
+            st.warning("The probe job was cancelled.")
+
+st.subheader("Results")
+with _ui.guard("Showing the probe run"):
+    run_id = _results.pick_run("probe", "probe_run", key="probe_run_pick")
+    if run_id is None:
+        st.caption("No probe run yet.")
+    else:
+        _results.show_run(run_id, key="probe_res", probe=True)
+        st.caption(
+            f"Predictions of this run are stored: on Explore, colour by `prediction: {run_id}` or "
+            f"`confidence: {run_id}`."
+        )
