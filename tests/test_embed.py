@@ -226,3 +226,43 @@ def test_store_reads_are_readonly_safe(tmp_path, encoder_dir):
     with Store(path, read_only=True) as ro:
         oid, _, layers = load_embeddings(ro, "tiny")
         assert oid.tolist() == [1, 2] and layers.sum() == 96
+
+
+@pytest.mark.slow
+def test_official_and_shipped_encoders_embed_catalina_from_the_store(shared, shared_data, tmp_path):
+    """Catalina ingested with the store's ingest, embedded end to end by the converted official
+    macho_a0 weights and by the shipped encoder; macho_a0 reproduces the golden mean embeddings."""
+    from lcdash.io import prepare
+    from lcdash.weights import import_official, load_encoder
+
+    folder = shared_data / "catalina_train"
+    obs, objs, report = prepare(pd.read_parquet(folder / "observations.parquet"),
+                                objects=pd.read_parquet(folder / "objects.parquet"), name="catalina_train")
+    report.raise_if_errors()
+    a0 = import_official(shared / "weights" / "astromer" / "macho_a0.zip", tmp_path / "a0")
+    encoders = {"macho_a0": a0}
+    if (default_encoder_dir() / "model.safetensors").exists():
+        encoders["astromer2-demo"] = default_encoder_dir()
+    with Store(tmp_path / "catalina.duckdb") as store:
+        store.ingest(obs, objs, survey="catalina_train", validation=report)
+        n = store.info()["objects"]
+        for name, path in encoders.items():
+            register_encoder(store, name, path)
+            res = embed_store(store, name, batch_size=256)
+            print(f"{name}: {res['rows']} light curves, {res['windows']} windows, {res['lc_per_s']:.0f} LC/s")
+            oid, band, layers = load_embeddings(store, name)
+            _, cfg = load_encoder(path)
+            assert res["rows"] == n == len(oid)
+            assert layers.shape == (n, cfg.n_layers + 1, cfg.d_model) and np.isfinite(layers).all()
+            assert res["windows"] > n  # Catalina light curves reach 367 observations: several windows
+
+        # the store's light curves, cut to the golden's first 200 observations, give its embeddings
+        golden = np.load(shared / "golden" / "macho_a0_golden.npz")
+        ids = [str(i) for i in golden["object_ids"][:64]]
+        batch = store.read_batch(store.resolve(ids, survey="catalina_train"))
+    same = [i for i in range(64) if np.array_equal(batch.row(i)[0][:200], golden["raw_times_mjd"][i])]
+    assert len(same) >= 60
+    model, _ = load_encoder(encoders["macho_a0"])
+    curves = [(batch.row(i)[0][:200], batch.row(i)[1][:200]) for i in same]
+    _, layers = embed_batch(model, curves)
+    np.testing.assert_allclose(layers[:, -1], golden["mean_embedding"][same], atol=1e-4)
