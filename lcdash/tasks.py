@@ -469,11 +469,11 @@ def project_finalize(store, folder, params, result):
         store,
         params["encoder"],
         params.get("embedding", "weighted"),
-        params.get("layer_weights"),
         proj_params,
         oid,
         bands,
         xy,
+        layer_weights=params.get("layer_weights"),
     )
     return {"proj_id": proj_id, "n_points": int(len(oid))}
 

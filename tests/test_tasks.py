@@ -127,3 +127,38 @@ def test_import_official_weights(env, shared):
     _run(jm, "import_weights", {"name": "macho", "path": str(archive)})
     enc = get_encoder(store, "macho")
     assert enc["arch"] == "astromer1" and enc["n_layers"] == 2 and "official" in enc["source"]
+
+
+def test_label_sources_and_counts_include_label_sets(env):
+    from lcdash import tasks
+    from lcdash.store import labels
+
+    store, _ = env
+    objs = store.objects(label=["RRab", "EA"], columns=["oid", "label"]).head(6)
+    labels.create_set(store, "mine")
+    for lab in ("RRab", "EA"):
+        labels.set_labels(store, "mine", objs.loc[objs["label"] == lab, "oid"], f"my-{lab}")
+    assert tasks.label_sources(store) == ["catalogue", "mine"]
+    oids, labs = tasks.load_labels(store, "mine")
+    assert sorted(oids) == sorted(objs["oid"]) and set(labs) == {"my-RRab", "my-EA"}
+    counts = tasks.label_counts(store, "catalogue")
+    assert sum(counts.values()) == len(store.objects(labelled=True)) and list(counts.values()) == sorted(
+        counts.values(), reverse=True
+    )
+
+
+@pytest.mark.slow
+def test_project_stores_a_umap_with_probe_weights(env):
+    from lcdash.store.projections import find_projection, load_projection
+    from lcdash.store.results import list_runs
+
+    store, jm = env
+    runs = list_runs(store, kind="probe")["run_id"]  # from the probe test above, when it ran
+    run_id = runs.iloc[0] if len(runs) else None
+    params = {"n_neighbors": 10, "min_dist": 0.1, "metric": "cosine", "seed": 0}
+    job = _run(jm, "project", {"encoder": "tiny", "embedding": "weighted", "run_id": run_id, **params}, 600)
+    proj_id = job.result["proj_id"]
+    stored = {**params, "run_id": run_id} if run_id else params
+    assert find_projection(store, "tiny", "weighted", stored) == proj_id
+    points = load_projection(store, proj_id)
+    assert len(points) == len(store.objects()) and np.isfinite(points[["x", "y"]].to_numpy()).all()
