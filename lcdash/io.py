@@ -45,7 +45,6 @@ Row numbers in the report count data rows from 1 in each file (the header is not
 from __future__ import annotations
 
 import io as _io
-import json
 import re
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -291,7 +290,7 @@ def read_table(path_or_buffer, name: str | None = None) -> pd.DataFrame:
         src = _io.BytesIO(data if isinstance(data, bytes) else data.encode())
     try:
         if fmt == "parquet":
-            return pd.read_parquet(src)
+            return _read_parquet(src)
         if fmt in ("csv", "tsv", "txt"):
             return _read_text(src, fmt)
         from astropy.table import Table  # heavy import, only when needed
@@ -302,6 +301,18 @@ def read_table(path_or_buffer, name: str | None = None) -> pd.DataFrame:
         raise
     except Exception as exc:  # readers raise many types; the user needs the file and the reason
         raise ValidationError(f"{Path(str(name)).name}: cannot read as {fmt}: {exc}") from exc
+
+
+def _read_parquet(src) -> pd.DataFrame:
+    """Parquet with string columns read as categoricals (dictionary-encoded): ids repeat on every
+    row, and codes make grouping millions of observations cheap."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(src)
+    if hasattr(src, "seek"):
+        src.seek(0)
+    strings = [f.name for f in schema if str(f.type) in ("string", "large_string", "string_view")]
+    return pq.read_table(src, read_dictionary=strings).to_pandas()
 
 
 def _read_text(src, fmt: str) -> pd.DataFrame:
@@ -629,7 +640,9 @@ def _prepare_frame(fname, frame, user_map, band, many, report):
         )
         return None
     if m["band"] is not None:
-        bands = frame[m["band"]].astype("string").fillna(band or "default")
+        bands = _as_id_strings(frame[m["band"]])
+        if bands.isna().any():
+            bands = bands.astype("string").fillna(band or "default")
     else:
         bands = pd.Series(np.full(n, band or "default", dtype=object), dtype="string")
     time = _numeric(frame[m["time"]], fname, m["time"], report)
@@ -653,7 +666,13 @@ def _prepare_frame(fname, frame, user_map, band, many, report):
 
 
 def _as_id_strings(s: pd.Series) -> pd.Series:
-    """Object ids as strings; integral floats (ids read next to NaNs) lose their '.0'."""
+    """Ids as strings (categoricals stay categorical with string categories: no per-row strings);
+    integral floats (ids read next to NaNs) lose their '.0'."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = s.cat.categories
+        if cats.dtype.kind == "f" and np.all(cats == np.round(cats)):
+            cats = cats.astype("Int64")
+        return s.cat.rename_categories(pd.Index(cats.astype(str), dtype="string"))
     if s.dtype.kind == "f":
         vals = s.to_numpy()
         finite = np.isfinite(vals)
@@ -662,11 +681,32 @@ def _as_id_strings(s: pd.Series) -> pd.Series:
     return s.astype("string")
 
 
+def _codes(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes numbered in order of first appearance, and the values they stand for.
+
+    A categorical (Parquet dictionary columns) reuses its codes, renumbered from the run starts,
+    instead of hashing millions of strings again."""
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        codes, uniq = pd.factorize(s, sort=False)
+        return codes.astype(np.int64), pd.Index(uniq, dtype="string")
+    codes = s.cat.codes.to_numpy().astype(np.int64)
+    cats = s.cat.categories
+    if codes.size == 0:
+        return codes, pd.Index([], dtype="string")
+    starts = codes[np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])]
+    _, first = np.unique(starts, return_index=True)
+    present = np.unique(starts)
+    order = present[np.argsort(first, kind="stable")]  # categories in order of first appearance
+    rank = np.full(len(cats), -1, np.int64)
+    rank[order] = np.arange(order.size)
+    return rank[codes], pd.Index(np.asarray(cats, dtype=object)[order], dtype="string")
+
+
 def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
     """Drop/fix bad rows, sort, resolve duplicates and short light curves (vectorised over all files)."""
     if len(parts) > 1:
-        ids = pd.concat([p["object_id"] for p in parts], ignore_index=True)
-        bands = pd.concat([p["band"] for p in parts], ignore_index=True)
+        ids = pd.concat([p["object_id"].astype("string") for p in parts], ignore_index=True)
+        bands = pd.concat([p["band"].astype("string") for p in parts], ignore_index=True)
     else:
         ids, bands = parts[0]["object_id"], parts[0]["band"]
     time = np.concatenate([p["time"] for p in parts])
@@ -767,8 +807,8 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
         return _empty_obs()
 
     # codes in order of first appearance: a file sorted by object gives increasing codes (no re-sort)
-    oc, ouniq = pd.factorize(ids, sort=False)
-    bc, buniq = pd.factorize(bands, sort=False)
+    oc, ouniq = _codes(ids)
+    bc, buniq = _codes(bands)
     nb = max(len(buniq), 1)
     series = oc.astype(np.int64) * nb + bc  # one integer per (object, band)
     idx = np.arange(time.size)  # position in the concatenated input, for row numbers in reports
@@ -800,15 +840,19 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
     if series.size > 1:
         later = np.flatnonzero((series[1:] == series[:-1]) & (time[1:] == time[:-1])) + 1
         if later.size:
+            # work on the few rows involved only: each later row's group head is the row before
+            # its run of equal (object, band, time) rows
             start = np.ones(series.size, bool)
             start[later] = False
-            grp = np.cumsum(start) - 1
-            k = np.bincount(grp)
+            cont = np.r_[False, later[1:] == later[:-1] + 1]
+            head_of = np.maximum.accumulate(np.where(cont, 0, later - 1))
+            gid = np.cumsum(np.r_[True, head_of[1:] != head_of[:-1]]) - 1
+            heads = head_of[np.r_[True, head_of[1:] != head_of[:-1]]]
             same_vals = (mag[later] == mag[later - 1]) & (
                 (err[later] == err[later - 1]) | (np.isnan(err[later]) & np.isnan(err[later - 1]))
             )
-            differing = np.bincount(grp[later], ~same_vals, minlength=k.size) > 0
-            exact = later[~differing[grp[later]]]
+            differing = np.bincount(gid, ~same_vals, minlength=heads.size) > 0
+            exact = later[~differing[gid]]
             report_rows(
                 idx[exact],
                 "duplicate_row",
@@ -816,7 +860,7 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
                 "{n} exact duplicate row(s) of (object, band, time, mag, mag_err)",
                 None,
             )
-            avg = later[differing[grp[later]]]
+            avg = later[differing[gid]]
             if avg.size:
                 if duplicates == "error":
                     report_rows(
@@ -835,13 +879,17 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
                     "averaged (mag mean, error sqrt(sum err^2)/k)",
                     "time",
                 )
-                kf = k.astype(np.float64)
-                mag = np.bincount(grp, mag) / kf
-                nan_err = np.bincount(grp, np.isnan(err)) > 0
-                err = np.where(nan_err, np.nan, np.sqrt(np.bincount(grp, np.nan_to_num(err) ** 2)) / kf)
-                series, time, idx = series[start], time[start], idx[start]
-            else:
-                series, time, mag, err, idx = series[start], time[start], mag[start], err[start], idx[start]
+                g = heads.size
+                k = 1.0 + np.bincount(gid, minlength=g)
+                mag_mean = (mag[heads] + np.bincount(gid, mag[later], minlength=g)) / k
+                nan_err = np.isnan(err[heads]) | (np.bincount(gid, np.isnan(err[later]), minlength=g) > 0)
+                e2 = np.nan_to_num(err[heads]) ** 2 + np.bincount(
+                    gid, np.nan_to_num(err[later]) ** 2, minlength=g
+                )
+                err_mean = np.where(nan_err, np.nan, np.sqrt(e2) / k)
+                mag[heads[differing]] = mag_mean[differing]
+                err[heads[differing]] = err_mean[differing]
+            series, time, mag, err, idx = series[start], time[start], mag[start], err[start], idx[start]
 
     # too few observations per (object, band)
     if series.size:
@@ -879,7 +927,8 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
             "time": time,
             "mag": mag,
             "mag_err": err,
-        }
+        },
+        copy=False,  # no consolidation copy of millions of rows
     )
 
 
@@ -935,23 +984,14 @@ def _prepare_objects(objects, objects_mapping, fname, report) -> pd.DataFrame | 
     return out
 
 
-def _meta_json(frame: pd.DataFrame) -> list[str | None]:
-    """The other catalogue columns of each row as a JSON object (NaN -> null)."""
-    clean = {}
-    for c in frame.columns:
-        col = frame[c]
-        if col.dtype.kind in "iub":
-            clean[c] = col.to_numpy().tolist()
-        elif col.dtype.kind == "f":
-            v = col.to_numpy(dtype=float)
-            clean[c] = [None if not np.isfinite(x) else x for x in v.tolist()]
-        else:
-            clean[c] = [
-                None if x is None or x is pd.NA or (isinstance(x, float) and np.isnan(x)) else str(x)
-                for x in col.astype(object).tolist()
-            ]
-    keys = list(clean)
-    return [json.dumps(dict(zip(keys, vals, strict=True))) for vals in zip(*clean.values(), strict=True)]
+def _meta_json(frame: pd.DataFrame) -> list[str]:
+    """The other catalogue columns of each row as a JSON object (NaN -> null; pandas' C writer)."""
+    frame = frame.reset_index(drop=True)
+    for c in frame.columns:  # categoricals would be written as codes by some writers: make them text
+        if isinstance(frame[c].dtype, pd.CategoricalDtype):
+            frame[c] = frame[c].astype(object)
+    text = frame.to_json(orient="records", lines=True, date_format="iso", default_handler=str)
+    return text.rstrip("\n").split("\n") if len(frame) else []
 
 
 def _join_objects(kept_ids, obj_frame, fname, report) -> pd.DataFrame:
@@ -963,7 +1003,8 @@ def _join_objects(kept_ids, obj_frame, fname, report) -> pd.DataFrame:
             base[c] = np.nan
         return base[list(_OBJECT_COLUMNS)]
     out = base.merge(obj_frame, on="object_id", how="left")
-    unknown = ~obj_frame["object_id"].isin(base["object_id"]).to_numpy()
+    kept = set(base["object_id"].tolist())  # a set: Series.isin on arrow strings is slow here
+    unknown = np.array([o not in kept for o in obj_frame["object_id"].tolist()], dtype=bool)
     if unknown.any():
         idx = np.flatnonzero(unknown)
         report.add(

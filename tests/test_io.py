@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io as pyio
+import json
 import zipfile
 
 import numpy as np
@@ -331,7 +332,7 @@ def test_objects_table_rules(tmp_path):
     assert (p.rule, p.file, p.rows) == ("unknown_object", "cat.csv", [3])
     assert list(objs["label"]) == ["RRab", None]
     assert objs["period"][0] == 0.5 and np.isnan(objs["period"][1])
-    assert objs["meta"][0] == '{"amplitude": 0.7}'
+    assert json.loads(objs["meta"][0]) == {"amplitude": 0.7}
     dup = pd.concat([objects, objects.iloc[[0]]], ignore_index=True)
     _, _, bad = io.prepare(obs_df, objects=dup, objects_mapping={"object_id": "ID"})
     assert [e.rule for e in bad.errors] == ["duplicate_object"] and bad.errors[0].rows == [4]

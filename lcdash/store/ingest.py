@@ -128,21 +128,29 @@ def _series_table(obs: pd.DataFrame) -> tuple[pa.Table, int]:
 def _objects_table(
     series: pa.Table, objects: pd.DataFrame | None, survey: str | None, synthetic: bool
 ) -> pa.Table:
-    """One row per object in `series`, with catalogue columns from `objects` where given."""
-    ids = pd.unique(np.asarray(series.column("object_id").to_pylist(), dtype=object))
-    base = pd.DataFrame({"object_id": ids})
+    """One row per object in `series`, with catalogue columns from `objects` where given, and the
+    object's n_obs and sorted bands as far as this ingest knows them."""
+    obj = np.asarray(series.column("object_id").to_pylist(), dtype=object)
+    band = np.asarray(series.column("band").to_pylist(), dtype=object)
+    n = series.column("n_obs").to_numpy()
+    order = np.lexsort((band, obj))  # tens of thousands of rows: numpy, not a python groupby
+    obj, band, n = obj[order], band[order], n[order]
+    starts = np.flatnonzero(np.r_[True, obj[1:] != obj[:-1]]) if obj.size else np.zeros(0, np.int64)
+    base = pd.DataFrame({"object_id": obj[starts].astype(str)})
+    base["n_obs"] = np.add.reduceat(n, starts).astype(np.int32) if obj.size else np.zeros(0, np.int32)
+    base["bands"] = [b.tolist() for b in np.split(band, starts[1:])] if obj.size else []
     if objects is not None and len(objects):
         if "object_id" not in objects.columns:
             raise ValidationError("objects table: no object_id column (use lcdash.io.prepare to map columns)")
-        cat = objects.copy()
+        keep = [
+            c for c in ("object_id", "label", "period", "ra", "dec", "survey", "meta") if c in objects.columns
+        ]
+        cat = objects[keep].copy()
         cat["object_id"] = cat["object_id"].astype(str)
         if cat["object_id"].duplicated().any():
             dup = cat.loc[cat["object_id"].duplicated(), "object_id"].iloc[0]
             raise ValidationError(f"objects table: object id {dup!r} appears more than once")
-        keep = [
-            c for c in ("object_id", "label", "period", "ra", "dec", "survey", "meta") if c in cat.columns
-        ]
-        base = base.merge(cat[keep], on="object_id", how="left")
+        base = base.merge(cat, on="object_id", how="left")
     for c in ("label", "survey", "meta"):
         if c not in base.columns:
             base[c] = None
@@ -154,27 +162,28 @@ def _objects_table(
             f"object {base.loc[surv.isna(), 'object_id'].iloc[0]!r}: no survey name; "
             "give one (--survey NAME) or a survey column in the objects table"
         )
-    base["survey"] = surv.astype(str)
 
-    def strings(col):
+    def strings(values):
         return pa.array(
             [
                 None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v)
-                for v in base[col].astype(object).tolist()
+                for v in values
             ],
             type=pa.string(),
         )
 
     return pa.table(
         {
-            "object_id": pa.array(base["object_id"].astype(str).tolist(), type=pa.string()),
-            "survey": pa.array(base["survey"].tolist(), type=pa.string()),
-            "label": strings("label"),
+            "object_id": pa.array(base["object_id"].tolist(), type=pa.string()),
+            "survey": strings(surv.tolist()),
+            "label": strings(base["label"].astype(object).tolist()),
             "period": pa.array(base["period"].to_numpy(dtype=float), from_pandas=True),
             "ra": pa.array(base["ra"].to_numpy(dtype=float), from_pandas=True),
             "dec": pa.array(base["dec"].to_numpy(dtype=float), from_pandas=True),
-            "meta": strings("meta"),
+            "meta": strings(base["meta"].astype(object).tolist()),
             "synthetic": pa.array(np.full(len(base), bool(synthetic))),
+            "n_obs": pa.array(base["n_obs"].to_numpy(), type=pa.int32()),
+            "bands": pa.array(base["bands"].tolist(), type=pa.list_(pa.string())),
         }
     )
 
@@ -208,97 +217,107 @@ def ingest(
     _step(progress, 0, total, "grouping light curves")
     series, n_rows = _series_table(observations)
     objs = _objects_table(series, objects, survey, synthetic)
-    # attach the survey of each light curve's object
-    survey_of = dict(
-        zip(objs.column("object_id").to_pylist(), objs.column("survey").to_pylist(), strict=True)
-    )
-    series = series.append_column(
-        "survey", pa.array([survey_of[o] for o in series.column("object_id").to_pylist()], type=pa.string())
-    )
     report = IngestReport(surveys=sorted(set(objs.column("survey").to_pylist())), validation=validation)
     with store.transaction() as cur:
         cur.register("_in_obj", objs)
-        cur.register("_in_lc", series)
         _step(progress, 1, total, "writing objects")
-        report.objects_existing = cur.execute(
-            "SELECT count(*) FROM _in_obj i JOIN objects o USING (survey, object_id)"
-        ).fetchall()[0][0]
-        report.objects_new = objs.num_rows - report.objects_existing
+        existing = cur.sql(
+            "SELECT o.oid FROM _in_obj i JOIN objects o USING (survey, object_id)"
+        ).to_arrow_table()
+        cur.register("_touched", existing)
+        report.objects_existing = existing.num_rows
+        report.objects_new = objs.num_rows - existing.num_rows
+        # new objects go in with their final counts; existing ones are recounted after the merge
         cur.execute("""
             INSERT INTO objects
                 (oid, object_id, survey, label, ra, dec, period, n_obs, bands, synthetic, meta)
-            SELECT nextval('oid_seq'), i.object_id, i.survey, i.label, i.ra, i.dec, i.period, 0, [],
-                   i.synthetic, i.meta::JSON
+            SELECT nextval('oid_seq'), i.object_id, i.survey, i.label, i.ra, i.dec, i.period, i.n_obs,
+                   i.bands, i.synthetic, i.meta::JSON
             FROM _in_obj i ANTI JOIN objects o USING (survey, object_id)
-            ORDER BY i.survey, i.object_id""")
-        if objects is not None and report.objects_existing:
+            ORDER BY i.object_id""")
+        if objects is not None and existing.num_rows:
             cur.execute("""
                 UPDATE objects SET label = coalesce(i.label, objects.label),
                                    ra = coalesce(i.ra, objects.ra), dec = coalesce(i.dec, objects.dec),
                                    period = coalesce(i.period, objects.period),
                                    meta = coalesce(i.meta::JSON, objects.meta)
-                FROM _in_obj i WHERE objects.survey = i.survey AND objects.object_id = i.object_id""")
+                FROM _in_obj i
+                WHERE objects.survey = i.survey AND objects.object_id = i.object_id
+                  AND objects.oid IN (SELECT oid FROM _touched)""")
         _step(progress, 2, total, "writing light curves")
-        cur.execute("""
-            CREATE TEMP TABLE _in_keyed AS
-            SELECT o.oid, s.band, s.n_obs, s.time, s.mag, s.mag_err,
-                   l.oid IS NOT NULL AS present
-            FROM _in_lc s JOIN objects o USING (survey, object_id)
-            LEFT JOIN lightcurves l ON l.oid = o.oid AND l.band = s.band""")
-        if True:
-            report.lightcurves_new, report.lightcurves_merged = cur.execute(
-                "SELECT count(*) FILTER (WHERE NOT present), count(*) FILTER (WHERE present) FROM _in_keyed"
-            ).fetchall()[0]
+        # each light curve's oid (object ids are unique within one ingest) and whether it is stored
+        ids = cur.sql(
+            "SELECT i.object_id, o.oid FROM _in_obj i JOIN objects o USING (survey, object_id)"
+        ).to_arrow_table()
+        lookup = pd.Index(ids.column("object_id").to_pandas())
+        oid = ids.column("oid").to_numpy()[lookup.get_indexer(series.column("object_id").to_pandas())]
+        present = np.zeros(series.num_rows, bool)
+        if existing.num_rows:
+            stored = (
+                cur.sql("SELECT oid, band FROM lightcurves WHERE oid IN (SELECT oid FROM _touched)")
+                .to_arrow_table()
+                .to_pandas()
+            )
+            stored_keys = pd.MultiIndex.from_frame(stored)
+            mine = pd.MultiIndex.from_arrays([oid, series.column("band").to_pandas()])
+            present = mine.isin(stored_keys)
+        order = np.argsort(oid, kind="stable")  # insert in oid order: zone maps stay tight
+        if np.any(order != np.arange(order.size)):
+            series, oid, present = series.take(order), oid[order], present[order]
+        n_obs = series.column("n_obs").to_numpy()
+        series = series.append_column("oid", pa.array(oid, pa.int64())).append_column(
+            "present", pa.array(present)
+        )
+        cur.register("_in_lc", series)
+        report.lightcurves_merged = int(present.sum())
+        report.lightcurves_new = int(present.size - report.lightcurves_merged)
+        cur.execute(
+            "INSERT INTO lightcurves SELECT oid, band, n_obs, time, mag, mag_err FROM _in_lc "
+            "WHERE NOT present"
+        )
+        added_merged = 0
+        if report.lightcurves_merged:
+            _step(progress, 3, total, "merging with stored light curves")
+            # stored values win on equal times; new times are added; lists stay sorted and unique
             cur.execute("""
-                INSERT INTO lightcurves SELECT oid, band, n_obs, time, mag, mag_err
-                FROM _in_keyed WHERE NOT present ORDER BY oid, band""")
-            new_in_new = cur.execute(
-                "SELECT coalesce(sum(n_obs), 0) FROM _in_keyed WHERE NOT present"
-            ).fetchall()[0][0]
-            added_merged = 0
-            if report.lightcurves_merged:
-                _step(progress, 3, total, "merging with stored light curves")
-                # stored values win on equal times; new times are added; lists stay sorted and unique
-                cur.execute("""
-                    CREATE TEMP TABLE _merged AS
-                    WITH old AS (
-                        SELECT l.oid, l.band, unnest(l.time) AS time, unnest(l.mag) AS mag,
-                               unnest(l.mag_err) AS mag_err, 0 AS src
-                        FROM lightcurves l
-                        SEMI JOIN _in_keyed k ON k.oid = l.oid AND k.band = l.band AND k.present),
-                    new AS (
-                        SELECT oid, band, unnest(time) AS time, unnest(mag) AS mag,
-                               unnest(mag_err) AS mag_err, 1 AS src
-                        FROM _in_keyed WHERE present),
-                    both_ AS (
-                        SELECT * FROM (SELECT * FROM old UNION ALL SELECT * FROM new)
-                        QUALIFY row_number() OVER (PARTITION BY oid, band, time ORDER BY src) = 1)
-                    SELECT oid, band, count(*)::INTEGER AS n_obs, list(time ORDER BY time) AS time,
-                           list(mag ORDER BY time) AS mag, list(mag_err ORDER BY time) AS mag_err,
-                           count(*) FILTER (WHERE src = 1) AS added
-                    FROM both_ GROUP BY oid, band""")
-                added_merged = cur.execute("SELECT coalesce(sum(added), 0) FROM _merged").fetchall()[0][0]
-                cur.execute("""
-                    UPDATE lightcurves SET n_obs = m.n_obs, time = m.time, mag = m.mag, mag_err = m.mag_err
-                    FROM _merged m WHERE lightcurves.oid = m.oid AND lightcurves.band = m.band
-                      AND m.added > 0""")
-                cur.execute("DROP TABLE _merged")
-            report.observations_new = int(new_in_new + added_merged)
-            report.observations_present = int(n_rows - report.observations_new)
-            _step(progress, 4, total, "updating object counts")
-            _update_object_counts(cur)
-        cur.execute("DROP TABLE _in_keyed")
-        cur.unregister("_in_obj")
-        cur.unregister("_in_lc")
+                CREATE TEMP TABLE _merged AS
+                WITH old AS (
+                    SELECT l.oid, l.band, unnest(l.time) AS time, unnest(l.mag) AS mag,
+                           unnest(l.mag_err) AS mag_err, 0 AS src
+                    FROM lightcurves l
+                    SEMI JOIN _in_lc k ON k.oid = l.oid AND k.band = l.band AND k.present),
+                new AS (
+                    SELECT oid, band, unnest(time) AS time, unnest(mag) AS mag,
+                           unnest(mag_err) AS mag_err, 1 AS src
+                    FROM _in_lc WHERE present),
+                both_ AS (
+                    SELECT * FROM (SELECT * FROM old UNION ALL SELECT * FROM new)
+                    QUALIFY row_number() OVER (PARTITION BY oid, band, time ORDER BY src) = 1)
+                SELECT oid, band, count(*)::INTEGER AS n_obs, list(time ORDER BY time) AS time,
+                       list(mag ORDER BY time) AS mag, list(mag_err ORDER BY time) AS mag_err,
+                       count(*) FILTER (WHERE src = 1) AS added
+                FROM both_ GROUP BY oid, band""")
+            added_merged = cur.execute("SELECT coalesce(sum(added), 0) FROM _merged").fetchall()[0][0]
+            cur.execute("""
+                UPDATE lightcurves SET n_obs = m.n_obs, time = m.time, mag = m.mag, mag_err = m.mag_err
+                FROM _merged m WHERE lightcurves.oid = m.oid AND lightcurves.band = m.band
+                  AND m.added > 0""")
+            cur.execute("DROP TABLE _merged")
+        report.observations_new = int(n_obs[~present].sum() + added_merged)
+        report.observations_present = int(n_rows - report.observations_new)
+        _step(progress, 4, total, "updating object counts")
+        _update_object_counts(cur)
+        for name in ("_in_obj", "_touched", "_in_lc"):
+            cur.unregister(name)
     _step(progress, total, total, "done")
     report.seconds = _time.perf_counter() - t0
     return report
 
 
 def _update_object_counts(cur) -> None:
-    """objects.n_obs / bands from the light curves of the objects touched by this ingest."""
+    """Recount objects.n_obs / bands of the objects that existed before this ingest (`_touched`)."""
     cur.execute("""
         UPDATE objects SET n_obs = s.n_obs, bands = s.bands
         FROM (SELECT l.oid, sum(l.n_obs)::INTEGER AS n_obs, list(l.band ORDER BY l.band) AS bands
-              FROM lightcurves l SEMI JOIN _in_keyed k ON k.oid = l.oid GROUP BY l.oid) s
+              FROM lightcurves l WHERE l.oid IN (SELECT oid FROM _touched) GROUP BY l.oid) s
         WHERE objects.oid = s.oid""")

@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS lightcurves (
     mag_err  FLOAT[]   NOT NULL,   -- elements are NULL when the survey gives no error
     PRIMARY KEY (oid, band)
 );
+-- one light curve is a handful of rows among tens of thousands whose lists fill whole row groups, so
+-- zone maps cannot skip anything: the index makes drawing one object ~3x faster (10 -> 3 ms)
+CREATE INDEX IF NOT EXISTS lightcurves_oid ON lightcurves (oid);
 
 CREATE OR REPLACE VIEW observations AS
 SELECT oid, band, unnest(time) AS time, unnest(mag) AS mag, unnest(mag_err) AS mag_err
