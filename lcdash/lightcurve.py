@@ -33,6 +33,12 @@ def period_aliases(period: float) -> dict[str, float]:
     return {"P/2": p / 2.0, "P": p, "2P": 2.0 * p}
 
 
+def _fast_power(model, freq: np.ndarray) -> np.ndarray:
+    """Single-band power on a regular grid by Press & Rybicki extirpolation: about 3x faster here
+    than astropy's default fast kernel (NUFFT) at ~1e-4 accuracy in the power."""
+    return model.power(freq, method="fast", method_kwds={"algorithm": "press"})
+
+
 @dataclass
 class LightCurve:
     """Observations of one object, sorted by time (all bands together).
@@ -198,19 +204,26 @@ class LightCurve:
             elif bad.any():
                 dy = np.where(bad, np.median(dy[~bad]), dy)
         if multi:
-            return LombScargleMultiband(lc.time, lc.mag, lc.band.astype(str), dy)
-        return LombScargle(lc.time, lc.mag, dy)
+            bands = lc.band.astype(str)
+            per_band = [LombScargle(lc.time[bands == b], lc.mag[bands == b], None if dy is None else
+                                    dy[bands == b]) for b in np.unique(bands)]
+            return LombScargleMultiband(lc.time, lc.mag, bands, dy), per_band
+        return LombScargle(lc.time, lc.mag, dy), None
 
     @staticmethod
-    def _power(model, freq: np.ndarray, multi: bool, exact: bool = False) -> np.ndarray:
-        if multi:
-            if exact:
-                return model.power(freq, method="flexible")
-            return model.power(freq, method="fast", sb_method="fast")
+    def _power(model, freq: np.ndarray, exact: bool = False) -> np.ndarray:
+        model, per_band = model
         if exact:
+            if per_band is not None:
+                return model.power(freq, method="flexible")
             return model.power(freq, method="cython")
-        # Press & Rybicki extirpolation: ~3x faster here than astropy's default NUFFT at ~1e-4 accuracy.
-        return model.power(freq, method="fast", method_kwds={"algorithm": "press"})
+        if per_band is not None:
+            # astropy's multiband "fast" method (each band alone, powers averaged with weights
+            # sum(P**2)), but with the faster single-band kernel below.
+            powers = np.array([_fast_power(m, freq) for m in per_band])
+            w = np.sum(powers**2, axis=1)
+            return w @ powers / w.sum() if w.sum() > 0 else powers.mean(axis=0)
+        return _fast_power(model, freq)
 
     def periodogram(self, min_period: float | None = None, max_period: float | None = None,
                     samples_per_peak: float = 10, band: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +233,7 @@ class LightCurve:
         """
         lc, multi = self._data(band)
         freq = lc.frequency_grid(min_period, max_period, samples_per_peak)
-        power = self._power(self._model(lc, multi), freq, multi)
+        power = self._power(self._model(lc, multi), freq)
         return 1.0 / freq[::-1], np.asarray(power)[::-1]
 
     def best_period(self, min_period: float | None = None, max_period: float | None = None,
@@ -234,7 +247,7 @@ class LightCurve:
         lc, multi = self._data(band)
         model = self._model(lc, multi)
         coarse = lc.frequency_grid(min_period, max_period, min(samples_per_peak, 3))
-        power = np.asarray(self._power(model, coarse, multi))
+        power = np.asarray(self._power(model, coarse))
         # Local maxima of the coarse periodogram, strongest first.
         interior = np.flatnonzero((power[1:-1] >= power[:-2]) & (power[1:-1] >= power[2:])) + 1
         peaks = np.r_[interior, [0, power.size - 1]] if power.size > 2 else np.arange(power.size)
@@ -242,5 +255,5 @@ class LightCurve:
         step = coarse[1] - coarse[0] if coarse.size > 1 else 1.0 / lc.baseline
         fine = (np.linspace(-1.0, 1.0, 41)[None, :] * step + coarse[top][:, None]).reshape(-1)
         fine = fine[(fine >= coarse[0]) & (fine <= coarse[-1])]
-        fine_power = np.asarray(self._power(model, fine, multi, exact=True))
+        fine_power = np.asarray(self._power(model, fine, exact=True))
         return float(1.0 / fine[np.nanargmax(fine_power)])
