@@ -39,7 +39,7 @@ def _as_matrix(X, name: str = "X") -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise LcdashError(f"{name} must be a non-empty [N, D] array, got shape {X.shape}")
-    bad = ~np.isfinite(X).all(axis=1)
+    bad = ~np.isfinite(X.sum(axis=1, dtype=np.float64))   # NaN/inf anywhere in a row; no N x D mask
     if bad.any():
         raise LcdashError(f"{name} has {int(bad.sum())} rows with NaN or infinite values (first: row "
                           f"{int(np.flatnonzero(bad)[0])})")
@@ -164,13 +164,15 @@ def nearest_neighbours(X, index, k: int = 10, metric: str = "cosine") -> tuple[n
     k = int(min(k, n - 1))
     if k < 1:
         raise LcdashError(f"need at least 2 points for neighbours, got {n}")
+    # Two passes over X (dot products with the queries, squared norms) and no normalised copy of it.
+    dots = X[idx] @ X.T                                   # [q, N]
+    sq = np.einsum("nd,nd->n", X, X)
     if metric == "cosine":
-        norms = np.linalg.norm(X, axis=1)
-        Xn = X / np.where(norms > 0, norms, 1.0)[:, None]
-        d = 1.0 - Xn[idx] @ Xn.T
+        norms = np.sqrt(sq)
+        norms[norms == 0] = 1.0
+        d = 1.0 - dots / (norms[idx][:, None] * norms[None, :])
     elif metric == "euclidean":
-        sq = np.einsum("nd,nd->n", X, X)
-        d = np.sqrt(np.maximum(sq[idx][:, None] + sq[None, :] - 2.0 * (X[idx] @ X.T), 0.0))
+        d = np.sqrt(np.maximum(sq[idx][:, None] + sq[None, :] - 2.0 * dots, 0.0))
     else:
         raise LcdashError(f"unknown metric {metric!r}: use 'cosine' or 'euclidean'")
     d = np.asarray(d, dtype=np.float32)
