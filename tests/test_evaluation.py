@@ -30,7 +30,8 @@ def sim_batch(n=90, classes=("RRab", "EA", "LPV"), seed=0, n_obs=(60, 120)):
     B = len(groups)
     b = SimpleNamespace(
         oid=np.arange(1, B + 1), band=["V"] * B, time=np.zeros((B, L)), mag=np.zeros((B, L), np.float32),
-        mag_err=np.full((B, L), np.nan, np.float32), mask=np.zeros((B, L), bool), length=np.zeros(B, np.int32),
+        mag_err=np.full((B, L), np.nan, np.float32), mask=np.zeros((B, L), bool),
+        length=np.zeros(B, np.int32),
     )  # fmt: skip
     for i, (_, g) in enumerate(groups):
         n_i = len(g)
@@ -152,7 +153,8 @@ def test_cancel_keeps_finished_records(small):
 
 def test_window_scoring_splits_objects_not_windows():
     batch, labels = sim_batch(30, n_obs=(150, 450), seed=2)
-    cfg = EvalConfig(models=["rf"], spc=[4], folds=2, test_per_class=3, scoring="window", rf_trees=20, n_jobs=1)
+    cfg = EvalConfig(models=["rf"], spc=[4], folds=2, test_per_class=3, scoring="window", rf_trees=20,
+                     n_jobs=1)  # fmt: skip
     res = run_evaluation(EvalData(batch, labels), cfg)
     ex = res.records[0]["extra"]
     assert ex["n_test"] == 9 and ex["n_test_samples"] > 9  # several windows per object
@@ -200,3 +202,39 @@ def test_run_probe_protocol_final_fit_and_predictions():
     assert res.layer_weights.shape == (3,)
     few = run_probe(X[[0, 1, 20, 21]], y[[0, 1, 20, 21]], cfg)
     assert few.evaluation is None and "protocol skipped" in few.note
+
+
+def test_results_storage_round_trip(tmp_path):
+    from lcdash.store import Store
+    from lcdash.store.results import (
+        list_runs,
+        load_predictions,
+        load_run,
+        result_from_run,
+        save_predictions,
+        save_run,
+    )
+
+    rec = {"model": "rf", "spc": 5, "fold": 0, **metrics(["a", "b", "b"], ["a", "b", "a"], ["a", "b"]),
+           "train_seconds": 1.5, "infer_lc_per_s": 900.0, "extra": {"n_train": 10}}  # fmt: skip
+    res = EvalResult([rec, {**rec, "fold": 1, "macro_f1": 0.5}], {"models": ["rf"], "spc": [5], "folds": 2},
+                     {"classes": ["a", "b"]}, {"total_seconds": 3.0}, {"numpy": "x"})  # fmt: skip
+    with Store(tmp_path / "s.duckdb") as store:
+        run_id = save_run(store, res, "compare", config={"encoder": None}, selection={"survey": "demo"},
+                          job_id="job-1")  # fmt: skip
+        info, df = load_run(store, run_id)
+        assert info["kind"] == "compare" and info["job_id"] == "job-1"
+        assert info["config"]["versions"] == {"numpy": "x"} and info["selection"]["survey"] == "demo"
+        assert info["timings"]["total_seconds"] == 3.0
+        assert len(df) == 2 and df["per_class"][0]["a"]["support"] == 1
+        assert df["confusion"][0]["matrix"] == [[1, 0], [1, 1]]
+        runs = list_runs(store)
+        assert runs.loc[0, "run_id"] == run_id and runs.loc[0, "best"] == "rf@5"
+        back = result_from_run(store, run_id)
+        assert back.summary()["macro_f1_mean"].iloc[0] == pytest.approx((rec["macro_f1"] + 0.5) / 2)
+        n = save_predictions(store, run_id, [1, 2], ["V", "V"], ["a", "b"], [0.9, 0.6], [0.1, 0.5])
+        assert n == 2
+        pred = load_predictions(store, run_id)
+        assert list(pred["label"]) == ["a", "b"] and pred["confidence"][0] == pytest.approx(0.9)
+        with pytest.raises(ValidationError):
+            save_run(store, res, "nonsense")
