@@ -604,8 +604,10 @@ class JobManager:
             )
             return
         env = dict(os.environ)
-        n = str(self.threads_per_worker)
-        env.update(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, NUMBA_NUM_THREADS=n)
+        # Workers share the cores: cap each one's thread pools (torch reads OMP_NUM_THREADS at import),
+        # unless the caller chose a count already (e.g. `evaluate --threads`).
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env.setdefault(var, str(self.threads_per_worker))
         env.setdefault("NUMBA_CACHE_DIR", str(self.workdir / ".numba_cache"))
         env["PYTHONUNBUFFERED"] = "1"
         with open(folder / LOG_FILE, "ab") as log:

@@ -483,25 +483,10 @@ def project_finalize(store, folder, params, result):
 
 
 def _eval_config(params: dict, **over):
+    """EvalConfig from the job's params: every EvalConfig field given (not None) is taken."""
     from lcdash.evaluation import EvalConfig
 
-    keys = (
-        "spc",
-        "folds",
-        "test_per_class",
-        "val_fraction",
-        "seed",
-        "scoring",
-        "classes",
-        "band",
-        "max_epochs",
-        "patience",
-        "probe_head",
-        "probe_pooling",
-        "rf_trees",
-        "models",
-    )
-    d = {k: params[k] for k in keys if params.get(k) is not None}
+    d = {k: v for k, v in params.items() if v is not None}
     if isinstance(d.get("spc"), int):
         d["spc"] = [d["spc"]]
     d.update(over)
