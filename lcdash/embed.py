@@ -191,7 +191,7 @@ def embed_store(
     batch_size: int = 256,
     progress: ProgressFn | None = None,
     oids=None,
-    chunk_size: int = 2048,
+    chunk_size: int = 1024,
     overwrite: bool = False,
     device=None,
     precision: str = "float32",
