@@ -17,6 +17,7 @@ from lcdash import workspace
 from lcdash.errors import LcdashError
 
 ACTIVE = ("queued", "running")
+_ROUTER = {"ran": False}  # has app.py's router run in this process (see _ensure_router)
 
 
 @dataclass
@@ -35,7 +36,26 @@ def _open(path: str) -> _Workspace:
     return _Workspace(store, jobs, report, threading.Lock())
 
 
+def _ensure_router() -> None:
+    """Make sure app.py's st.navigation router runs.
+
+    Streamlit 1.67 starts in its legacy multipage mode whenever a `pages/` folder sits beside the main
+    script, and stays there until some session calls st.navigation: if the first request after a
+    server start is a page URL (/explore), that page runs alone, without app.py (no sidebar, every
+    file of pages/ listed as a page). Leave the legacy mode and rerun through the router instead.
+    Only until the router has run once in this process: AppTest resets that mode before every run
+    and runs pages directly after `switch_page`, and a rerun there would swallow widget clicks.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and not _ROUTER["ran"]:
+        _ROUTER["ran"] = True
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def _workspace() -> _Workspace:
+    _ensure_router()
     path = workspace.store_path()
     try:
         return _open(str(path))
@@ -122,6 +142,7 @@ def guard(what: str = ""):
 
 def sidebar() -> None:
     """Store, device and background jobs; app.py calls it once per run so every page has it."""
+    _ROUTER["ran"] = True
     ws = _workspace()
     with st.sidebar:
         st.markdown(f"**Store** `{workspace.store_path().name}`")

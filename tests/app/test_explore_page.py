@@ -20,7 +20,7 @@ APP = str(REPO / "app.py")
 
 def _app() -> AppTest:
     """The real router (app.py) on the Explore page, so page links and the sidebar work too."""
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
     at.switch_page("pages/explore.py")
     return at
 

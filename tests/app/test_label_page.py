@@ -23,7 +23,7 @@ def _run(at: AppTest) -> AppTest:
 
 
 def _label_page(**query) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
     at.switch_page("pages/label.py")
     for k, v in query.items():
         at.query_params[k] = v

@@ -32,7 +32,7 @@ def test_app_opens_on_explore_with_sidebar(app_db):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders(app_db, page):
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
     at.switch_page(page)
     at.run()
     assert not at.exception, (page, [e.value for e in at.exception])
