@@ -43,10 +43,22 @@ from pathlib import Path
 from typing import Any
 
 from lcdash.errors import JobError, LcdashError
-from lcdash.store import jobs as jobs_table
+
+
+class _JobsTable:
+    """`lcdash.store.jobs`, imported on first use: importing the store pulls in duckdb and pandas
+    (about 1.4 s), which a worker process never needs."""
+
+    def __getattr__(self, name):
+        from lcdash.store import jobs
+
+        return getattr(jobs, name)
+
+
+jobs_table = _JobsTable()
 
 TERMINAL_STATES = ("done", "failed", "cancelled")
-ACTIVE_STATES = jobs_table.ACTIVE_STATES
+ACTIVE_STATES = ("queued", "running")
 
 # Files in a job folder.
 JOB_FILE = "job.json"  # job_id, kind, params (user's + prepared), run reference, sys.path
@@ -111,8 +123,17 @@ def write_json_atomic(path: Path, obj) -> None:
     """Write JSON so that a reader never sees a half-written file (write a temp file, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, default=jobs_table._json_default))
+    tmp.write_text(json.dumps(obj, default=_json_default))
     os.replace(tmp, path)
+
+
+def _json_default(obj):
+    """numpy scalars / arrays and datetimes, as results and metrics often hold them."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def read_json(path: Path):
@@ -477,16 +498,20 @@ class JobManager:
     def poll(self) -> list[Job]:
         """Refresh running jobs from their folders, finish ended ones, start queued ones.
 
-        Cheap when nothing changed (a stat per running job). Returns the active jobs.
+        Cheap when nothing changed (one query and a stat per running job): the app calls it every
+        second from each open page. Returns the active jobs.
         """
         with self._lock:
-            for row in jobs_table.list_jobs(self.store, states=["running"]):
-                self._poll_running(row)
+            rows = jobs_table.list_jobs(self.store, states=ACTIVE_STATES, oldest_first=True)
+            changed = False
+            for row in rows:
+                if row["state"] == "running":
+                    changed |= self._poll_running(row)
             if self.autostart:
-                self._start_queued()
-            return [
-                Job(**r) for r in jobs_table.list_jobs(self.store, states=ACTIVE_STATES, oldest_first=True)
-            ]
+                changed |= self._start_queued(None if changed else rows)
+            if changed:
+                rows = jobs_table.list_jobs(self.store, states=ACTIVE_STATES, oldest_first=True)
+            return [Job(**r) for r in rows]
 
     def get(self, job_id: str) -> Job:
         row = jobs_table.get_job(self.store, job_id)
@@ -584,13 +609,21 @@ class JobManager:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _start_queued(self) -> None:
-        running = len(jobs_table.list_jobs(self.store, states=["running"]))
-        for row in jobs_table.list_jobs(self.store, states=["queued"], oldest_first=True):
+    def _start_queued(self, rows: list[dict] | None = None) -> bool:
+        """Start the oldest queued jobs while fewer than max_workers run; `rows`: the active jobs
+        when the caller has them fresh. Returns whether it started any."""
+        if rows is None:
+            rows = jobs_table.list_jobs(self.store, states=ACTIVE_STATES, oldest_first=True)
+        running = sum(r["state"] == "running" for r in rows)
+        started = False
+        for row in rows:
             if running >= self.max_workers:
                 break
-            self._start(row)
-            running += 1
+            if row["state"] == "queued":
+                self._start(row)
+                running += 1
+                started = True
+        return started
 
     def _start(self, row: dict) -> None:
         job_id, folder = row["job_id"], Path(row["workdir"])
@@ -637,9 +670,11 @@ class JobManager:
             return code is None, code
         return _pid_alive(row["pid"]), None
 
-    def _poll_running(self, row: dict) -> None:
+    def _poll_running(self, row: dict) -> bool:
+        """Mirror a running job's progress; finish it when its worker has ended. Returns whether
+        its row changed."""
         job_id, folder = row["job_id"], Path(row["workdir"])
-        self._mirror_progress(row)
+        changed = self._mirror_progress(row)
         alive, code = self._alive(row)
         if alive:
             asked = self._cancel_at.get(job_id)
@@ -650,21 +685,22 @@ class JobManager:
                 late = time.monotonic() - asked
                 if late > self.grace_s:
                     self._terminate(job_id, force=late > 2 * self.grace_s, pid=row["pid"])
-            return
+            return changed
         self._procs.pop(job_id, None)
         self._finish(row, exit_code=code)
+        return True
 
-    def _mirror_progress(self, row: dict) -> None:
+    def _mirror_progress(self, row: dict) -> bool:
         path = Path(row["workdir"]) / PROGRESS_FILE
         try:
             mtime = path.stat().st_mtime
         except OSError:
-            return
+            return False
         if self._mtimes.get(row["job_id"]) == mtime:
-            return
+            return False
         data = read_json(path)
         if data is None:
-            return
+            return False
         self._mtimes[row["job_id"]] = mtime
         fields = {
             "step": int(data.get("step") or 0),
@@ -674,6 +710,7 @@ class JobManager:
         if row["job_id"] not in self._cancel_at:
             fields["message"] = data.get("message")
         jobs_table.update_job(self.store, row["job_id"], **fields)
+        return True
 
     def _terminate(self, job_id: str, force: bool = False, pid: int | None = None) -> None:
         proc = self._procs.get(job_id)

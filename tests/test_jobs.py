@@ -19,7 +19,8 @@ import pytest
 from lcdash import jobs as jobs_mod
 from lcdash.errors import JobError
 from lcdash.jobs import JobManager, register_kind
-from lcdash.store import jobs as jobs_table
+
+# Workers import this module for the test kinds: keep its imports light (no lcdash.store here).
 
 # --- test kinds -------------------------------------------------------------------------------
 
@@ -220,6 +221,8 @@ def test_finalize_error_fails_the_job(store, jm):
 
 
 def test_restart_keeps_results_and_reconciles(store, tmp_path):
+    from lcdash.store import jobs as jobs_table
+
     jm1 = JobManager(store, grace_s=1.0, max_workers=3)
     done = jm1.wait(jm1.submit("t_count", {"n": 4}), poll_s=0.05).job_id
     # A job whose worker finished while no manager watched it: result.json is there, row says running.
