@@ -96,10 +96,8 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = []
         for epoch in range(self.max_epochs):
             module.train()
-            order = rng.permutation(n)
             total = 0.0
-            for lo in range(0, n, batch_size):
-                idx = order[lo : lo + batch_size]
+            for idx in self._minibatches(train, rng.permutation(n), batch_size, rng):
                 tensors = self._to_device(self._slice(train, idx), device)
                 target = torch.as_tensor(yi[idx], device=device)
                 loss = loss_fn(self._forward(module, *tensors), target)
@@ -170,6 +168,9 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
     # hooks
     def _augment(self, X, y, rng):
         return X, y
+
+    def _minibatches(self, arrays, order, batch_size, rng):
+        return [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
 
     def _after_fit(self):
         pass
@@ -298,7 +299,7 @@ class BeckerRNN(_TorchClassifier):
         lr=1e-2,
         max_epochs=200,
         patience=20,
-        batch_size=256,
+        batch_size=128,
         max_steps=1000,
         device=None,
         seed=0,
@@ -331,6 +332,18 @@ class BeckerRNN(_TorchClassifier):
         x, lengths = arrays
         lengths = lengths[idx]
         return x[idx, : max(int(lengths.max()), 1) if len(lengths) else 1], lengths
+
+    def _minibatches(self, arrays, order, batch_size, rng):
+        """Length bucketing: within chunks of 20 batches of the shuffled order, sort by sequence
+        length, cut into batches and shuffle those; padding (wasted GRU steps) drops by about a third."""
+        lengths = arrays[1]
+        out = []
+        chunk = 20 * batch_size
+        for lo in range(0, len(order), chunk):
+            part = order[lo : lo + chunk]
+            part = part[np.argsort(lengths[part], kind="stable")]
+            out += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        return [out[i] for i in rng.permutation(len(out))]
 
     def _build(self, n_classes):
         from lcdash.models.rnn import build_gru

@@ -57,7 +57,7 @@ class EvalConfig:
     scoring: str = "object"  # "object" | "window"
     classes: list[str] | None = None  # None: every class with enough objects
     band: str | None = None  # recorded; the data selection happens where the batch is read
-    max_epochs: int | None = None  # cap on the neural models' epochs (quick runs)
+    max_epochs: int | dict | None = None  # cap on the neural models' epochs, or {model: cap}
     patience: int | None = None  # override every neural model's early-stopping patience
     device: str | None = None  # None: lcdash.device.pick_device()
     threads: int | None = None  # torch CPU threads (None: leave torch's default)
@@ -102,9 +102,9 @@ class EvalConfig:
         if name == "rf":
             params.update(n_estimators=self.rf_trees, n_jobs=self.n_jobs)
             params.pop("device")
-        if self.max_epochs is not None and name != "rf":
-            default = make_classifier(name).max_epochs
-            params["max_epochs"] = min(default, int(self.max_epochs))
+        cap = self.max_epochs.get(name) if isinstance(self.max_epochs, dict) else self.max_epochs
+        if cap is not None and name != "rf":
+            params["max_epochs"] = min(make_classifier(name).max_epochs, int(cap))
         return params
 
 
@@ -646,10 +646,10 @@ def _finetuned_layers(data: EvalData, batch, owner, split: Split, cfg: EvalConfi
     train_batch = take_batch(batch, _rows(rows_of, split.train))
     val_batch = take_batch(batch, _rows(rows_of, split.val))
     with tempfile.TemporaryDirectory() as tmp:
-        kwargs = {}
+        tc = train.TrainConfig(seed=cfg.seed, device=cfg.device, num_threads=cfg.threads)
         if cfg.finetune_epochs:
-            kwargs["max_epochs"] = int(cfg.finetune_epochs)
-        train.finetune(train_batch, val_batch, data.encoder["dir"], tmp, device=cfg.device, **kwargs)
+            tc = dataclasses.replace(tc, epochs=int(cfg.finetune_epochs))
+        train.finetune(train_batch, val_batch, tc, from_dir=data.encoder["dir"], out_dir=tmp)
         return _embed({**data.encoder, "dir": tmp}, batch, cfg)
 
 

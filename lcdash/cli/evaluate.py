@@ -41,7 +41,13 @@ def register(subparsers) -> None:
     p.add_argument("--classes", nargs="+", default=None, help="only these classes (default: all)")
     p.add_argument("--survey", default=None, help="only objects of this survey")
     p.add_argument("--band", default=None, help="this band (default: the only band, or each object's first)")
-    p.add_argument("--max-epochs", type=int, default=None, help="cap the neural models' epochs (quick runs)")
+    p.add_argument(
+        "--max-epochs",
+        nargs="+",
+        default=None,
+        metavar="N|MODEL=N",
+        help="cap the neural models' epochs: one number for all, or e.g. cnn=15 rnn=30 probe=300",
+    )
     p.add_argument("--patience", type=int, default=None, help="override the early-stopping patience")
     p.add_argument("--scoring", choices=["object", "window"], default="object")
     p.add_argument("--seed", type=int, default=0)
@@ -59,6 +65,19 @@ def register(subparsers) -> None:
     )
     p.add_argument("--title", default=None, help="report title")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _epochs(values: list[str] | None):
+    """--max-epochs: None, one int for every model, or {model: int}."""
+    if not values:
+        return None
+    try:
+        if len(values) == 1 and "=" not in values[0]:
+            return int(values[0])
+        caps = dict(v.split("=", 1) for v in values)
+        return {m: int(n) for m, n in caps.items() if m in _models(m)}
+    except ValueError:
+        raise ValidationError(f"--max-epochs takes N or MODEL=N ..., got {' '.join(values)}") from None
 
 
 def _models(text: str) -> list[str]:
@@ -134,7 +153,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     params = {
         "models": models, "spc": args.spc, "folds": args.folds, "test_per_class": args.test_per_class,
         "labels": args.labels, "classes": args.classes, "survey": args.survey, "band": args.band,
-        "max_epochs": args.max_epochs, "patience": args.patience, "scoring": args.scoring, "seed": args.seed,
+        "max_epochs": _epochs(args.max_epochs), "patience": args.patience, "scoring": args.scoring,
+        "seed": args.seed,
         "max_per_class": args.max_per_class, "threads": args.threads, "n_jobs": args.threads,
     }  # fmt: skip
     with Store(args.db) as store:
