@@ -309,3 +309,18 @@ def test_shared_subset_ingest(shared_data, tmp_path):
         info = s.info()
         assert info["observations"] == len(obs) and set(info["bands"]) == {"EROS1_B", "EROS1_R"}
         assert info["labelled"] == 50
+
+
+def test_small_and_large_batch_paths_agree(filled, monkeypatch):
+    import lcdash.store as store_mod
+
+    oids = [5, 2, 2, 4]
+    small = {b: filled.read_batch(oids, band=b) for b in (None, "r")}
+    monkeypatch.setattr(store_mod, "SMALL_BATCH", 0)  # force the join path
+    for b, got in small.items():
+        big = filled.read_batch(oids, band=b)
+        assert got.oid.tolist() == big.oid.tolist() == oids and got.band == big.band
+        for f in ("time", "mag", "mag_err", "mask", "length"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(big, f))
+    with pytest.raises(LcdashError, match="oid 42"):
+        filled.read_batch([1, 42])

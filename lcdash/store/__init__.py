@@ -139,6 +139,9 @@ def _pad(oid, band, n, flat_t, flat_m, flat_e) -> LightCurveBatch:
     return LightCurveBatch(oid, band, time, mag, err, mask, n.astype(np.int32))
 
 
+SMALL_BATCH = 256  # up to this many oids, read_batch looks them up through the oid index
+
+
 class Store:
     """A DuckDB file of light curves; see docs/DESIGN.md for the interface."""
 
@@ -457,23 +460,43 @@ class Store:
         band=None takes each object's first band (alphabetically); an oid without the band raises.
         """
         oids = np.asarray(list(oids) if not isinstance(oids, np.ndarray) else oids, dtype=np.int64)
+        params = {} if band is None else {"band": band}
         cur = self.cursor()
         try:
-            cur.register("_req", pa.table({"i": np.arange(oids.size, dtype=np.int64), "oid": oids}))
-            if band is None:
-                sql = (
-                    "SELECT r.i, l.oid, l.band, l.n_obs, l.time, l.mag, l.mag_err FROM _req r "
-                    "JOIN objects o ON o.oid = r.oid "
-                    "JOIN lightcurves l ON l.oid = r.oid AND l.band = o.bands[1] "
-                    "ORDER BY r.i"
+            if oids.size <= SMALL_BATCH:
+                # a few objects: an IN list lets DuckDB use the oid index instead of a hash join
+                # that scans every light curve (for one object 10 ms -> 4 ms of CPU)
+                wanted = ",".join(str(int(o)) for o in np.unique(oids)) or "NULL"
+                sql = f"SELECT oid, band, n_obs, time, mag, mag_err FROM lightcurves WHERE oid IN ({wanted})"
+                if band is not None:
+                    sql += " AND band = $band"
+                found = cur.sql(sql + " ORDER BY oid, band", params=params).to_arrow_table()
+                found_oid = found.column("oid").to_numpy()
+                first = (  # the first band of each oid
+                    np.flatnonzero(np.r_[True, found_oid[1:] != found_oid[:-1]])
+                    if found_oid.size
+                    else np.zeros(0, np.int64)
                 )
-                tb = cur.sql(sql).to_arrow_table()
+                pos = pd.Index(found_oid[first]).get_indexer(oids)
+                pos = np.where(pos >= 0, first[np.maximum(pos, 0)], -1) if first.size else pos
+                tb = found.take(pa.array(pos[pos >= 0], pa.int64())).append_column(
+                    "i", pa.array(np.flatnonzero(pos >= 0), pa.int64())
+                )
             else:
-                sql = (
-                    "SELECT r.i, l.oid, l.band, l.n_obs, l.time, l.mag, l.mag_err FROM _req r "
-                    "JOIN lightcurves l ON l.oid = r.oid AND l.band = $band ORDER BY r.i"
-                )
-                tb = cur.sql(sql, params={"band": band}).to_arrow_table()
+                cur.register("_req", pa.table({"i": np.arange(oids.size, dtype=np.int64), "oid": oids}))
+                if band is None:  # objects.bands is sorted: [1] is the first band alphabetically
+                    sql = (
+                        "SELECT r.i, l.oid, l.band, l.n_obs, l.time, l.mag, l.mag_err FROM _req r "
+                        "JOIN objects o ON o.oid = r.oid "
+                        "JOIN lightcurves l ON l.oid = r.oid AND l.band = o.bands[1] "
+                        "ORDER BY r.i"
+                    )
+                else:
+                    sql = (
+                        "SELECT r.i, l.oid, l.band, l.n_obs, l.time, l.mag, l.mag_err FROM _req r "
+                        "JOIN lightcurves l ON l.oid = r.oid AND l.band = $band ORDER BY r.i"
+                    )
+                tb = cur.sql(sql, params=params).to_arrow_table()
         finally:
             cur.close()
         if tb.num_rows != oids.size:
