@@ -302,6 +302,22 @@ def test_duplicate_rows_dropped_and_duplicate_times_averaged(tmp_path):
     assert [p.rule for p in strict.errors] == ["duplicate_time"]
 
 
+def test_duplicate_groups_of_three(tmp_path):
+    df = lc_frame(n=8)
+    trio = df.iloc[[3, 3]].assign(mag=[df.mag[3] + 0.3, df.mag[3] + 0.6], magerr=[0.05, np.nan])
+    pair = df.iloc[[6]]
+    path = write(
+        pd.concat([df, trio, pair], ignore_index=True).sample(frac=1, random_state=2), tmp_path / "d.csv"
+    )
+    obs, _, report = prepare_file(path)
+    by_rule = {p.rule: p for p in report.problems}
+    assert by_rule["duplicate_row"].count == 1 and by_rule["duplicate_time"].count == 2
+    assert len(obs) == 8
+    assert obs["mag"][3] == pytest.approx(df.mag[3] + 0.3)
+    assert np.isnan(obs["mag_err"][3])  # one of the three had no error: the mean has none either
+    assert obs["mag"][6] == pytest.approx(df.mag[6]) and obs["mag_err"][6] == pytest.approx(0.05)
+
+
 def test_too_few_observations_dropped(tmp_path):
     df = pd.concat([lc_frame("long", 8), lc_frame("short", 3, seed=2)], ignore_index=True)
     path = write(df, tmp_path / "short.ecsv")
