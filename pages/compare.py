@@ -11,7 +11,7 @@ import streamlit as st
 from lcdash import tasks
 from lcdash.classifiers import MODEL_NAMES
 from lcdash.store.embeddings import list_encoders
-from lcdash.store.results import load_run
+from lcdash.store.results import list_runs, load_run
 from pages import _results, _ui
 
 ALL = "(all)"
@@ -88,7 +88,7 @@ with st.container(border=True):
             "max_epochs": int(epochs) or None,
             "scoring": scoring,
         }
-        with _ui.guard("Starting the comparison"):
+        with _ui.guard("Starting the comparison"), st.spinner("Exporting the light curves for the job ..."):
             job_id = jm.submit("evaluate", params)
             st.query_params["compare_job"] = job_id
             st.rerun()
@@ -99,11 +99,22 @@ def opened(job) -> None:
         st.query_params["compare_run"] = job.result["run_id"]
 
 
+@st.fragment(run_every=2.0)
+def scores_so_far(job_id: str) -> None:
+    """Mean macro F1 per model and spc over the folds finished so far (the job's progress metrics)."""
+    metrics = jm.get(job_id).metrics or {}
+    if metrics:
+        rows = [
+            {"model": _results.title(k.split("@")[0]), "spc": k.split("@")[1], "macro F1 [%]": 100 * v}
+            for k, v in metrics.items()
+            if "@" in k
+        ]
+        st.dataframe(rows, hide_index=True)
+
+
 for job in jm.list(states=["queued", "running"], kinds=["evaluate"]):
     _ui.watch_job(job.job_id, key="compare", on_done=opened)
-    if job.metrics:
-        with st.expander("Mean macro F1 so far"):
-            st.json(job.metrics)
+    scores_so_far(job.job_id)
 last = st.query_params.get("compare_job")
 if last:
     with _ui.guard("Reading the last comparison job"):
@@ -114,6 +125,8 @@ if last:
             st.warning("The comparison job was cancelled.")
 
 st.subheader("Results")
+with _ui.guard("Listing earlier runs"), st.expander("All comparison runs"):
+    st.dataframe(list_runs(store, kind="compare"), hide_index=True)
 with _ui.guard("Showing the comparison"):
     run_id = _results.pick_run("compare", "compare_run", key="compare_run_pick")
     if run_id is None:

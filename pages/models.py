@@ -42,7 +42,7 @@ def outcome(job) -> str:
 
 def submit(kind: str, params: dict) -> None:
     """Start a job; errors found while preparing it (bad name, no data) show as st.error."""
-    with _ui.guard(f"Starting the {kind} job"):
+    with _ui.guard(f"Starting the {kind} job"), st.spinner("Preparing the job ..."):
         job_id = jm.submit(kind, params)
         st.toast(f"{kind} job queued ({job_id})")
         st.rerun()

@@ -65,7 +65,7 @@ with st.container(border=True):
             "test_per_class": int(test),
             "max_epochs": int(epochs) or None,
         }
-        with _ui.guard("Starting the probe"):
+        with _ui.guard("Starting the probe"), st.spinner("Exporting the embeddings for the job ..."):
             job_id = jm.submit("probe", params)
             st.query_params["probe_job"] = job_id
             st.rerun()

@@ -22,7 +22,7 @@ def _run(at: AppTest) -> AppTest:
 
 
 def test_compare_page_runs_a_quick_comparison(app_db):
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
     at.switch_page("pages/compare.py")
     _run(at)
     assert not at.error, [e.value for e in at.error]
@@ -48,7 +48,7 @@ def test_compare_page_runs_a_quick_comparison(app_db):
     assert set(summary["model"]) == {"Astromer probe", "Feature RF"}
     # reopen the run from the URL on a fresh session
     run_id = at.selectbox(key="compare_run_pick").value
-    again = AppTest.from_file(APP, default_timeout=60)
+    again = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
     again.switch_page("pages/compare.py")
     again.query_params["compare_run"] = run_id
     _run(again)

@@ -23,7 +23,7 @@ def _run(at: AppTest) -> AppTest:
 
 
 def _app() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
     at.switch_page("pages/models.py")
     return at
 

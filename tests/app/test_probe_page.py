@@ -33,7 +33,7 @@ def _until(at: AppTest, done, timeout_s: float = 240.0) -> AppTest:
 
 
 def test_probe_page_trains_and_shows_a_run(app_db):
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
     at.switch_page("pages/probe.py")
     _run(at)
     assert not at.error, [e.value for e in at.error]
