@@ -26,6 +26,50 @@ def _pm(mean, std, scale=100.0, digits=1) -> str:
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
+def merge_results(results):
+    """One EvalResult from several runs of the same protocol on the same selection (e.g. the probe
+    run separately from the supervised models, or the largest spc with other epoch caps): records
+    are concatenated, models / spc united, each run's config and timings kept under "runs"."""
+    from lcdash.evaluation import EvalResult
+
+    if not results:
+        raise ValueError("nothing to merge")
+    first = results[0]
+    keys = ("folds", "test_per_class", "val_fraction", "seed", "scoring")
+    for r in results[1:]:
+        diff = [k for k in keys if r.config.get(k) != first.config.get(k)]
+        if diff or r.selection.get("classes") != first.selection.get("classes"):
+            raise ValueError(f"runs differ in protocol settings {diff or ['classes']}: not comparable")
+    config = dict(first.config)
+    config["models"] = list(dict.fromkeys(m for r in results for m in r.config.get("models", [])))
+    config["spc"] = sorted({int(v) for r in results for v in r.config.get("spc", [])})
+    config["runs"] = [{k: v for k, v in r.config.items() if k not in ("runs",)} for r in results]
+    for r in results:
+        if r.config.get("encoder"):
+            config["encoder"] = r.config["encoder"]
+    selection = dict(first.selection)
+    sampling: dict = {}
+    for r in results:
+        for c, rep in (r.selection.get("sampling") or {}).items():
+            cur = sampling.setdefault(c, {**rep, "train": {}, "val": {}})
+            cur["train"].update(rep.get("train", {}))
+            cur["val"].update(rep.get("val", {}))
+            cur["capped"] = cur.get("capped", False) or rep.get("capped", False)
+    selection["sampling"] = sampling
+    selection["capped_classes"] = sorted({c for r in results for c in r.selection.get("capped_classes", [])})
+    prep: dict = {}
+    for r in results:
+        prep.update(r.timings.get("prepare_seconds") or {})
+    timings = {
+        "total_seconds": sum(r.timings.get("total_seconds", 0.0) for r in results),
+        "run_seconds": [r.timings.get("total_seconds") for r in results],
+        "prepare_seconds": prep,
+        "cancelled": any(r.timings.get("cancelled") for r in results),
+    }
+    records = [rec for r in results for rec in r.records]
+    return EvalResult(records, config, selection, timings, first.versions)
+
+
 def plot_f1_vs_spc(result, path) -> Path:
     import matplotlib
 
@@ -112,7 +156,10 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
         lines.append(
             f"- capped (fewer test or training objects than asked): {', '.join(sel['capped_classes'])}"
         )
-    if tim.get("total_seconds") is not None:
+    if tim.get("run_seconds"):
+        runs = ", ".join(f"{t:.0f}" for t in tim["run_seconds"] if t is not None)
+        lines.append(f"- wall time of the merged runs: {runs} s (sum {tim['total_seconds']:.0f} s)")
+    elif tim.get("total_seconds") is not None:
         lines.append(
             f"- total wall time: {tim['total_seconds']:.0f} s"
             + (" (cancelled)" if tim.get("cancelled") else "")

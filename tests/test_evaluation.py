@@ -238,3 +238,30 @@ def test_results_storage_round_trip(tmp_path):
         assert list(pred["label"]) == ["a", "b"] and pred["confidence"][0] == pytest.approx(0.9)
         with pytest.raises(ValidationError):
             save_run(store, res, "nonsense")
+
+
+def test_merge_and_report(tmp_path):
+    from lcdash.report import merge_results, write_report
+
+    def result(model, spc, f1s):
+        m = metrics(["a", "b"], ["a", "b"], ["a", "b"])
+        recs = [{"model": model, "spc": spc, "fold": k, **m, "train_seconds": 1.0, "infer_lc_per_s": 10.0,
+                 "extra": {}} for k in range(len(f1s))]  # fmt: skip
+        for r, f in zip(recs, f1s, strict=True):
+            r["macro_f1"] = f
+        cfg = {"models": [model], "spc": [spc], "folds": len(f1s), "test_per_class": 5, "seed": 0}
+        sel = {"classes": ["a", "b"], "sampling": {"a": {"n": 9, "test": [2], "train": {spc: [spc]},
+                                                         "val": {spc: [1]}, "capped": False}}}  # fmt: skip
+        return EvalResult(recs, cfg, sel, {"total_seconds": 5.0})
+
+    merged = merge_results([result("rf", 5, [0.5, 0.7]), result("probe", 10, [0.8, 0.9])])
+    assert merged.config["models"] == ["rf", "probe"] and merged.config["spc"] == [5, 10]
+    s = merged.summary().set_index(["model", "spc"])
+    assert s.loc[("rf", 5), "macro_f1_mean"] == pytest.approx(0.6)
+    assert s.loc[("rf", 5), "macro_f1_std"] == pytest.approx(0.1)
+    path = write_report(merged, tmp_path)
+    text = path.read_text()
+    assert "| Feature RF | 60.0 ± 10.0 | - |" in text and "Astromer probe" in text
+    assert (tmp_path / "f1_vs_spc.png").exists() and (tmp_path / "confusion_rf_spc5.png").exists()
+    with pytest.raises(ValueError, match="not comparable"):
+        merge_results([result("rf", 5, [0.5]), result("cnn", 5, [0.5, 0.6])])

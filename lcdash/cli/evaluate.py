@@ -66,6 +66,17 @@ def register(subparsers) -> None:
     p.add_argument("--title", default=None, help="report title")
     p.set_defaults(func=cmd_evaluate)
 
+    p = subparsers.add_parser(
+        "evaluate-report",
+        help="write report.md + plots from results.json files or stored runs (merged when several)",
+    )
+    p.add_argument("results", nargs="*", help="results.json files written by `evaluate`")
+    p.add_argument("--db", default=None, help="store holding the runs given with --run")
+    p.add_argument("--run", nargs="+", default=[], help="run ids in --db")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--title", default="lcdash evaluation")
+    p.set_defaults(func=cmd_report)
+
 
 def _epochs(values: list[str] | None):
     """--max-epochs: None, one int for every model, or {model: int}."""
@@ -194,4 +205,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(table.to_string(index=False))
     print(json.dumps({"run_id": run_id, "results": str(out / "results.json"), "report": str(report),
                       "seconds": round(result.timings.get("total_seconds", 0.0), 1)}))  # fmt: skip
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lcdash.evaluation import EvalResult
+    from lcdash.report import merge_results, write_report
+
+    results = []
+    for path in args.results:
+        if not Path(path).exists():
+            raise LcdashError(f"{path}: no such results file")
+        results.append(EvalResult.from_json(path))
+    if args.run:
+        if not args.db:
+            raise ValidationError("--run needs --db")
+        from lcdash.store import Store
+        from lcdash.store.results import result_from_run
+
+        with Store(args.db, read_only=True) as store:
+            results += [result_from_run(store, run_id) for run_id in args.run]
+    if not results:
+        raise ValidationError("give results.json files or --db with --run")
+    try:
+        result = merge_results(results) if len(results) > 1 else results[0]
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.to_json(out / "results.json")
+    print(write_report(result, out, title=args.title))
     return 0
