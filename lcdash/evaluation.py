@@ -603,7 +603,12 @@ def _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep
         "n_test": int(len(split.test)),
         "n_train_samples": int(len(rows["train"])),
         "n_test_samples": int(n_test),
-        "infer_includes": "features" if name == "rf" else ("encoder" if name in prep_rate else "model only"),
+        "infer_includes": {
+            "rf": "feature extraction + forest",
+            "rnn": "dt/dm inputs + GRU",
+            "cnn": "dt/dm inputs + CNN",
+            "probe": "encoder + head" if name in prep_rate else "head only (embeddings precomputed)",
+        }.get(name, "model"),
     }
     if hasattr(est, "n_epochs_"):
         extra["epochs"] = int(est.n_epochs_)

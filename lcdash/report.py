@@ -195,6 +195,14 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
             f"{_pm(r.macro_recall_mean, r.macro_recall_std)} | {_pm(r.accuracy_mean, r.accuracy_std)} | "
             f"{r.train_seconds_mean:.1f} | {r.infer_lc_per_s_mean:,.0f} |"
         )
+    includes = {}
+    for r in result.records:
+        inc = (r.get("extra") or {}).get("infer_includes")
+        if inc:
+            includes.setdefault(r["model"], inc)
+    if includes:
+        lines += ["", "Inference speed counts: " + "; ".join(f"{_title(m)}: {v}" for m, v in includes.items())
+                  + "."]  # fmt: skip
     if "extra" in df and cfg.get("scoring") == "window":
         lines += ["", "Window scoring; object-level macro F1 from mean window probabilities:", ""]
         obj = df.assign(obj=df["extra"].map(lambda e: (e or {}).get("object_macro_f1")))
