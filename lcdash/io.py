@@ -292,6 +292,11 @@ def read_table(path_or_buffer, name: str | None = None) -> pd.DataFrame:
         if fmt == "parquet":
             return _read_parquet(src)
         if fmt in ("csv", "tsv", "txt"):
+            if str(name).lower().endswith(".gz"):  # decompress once: buffers carry no name to infer from
+                import gzip
+
+                with gzip.open(src) as fh:
+                    src = _io.BytesIO(fh.read())
             return _read_text(src, fmt)
         from astropy.table import Table  # heavy import, only when needed
 

@@ -88,6 +88,18 @@ def test_unreadable_file_names_the_file(tmp_path):
         io.read_table(bad)
 
 
+def test_gzipped_csv_path_and_buffer(tmp_path):
+    import gzip
+
+    df = lc_frame()
+    path = tmp_path / "lc.csv.gz"
+    with gzip.open(path, "wt") as fh:
+        df.to_csv(fh, index=False)
+    assert len(io.read_table(path)) == len(df)
+    assert len(io.read_table(pyio.BytesIO(path.read_bytes()), "upload.csv.gz")) == len(df)
+    assert io.file_stem("lc.csv.gz") == "lc"
+
+
 def test_whitespace_text_with_comments(tmp_path):
     path = tmp_path / "star7.dat"
     path.write_text("# HJD mag err\nhjd mag err\n1.0 15.1 0.02\n2.0 15.2 0.02\n")
