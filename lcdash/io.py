@@ -321,21 +321,31 @@ def _read_parquet(src) -> pd.DataFrame:
 
 
 def _read_text(src, fmt: str) -> pd.DataFrame:
-    if fmt == "csv":
-        return pd.read_csv(src, comment=None)
-    if fmt == "tsv":
-        return pd.read_csv(src, sep="\t")
-    # .txt/.dat: comma separated if the header has commas, else whitespace; '#' starts a comment
-    if isinstance(src, (str, Path)):
-        with open(src, encoding="utf-8", errors="replace") as fh:
-            first = next((ln for ln in fh if ln.strip() and not ln.startswith("#")), "")
+    """CSV/TSV/TXT. Id and band columns are read as text, so ids such as 00123 keep their zeros."""
+    if fmt == "txt":
+        # comma separated if the header has commas, else whitespace; '#' starts a comment
+        if isinstance(src, (str, Path)):
+            with open(src, encoding="utf-8", errors="replace") as fh:
+                first = next((ln for ln in fh if ln.strip() and not ln.startswith("#")), "")
+        else:
+            pos = src.tell()
+            text = src.read().decode("utf-8", errors="replace")
+            src.seek(pos)
+            first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")), "")
+        kwargs = {"sep": "," if "," in first else r"\s+", "comment": "#"}
     else:
-        pos = src.tell()
-        text = src.read().decode("utf-8", errors="replace")
+        kwargs = {"sep": "\t" if fmt == "tsv" else ","}
+    pos = None if isinstance(src, (str, Path)) else src.tell()
+    header = pd.read_csv(src, nrows=0, **kwargs).columns
+    if pos is not None:
         src.seek(pos)
-        first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")), "")
-    sep = "," if "," in first else r"\s+"
-    return pd.read_csv(src, sep=sep, comment="#")
+    text_cols = {
+        c
+        for g in (guess_mapping(header), guess_mapping(header, kind="objects"))
+        for role, c in g.items()
+        if c is not None and role in ("object_id", "band")
+    }
+    return pd.read_csv(src, dtype={c: str for c in text_cols}, **kwargs)
 
 
 def _table_to_frame(table) -> pd.DataFrame:

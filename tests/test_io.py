@@ -100,6 +100,14 @@ def test_gzipped_csv_path_and_buffer(tmp_path):
     assert io.file_stem("lc.csv.gz") == "lc"
 
 
+def test_csv_ids_keep_leading_zeros(tmp_path):
+    path = tmp_path / "zeros.csv"
+    path.write_text("id,mjd,mag,filter\n007,1.0,15.0,1\n007,2.0,15.1,1\n")
+    frame = io.read_table(path)
+    assert frame["id"].tolist() == ["007", "007"] and frame["filter"].tolist() == ["1", "1"]
+    assert frame["mjd"].dtype.kind == "f"
+
+
 def test_whitespace_text_with_comments(tmp_path):
     path = tmp_path / "star7.dat"
     path.write_text("# HJD mag err\nhjd mag err\n1.0 15.1 0.02\n2.0 15.2 0.02\n")
