@@ -26,6 +26,7 @@ finished meanwhile and marks jobs whose worker vanished without a result as fail
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
 import os
@@ -36,6 +37,7 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -462,6 +464,7 @@ class JobManager:
         self._cancel_at: dict[str, float] = {}
         self._mtimes: dict[str, float] = {}
         self._lock = threading.RLock()
+        _MANAGERS.add(self)
         self.reconcile()
 
     # -- public API ------------------------------------------------------------------------------
@@ -767,7 +770,8 @@ class JobManager:
             return
         error = read_json(folder / ERROR_FILE)
         if (folder / CANCEL_FILE).exists():
-            jobs_table.update_job(self.store, job_id, state="cancelled", message="cancelled", finished_at=now)
+            why = (folder / CANCEL_FILE).read_text().strip() or "cancelled"
+            jobs_table.update_job(self.store, job_id, state="cancelled", message=why, finished_at=now)
             return
         if error is not None:
             jobs_table.update_job(
@@ -793,3 +797,34 @@ def _rmtree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+# Workers run in their own session, so they would outlive the app; stop them when it exits (the
+# next JobManager on the store marks their jobs cancelled). Workers of an app killed with SIGKILL
+# keep running and are picked up again by the next app's reconcile().
+_MANAGERS: weakref.WeakSet[JobManager] = weakref.WeakSet()
+
+
+def _stop_workers_at_exit(grace_s: float = 3.0) -> None:
+    procs = []
+    for manager in list(_MANAGERS):
+        for job_id, proc in list(manager._procs.items()):
+            if proc.poll() is None:
+                try:
+                    (manager.workdir / job_id / CANCEL_FILE).write_text("stopped: the app exited")
+                except OSError:
+                    pass
+                procs.append(proc)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, sig)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + grace_s
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+atexit.register(_stop_workers_at_exit)

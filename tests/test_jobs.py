@@ -345,3 +345,30 @@ def test_cli_falls_back_to_job_folders_while_the_store_is_locked(tmp_path, capsy
     with Store(db) as store:  # the "app" comes back: the worker saw the flag and stopped
         jm = JobManager(store)
         assert jm.wait(job_id, poll_s=0.05, timeout_s=30).state == "cancelled"
+
+
+def test_workers_stop_when_the_app_exits(tmp_path):
+    from lcdash.store import Store
+
+    db = tmp_path / "exit.duckdb"
+    script = (
+        "import sys, time; sys.path[:0] = sys.argv[2:]\n"
+        "from lcdash.store import Store; from lcdash.jobs import JobManager, register_kind\n"
+        "import test_jobs; register_kind('t_loop', test_jobs.loop_run)\n"
+        "jm = JobManager(Store(sys.argv[1])); job_id = jm.submit('t_loop', {'seconds': 60})\n"
+        "while jm.poll() is not None and jm.get(job_id).step == 0: time.sleep(0.05)\n"
+        "print(job_id, jm.get(job_id).pid, flush=True)\n"
+    )
+    here = str(Path(__file__).parent)
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(db), os.getcwd(), here],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    job_id, pid = out.stdout.split()
+    assert not jobs_mod._pid_alive(int(pid))
+    with Store(db) as store:
+        job = JobManager(store).get(job_id)
+    assert job.state == "cancelled" and job.message == "stopped: the app exited"
