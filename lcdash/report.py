@@ -131,6 +131,14 @@ def plot_confusion(classes, matrix, title, path) -> Path:
     return Path(path)
 
 
+def _epoch_cap(cfg: dict, model: str, spc: int):
+    """max_epochs the model ran under at this spc (merged results keep each run's config)."""
+    for run in cfg.get("runs") or [cfg]:
+        if model in run.get("models", []) and int(spc) in [int(x) for x in run.get("spc", [])]:
+            return ((run.get("model_params") or {}).get(model) or {}).get("max_epochs")
+    return None
+
+
 def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
     """Write report.md and the PNGs into out_dir; returns the report's path."""
     out = Path(out_dir)
@@ -185,15 +193,21 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
     lines += ["", "## All metrics (%), mean ± std; wall times", ""]
     lines += [
         "| model | spc | folds | macro F1 | macro precision | macro recall | accuracy | train s / fit | "
-        "inference lc/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "inference lc/s | epochs (cap) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    epochs = {}
+    for (m, v), g in df.groupby(["model", "spc"], sort=False):
+        e = [x.get("epochs") for x in g["extra"] if isinstance(x, dict) and x.get("epochs") is not None]
+        cap = _epoch_cap(cfg, m, v)
+        epochs[(m, v)] = f"{np.mean(e):.0f}" + (f" ({cap})" if cap else "") if e else "-"
     for r in s.itertuples(index=False):
         lines.append(
             f"| {_title(r.model)} | {r.spc} | {r.folds} | {_pm(r.macro_f1_mean, r.macro_f1_std)} | "
             f"{_pm(r.macro_precision_mean, r.macro_precision_std)} | "
             f"{_pm(r.macro_recall_mean, r.macro_recall_std)} | {_pm(r.accuracy_mean, r.accuracy_std)} | "
-            f"{r.train_seconds_mean:.1f} | {r.infer_lc_per_s_mean:,.0f} |"
+            f"{r.train_seconds_mean:.1f} | {r.infer_lc_per_s_mean:,.0f} | "
+            f"{epochs.get((r.model, r.spc), '-')} |"
         )
     includes = {}
     for r in result.records:

@@ -19,12 +19,12 @@ def test_evaluate_cli_end_to_end(app_template, tmp_path, capsys):
     out = tmp_path / "out"
     rc = main([
         "evaluate", "--db", str(db), "--models", "probe,rnn,cnn,rf", "--encoder", "tiny-test",
-        "--spc", "4", "8", "--folds", "2", "--test-per-class", "5", "--max-epochs", "2", "--threads", "1",
+        "--spc", "4", "--folds", "2", "--test-per-class", "5", "--max-epochs", "2", "--threads", "1",
         "--out", str(out),
     ])  # fmt: skip
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    assert len(res["records"]) == 4 * 2 * 2
+    assert len(res["records"]) == 4 * 2
     assert {r["model"] for r in res["records"]} == {"probe", "rnn", "cnn", "rf"}
     assert all(0 <= r["macro_f1"] <= 1 for r in res["records"])
     report = (out / "report.md").read_text()
@@ -37,7 +37,7 @@ def test_evaluate_cli_end_to_end(app_template, tmp_path, capsys):
         info, results = load_run(store, printed["run_id"])
     assert printed["run_id"] in set(runs["run_id"])
     assert info["kind"] == "compare" and info["config"]["encoder"]["name"] == "tiny-test"
-    assert len(results) == 16 and info["selection"]["classes"]
+    assert len(results) == 8 and info["selection"]["classes"]
 
 
 def test_evaluate_cli_errors(app_template, tmp_path, capsys):
