@@ -324,3 +324,14 @@ def test_small_and_large_batch_paths_agree(filled, monkeypatch):
             np.testing.assert_array_equal(getattr(got, f), getattr(big, f))
     with pytest.raises(LcdashError, match="oid 42"):
         filled.read_batch([1, 42])
+
+
+def test_open_errors_are_lcdash_errors(tmp_path):
+    junk = tmp_path / "junk.duckdb"
+    junk.write_text("not a database")
+    with pytest.raises(LcdashError, match="junk.duckdb: cannot open the store"):
+        Store(junk)
+    path = tmp_path / "s.duckdb"
+    with Store(path):
+        with pytest.raises(LcdashError, match="cannot open the store"):
+            Store(path, read_only=True)  # same process, other mode

@@ -155,10 +155,9 @@ class Store:
             p.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.IOException as exc:
-            raise LcdashError(
-                f"{self.path}: cannot open the store ({exc}); is another process using it?"
-            ) from exc
+        except duckdb.Error as exc:  # lock held by another process, not a DuckDB file, mixed modes
+            hint = "; another process has it open (one writer or many readers)" if "lock" in str(exc) else ""
+            raise LcdashError(f"{self.path}: cannot open the store: {exc}{hint}") from exc
         self._lock = threading.Lock()  # serialises writers inside this process
         self._migrate()
 
