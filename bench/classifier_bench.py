@@ -87,31 +87,36 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     classes = np.unique(labels)
     models = args.models.split(",")
-    layers, encoder_rate = None, None
-    if "probe" in models:
-        if args.encoder_dir:
-            from lcdash.embed import embed_batch
-            from lcdash.weights import load_encoder
-
-            model, _ = load_encoder(args.encoder_dir)
-            sub = take_batch(batch, rng.choice(len(labels), 500, replace=False))
-            t0 = time.perf_counter()
-            embed_batch(model, sub)
-            encoder_rate = 500 / (time.perf_counter() - t0)
-            layers = np.asarray(embed_batch(model, batch)[1], np.float32)
-        else:
-            layers = rng.normal(size=(len(labels), 7, 256)).astype(np.float32)
     rows = []
     infer_idx = rng.choice(len(labels), min(args.n_infer, len(labels)), replace=False)
     print(f"device: {describe_device()}; {len(labels)} light curves, {len(classes)} classes")
-    for spc in args.spc:
+    draws = {}
+    for spc in args.spc:  # class-balanced draws, disjoint from the inference set
         train, val = [], []
         for c in classes:
             members = rng.permutation(np.setdiff1d(np.flatnonzero(labels == c), infer_idx))
             n_val = max(1, int(np.ceil(0.2 * spc)))
             val.extend(members[:n_val])
             train.extend(members[n_val : n_val + spc])
-        train, val = np.array(train), np.array(val)
+        draws[spc] = (np.array(train), np.array(val))
+    layers, encoder_rate = None, None
+    if "probe" in models:
+        needed = np.unique(np.concatenate([infer_idx, *[np.concatenate(d) for d in draws.values()]]))
+        layers = np.zeros((len(labels), 7, 256), np.float32)
+        if args.encoder_dir:  # embed only the light curves the bench uses; time the encoder on them
+            from lcdash.embed import embed_batch
+            from lcdash.weights import load_encoder
+
+            model, _ = load_encoder(args.encoder_dir)
+            t0 = time.perf_counter()
+            emb = np.asarray(embed_batch(model, take_batch(batch, needed))[1], np.float32)
+            encoder_rate = len(needed) / (time.perf_counter() - t0)
+            layers = np.zeros((len(labels), *emb.shape[1:]), np.float32)
+            layers[needed] = emb
+        else:
+            layers[needed] = rng.normal(size=(len(needed), 7, 256))
+    for spc in args.spc:
+        train, val = draws[spc]
         for name in models:
             X = layers if name == "probe" else batch
 
