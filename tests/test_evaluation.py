@@ -265,3 +265,17 @@ def test_merge_and_report(tmp_path):
     assert (tmp_path / "f1_vs_spc.png").exists() and (tmp_path / "confusion_rf_spc5.png").exists()
     with pytest.raises(ValueError, match="not comparable"):
         merge_results([result("rf", 5, [0.5]), result("cnn", 5, [0.5, 0.6])])
+
+
+def test_probe_with_masked_finetuning_per_split(tmp_path):
+    """The paper's recipe: fine-tune the encoder on each training split, re-embed, then probe."""
+    from lcdash.models.astromer import Astromer, AstromerConfig
+    from lcdash.weights import save_encoder
+
+    cfg_enc = AstromerConfig(n_layers=1, n_heads=1, d_model=8, d_ff=8)
+    save_encoder(Astromer(cfg_enc), cfg_enc, tmp_path / "enc")
+    batch, labels = sim_batch(30, seed=4)
+    cfg = EvalConfig(models=["probe"], spc=[3], folds=2, test_per_class=3, max_epochs=3, finetune=True,
+                     finetune_epochs=1)  # fmt: skip
+    res = run_evaluation(EvalData(batch, labels, encoder={"name": "tiny", "dir": str(tmp_path / "enc")}), cfg)
+    assert len(res.records) == 2 and len(res.records[0]["extra"]["layer_weights"]) == 2
