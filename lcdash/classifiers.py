@@ -90,9 +90,10 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
         )
         loss_fn = torch.nn.CrossEntropyLoss()
         best, best_state, bad, n = np.inf, None, 0, len(yi)
-        # at least ~4 minibatches per epoch: on few-shot sets one step per epoch leaves early
-        # stopping (patience counted in epochs) too few updates to see progress
-        batch_size = int(min(self.batch_size, max(8, int(np.ceil(n / 4)))))
+        # at least ~16 minibatches per epoch: on few-shot sets one step per epoch leaves early
+        # stopping (patience counted in epochs) and epoch caps too few updates to learn anything;
+        # smaller batches cost about the same compute per epoch on these small models
+        batch_size = int(min(self.batch_size, max(8, int(np.ceil(n / 16)))))
         self.history_ = []
         for epoch in range(self.max_epochs):
             module.train()
