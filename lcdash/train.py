@@ -225,7 +225,8 @@ def pretrain(
     progress(step, total, message, metrics=None) is called as training goes; the run stops, keeping
     the last completed epoch's checkpoint, once `progress.cancelled` is true.
 
-    Returns {history, best_val_rmse, best_epoch, epochs, stopped, path, device, windows_per_s, ...}."""
+    Returns {history, best_val_rmse, baseline_val_rmse (predicting each window's mean), best_epoch,
+    epochs, stopped, path, device, windows_per_s, ...}."""
     import torch
 
     from lcdash.device import pick_device
@@ -281,6 +282,10 @@ def pretrain(
     vwin = random_window(val_curves, window, np.random.default_rng(cfg.seed + 1))
     vdata = _masked_inputs(vwin, cfg, torch.Generator().manual_seed(cfg.seed + 1))
 
+    # the RMSE of predicting every probed magnitude as its window's mean (0 after mean subtraction):
+    # a model below this has learned more than the mean
+    baseline = math.sqrt(_per_sample_sq(torch.zeros_like(vdata[3]), vdata[3], vdata[4]).mean().item())
+
     def evaluate() -> tuple[float, float]:
         """(validation RMSE unweighted, validation loss = the training objective)."""
         model.eval()
@@ -327,7 +332,8 @@ def pretrain(
     def save_best(epoch, val_rmse):
         extra = {
             "source": f"trained by lcdash ({'fine-tuned from ' + source if source else 'pretrained'})",
-            "training": {**meta_base, "best_epoch": epoch, "best_val_rmse": val_rmse},
+            "training": {**meta_base, "best_epoch": epoch, "best_val_rmse": val_rmse,
+                         "baseline_val_rmse": baseline},
         }
         if init_meta.get("source") is not None:
             extra["init_source"] = init_meta.get("source")
@@ -340,7 +346,8 @@ def pretrain(
                         "seconds": 0.0})
         best, best_epoch = v_loss, 0
         save_best(0, v_rmse)
-        report(0, f"initial validation RMSE {v_rmse:.4f}", {"val_rmse": v_rmse})
+        report(0, f"initial validation RMSE {v_rmse:.4f} (window mean: {baseline:.4f})",
+               {"val_rmse": v_rmse, "baseline_val_rmse": baseline})
 
     t_start = time.monotonic()
     stopped = "max_epochs"
@@ -408,6 +415,7 @@ def pretrain(
     return {
         "history": history,
         "best_val_rmse": _best_rmse(history, best_epoch),
+        "baseline_val_rmse": baseline,
         "best_epoch": best_epoch,
         "epochs": history[-1]["epoch"] if history else 0,
         "stopped": stopped,

@@ -107,6 +107,8 @@ def test_pretrain_learns_and_saves_loadable_weights(tmp_path):
     with torch.inference_mode():
         rmse = math.sqrt(train_mod._per_sample_sq(model(inp, tim, mi), tgt, prb).mean().item())
     assert rmse == pytest.approx(res["best_val_rmse"], rel=1e-5)
+    zero = math.sqrt(train_mod._per_sample_sq(torch.zeros_like(tgt), tgt, prb).mean().item())
+    assert res["baseline_val_rmse"] == pytest.approx(zero, rel=1e-6)
     meta = json.loads((tmp_path / "config.json").read_text())
     assert meta["training"]["best_epoch"] == res["best_epoch"]
 

@@ -169,6 +169,7 @@ def _run_training(args, init_from=None, model_cfg=None) -> int:
     print(f"best validation RMSE {result['best_val_rmse']:.4f} at epoch {result['best_epoch']} "
           f"({result['stopped']}; {result['n_params']:,} parameters, device {result['device']}"
           + (f", {result['windows_per_s']:.0f} windows/s" if result["windows_per_s"] else "") + ")")
+    print(f"(predicting each window's mean magnitude gives {result['baseline_val_rmse']:.4f})")
     print(f"wrote {result['path']}")
     if args.register:
         from lcdash.store import Store
