@@ -16,7 +16,10 @@ bf16 rows also give the error of the pooled embedding against float32 on the sam
 
 The TensorFlow reference (same 2-core machine type, macho_a0): eager `encoder(batch)` 239 / 379 LC/s
 at batch 64 / 256 (what `encode()` does), tf.function graph 601 / 576 LC/s. The machine may be
-shared: the load average is printed before and after, with the CPU seconds each call used.
+shared: the load average is printed before and after, and each row also gives light curves per
+CPU-second (process CPU time, all threads), which contention distorts less than wall time.
+bf16 is only fast on CPUs with the avx512_bf16 / AMX instructions; the script says whether this one
+has them.
 """
 
 from __future__ import annotations
@@ -221,6 +224,15 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices: "
           + ", ".join(describe_device(d) for d in devices))
     print(f"load average before: {os.getloadavg()}")
+    flags = set()
+    try:
+        flags = set(next(ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pass
+    has = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    print(f"CPU bf16-relevant flags: {', '.join(has) or 'unknown'}"
+          + ("" if native else " (no native bf16: expect bf16 to be slow)"))
     results: dict = {"inference": [], "end_to_end": [], "training": [], "threads": torch.get_num_threads(),
                      "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="lcdash-bench-") as tmpdir:
@@ -230,7 +242,7 @@ def main(argv=None) -> int:
         models = build_models(args.models.split(","), args.shared, tmp)
 
         print("\ninference (encoder + per-layer pooling on a ready batch of 200-step windows)")
-        head = (f"{'model':<36} {'device':<6} {'prec':<8} {'batch':>5} {'LC/s':>7} {'ms':>7} {'cpu s':>6} "
+        head = (f"{'model':<36} {'device':<6} {'prec':<8} {'batch':>5} {'LC/s':>7} {'ms':>7} {'LC/cpu-s':>8} "
                 f"{'xTF eager':>9} {'xTF graph':>9} {'peak RSS MB':>11}  bf16 error vs float32")
         print(head)
         for label, model, _ in models:
@@ -246,7 +258,8 @@ def main(argv=None) -> int:
                                                              args.repeats)
                         peak = peak_rss_mb()
                         row = {"model": label, "device": device.type, "precision": prec, "batch": batch,
-                               "lc_per_s": lcps, "ms": med * 1000, "cpu_s": cpu, "peak_rss_mb": peak,
+                               "lc_per_s": lcps, "ms": med * 1000, "cpu_s": cpu, "lc_per_cpu_s": batch / cpu,
+                               "peak_rss_mb": peak,
                                "x_tf_eager": lcps / TF_EAGER.get(batch, np.nan),
                                "x_tf_graph": lcps / TF_GRAPH.get(batch, np.nan)}
                         if device.type == "cuda":
@@ -266,7 +279,7 @@ def main(argv=None) -> int:
                                    f"min cos {row['bf16_min_cosine_last']:.5f}")
                         results["inference"].append(row)
                         print(f"{label:<36} {device.type:<6} {prec:<8} {batch:>5} {lcps:>7.0f} "
-                              f"{med * 1000:>7.1f} {cpu:>6.2f} {row['x_tf_eager']:>9.2f} "
+                              f"{med * 1000:>7.1f} {batch / cpu:>8.0f} {row['x_tf_eager']:>9.2f} "
                               f"{row['x_tf_graph']:>9.2f} {peak:>11.0f}  {err}")
             model.to("cpu")
         print(f"TF reference (macho_a0, 2-core CPU): eager {TF_EAGER[64]:.0f} / {TF_EAGER[256]:.0f} LC/s, "
