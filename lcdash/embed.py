@@ -7,8 +7,11 @@ fixed-size model batches and per-object sums are accumulated, so memory stays bo
 batch plus the [N, L+1, d] result whatever the light curves' lengths.
 
 Precision: float32 by default (the official weights' parity holds in float32). `precision="bf16"`
-runs the encoder under bfloat16 autocast: on CPUs with AVX512-BF16 it is several times faster, at a
-cost measured in bench/encoder_throughput.py (report it beside the rates).
+runs the encoder under bfloat16 autocast. Its error is not small: on the golden Catalina windows
+with macho_a0, bf16 moves the last layer's pooled embedding by up to 0.5 (mean 0.004, values ~0.8;
+cosine >= 0.9993). It only pays on hardware with native bf16 (CUDA, CPUs with avx512_bf16 / AMX);
+on a CPU without it (avx512f + vnni only) bf16 matrix products ran about 3x slower than float32.
+bench/encoder_throughput.py measures both.
 """
 
 from __future__ import annotations
