@@ -24,7 +24,10 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lcdash", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lcdash",
+        description="lcdash: store, embed, probe and compare variable-star light curves.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
