@@ -144,3 +144,28 @@ def test_pca_preview_orders_components():
     assert xy[:, 0].var() > xy[:, 1].var() > 1.0
     with pytest.raises(Exception, match="at least two"):
         workspace.pca_preview(X[:1])
+
+
+@pytest.mark.slow
+def test_first_start_jobs_reach_a_stored_umap(app_db, monkeypatch):
+    """The real pipeline behind the first start: advance() queues the embed job, then the UMAP job,
+    with real worker processes (UMAP compiles numba: slow), until Explore's projection is stored."""
+    from lcdash.jobs import JobManager
+    from lcdash.store.projections import find_projection
+
+    monkeypatch.setenv("LCDASH_FIRST_JOBS", "1")
+    with Store(app_db) as store:
+        with store.transaction() as cur:
+            for table in ("projection_points", "projections", "embeddings"):
+                cur.execute(f"DELETE FROM {table}")
+        jm = JobManager(store)
+        try:
+            for kind in ("embed", "project"):
+                (job_id,) = workspace.advance(store, jm, "tiny-test")
+                assert job_id.startswith(kind)
+                jm.wait(job_id, timeout_s=900).raise_for_state()
+            params = {k: v for k, v in workspace.FIRST_PROJECTION.items() if k != "embedding"}
+            assert find_projection(store, "tiny-test", "weighted", params) is not None
+            assert workspace.advance(store, jm, "tiny-test") == []
+        finally:
+            jm.shutdown()
