@@ -225,6 +225,13 @@ def load_selection(store, token: str | None) -> list[int]:
 OBJECT_COLOURS = ("label", "survey", "period", "n_obs", "synthetic", "ra", "dec")
 
 
+def encoders_with_projection(store) -> list[str]:
+    """Encoders that have at least one stored projection."""
+    from lcdash.store.projections import list_projections
+
+    return sorted(set(list_projections(store)["encoder"]))
+
+
 def find_projection(store, encoder: str, embedding: str, params: dict) -> int | None:
     """The newest stored projection of (encoder, embedding) with exactly these UMAP parameters."""
     from lcdash.store.projections import find_projection as find

@@ -54,6 +54,23 @@ def colour_column(path: str, key: str, option: str, _points: pd.DataFrame, _stor
 
 # --- which encoder, which embedding, which projection -------------------------------------------------
 
+
+def default_encoder(encoders: pd.DataFrame) -> str:
+    """The URL's encoder, else one with a stored map (the shipped default first), else one with
+    embeddings, else the shipped default, else the first."""
+    names = list(encoders["name"])
+    if st.query_params.get("encoder") in names:
+        return st.query_params["encoder"]
+    mapped = set(workspace.encoders_with_projection(store))
+    embedded = set(encoders.loc[encoders["n_embeddings"] > 0, "name"])
+    for pool in (mapped, embedded, set(names)):
+        if workspace.DEFAULT_ENCODER_NAME in pool:
+            return workspace.DEFAULT_ENCODER_NAME
+        if pool:
+            return next(n for n in names if n in pool)
+    return names[0]
+
+
 encoders = emb_store.list_encoders(store)
 if encoders.empty:
     st.info("No encoder is registered yet. Import or pretrain one on the Models page; a fresh checkout "
@@ -62,10 +79,7 @@ if encoders.empty:
 
 c1, c2, c3 = st.columns([2, 2, 3])
 names = list(encoders["name"])
-default_enc = workspace.DEFAULT_ENCODER_NAME if workspace.DEFAULT_ENCODER_NAME in names else names[0]
-encoder = c1.selectbox("Encoder", names, index=names.index(st.query_params.get("encoder", default_enc))
-                       if st.query_params.get("encoder") in names else names.index(default_enc),
-                       key="explore_encoder")
+encoder = c1.selectbox("Encoder", names, index=names.index(default_encoder(encoders)), key="explore_encoder")
 embedding = c2.radio("Embedding", list(EMBEDDINGS), format_func=EMBEDDINGS.get, key="explore_embedding",
                      horizontal=True)
 with c3.expander("UMAP parameters"):
