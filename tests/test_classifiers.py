@@ -47,13 +47,13 @@ def test_feature_rf_learns(survey):
 
 
 def test_becker_rnn_learns(survey, one_thread):
-    est = BeckerRNN(hidden=16, max_epochs=25, patience=25, batch_size=32, seed=0)
+    est = BeckerRNN(hidden=16, max_epochs=8, patience=8, batch_size=32, seed=0)
     assert _score(est, survey) > 0.55  # chance is 1/3
-    assert 1 <= est.n_epochs_ <= 25
+    assert 1 <= est.n_epochs_ <= 8
 
 
 def test_aguirre_cnn_learns(survey, one_thread):
-    est = AguirreCNN(max_epochs=12, patience=12, batch_size=32, seed=0)
+    est = AguirreCNN(max_epochs=6, patience=6, batch_size=32, seed=0)
     assert _score(est, survey) > 0.55
 
 
@@ -79,7 +79,7 @@ def test_probe_learns_and_weights_the_informative_layer(head, one_thread):
     X, y = _layers(60)
     Xv, yv = _layers(10, seed=1)
     Xt, yt = _layers(30, seed=2)
-    est = AstromerProbe(head=head, max_epochs=150, patience=20, batch_size=64, seed=0).fit(X, y, Xv, yv)
+    est = AstromerProbe(head=head, max_epochs=60, patience=20, batch_size=64, seed=0).fit(X, y, Xv, yv)
     assert np.mean(est.predict(Xt) == yt) > 0.75  # chance is 1/3
     w = est.layer_weights_
     assert w.shape == (3,) and abs(w.sum() - 1) < 1e-5
