@@ -53,17 +53,8 @@ def test_evaluate_cli_errors(app_template, tmp_path, capsys):
 @pytest.mark.parametrize("survey", ["catalina_train", "eros1"])
 def test_evaluate_shared_quick(shared_data, tmp_path, survey):
     """A quick protocol pass on the real data (1 fold, 20 spc, capped epochs)."""
-    from lcdash.store import Store
-
     db = tmp_path / "s.duckdb"
-    with Store(db) as store:
-        import pandas as pd
-
-        obs = pd.read_parquet(shared_data / survey / "observations.parquet")
-        objs = pd.read_parquet(shared_data / survey / "objects.parquet")
-        if "time_mjd" in obs.columns:
-            obs = obs.rename(columns={"time_mjd": "time"})
-        store.ingest(obs, objs, survey=survey)
+    assert main(["ingest", str(shared_data / survey), "--db", str(db)]) == 0
     out = tmp_path / "out"
     rc = main(["evaluate", "--db", str(db), "--models", "rnn,cnn,rf", "--spc", "20", "--folds", "1",
                "--max-epochs", "5", "--out", str(out)])  # fmt: skip
