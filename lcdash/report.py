@@ -75,6 +75,7 @@ def plot_f1_vs_spc(result, path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     s = result.summary()
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -85,6 +86,7 @@ def plot_f1_vs_spc(result, path) -> Path:
     n_classes = len(result.selection.get("classes", [])) or 1
     ax.axhline(100 / n_classes, color="grey", lw=0.8, ls=":", label="chance (1 / classes)")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # only the spc values as labels
     ax.set_xticks(sorted(s["spc"].unique()), [str(v) for v in sorted(s["spc"].unique())])
     ax.set_xlabel("training samples per class")
     ax.set_ylabel("macro F1 (%)")
