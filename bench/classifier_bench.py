@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         train, val = [], []
         for c in classes:
             members = rng.permutation(np.setdiff1d(np.flatnonzero(labels == c), infer_idx))
-            n_val = max(1, int(np.ceil(0.2 * spc)))
+            n_val = max(1, min(int(np.ceil(0.2 * spc)), len(members) // 6))  # small classes: most trains
             val.extend(members[:n_val])
             train.extend(members[n_val : n_val + spc])
         draws[spc] = (np.array(train), np.array(val))
