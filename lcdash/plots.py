@@ -189,9 +189,13 @@ def embedding_scatter(points: pd.DataFrame, color: str | None = None, title: str
 
 def _scatter_trace(part: pd.DataFrame, name: str, marker: dict, color: str | None) -> go.Scattergl:
     # Numeric customdata and a numpy text array keep plotly.py's validation and JSON encoding cheap
-    # (typed arrays): an object-dtype customdata costs ~10x more at 50,000 points.
+    # (typed arrays): an object-dtype customdata costs ~10x more at 50,000 points. float64, never
+    # int64: plotly.js decodes int64 into a BigInt64Array, and a selection event carrying BigInts
+    # cannot be JSON-encoded back to Streamlit (the lasso silently selects nothing). float64 holds
+    # every oid below 2**53 exactly.
     numeric = color is not None and name == color
-    custom = part[["oid", color]].to_numpy(np.float64) if numeric else part[["oid"]].to_numpy(np.int64)
+    custom = part[["oid", color]] if numeric else part[["oid"]]
+    custom = custom.to_numpy(np.float64)
     hover = "%{text}" if "object_id" in part else "oid %{customdata[0]}"
     if numeric:
         hover += f"<br>{color}: %{{customdata[1]:.4g}}"
@@ -203,11 +207,26 @@ def _scatter_trace(part: pd.DataFrame, name: str, marker: dict, color: str | Non
                         selected={"marker": {"opacity": 1.0}}, unselected={"marker": {"opacity": 0.25}})
 
 
+def selected_oid(point: Mapping) -> int | None:
+    """The object id of one selected point of `embedding_scatter` (Streamlit's selection event):
+    customdata[0], which arrives as a list, or as a {"0": ...} dict when plotly.js held the
+    customdata as a typed array."""
+    custom = point.get("customdata")
+    if isinstance(custom, Mapping):
+        custom = custom.get("0", custom.get(0))
+    elif isinstance(custom, (list, tuple)):
+        custom = custom[0] if custom else None
+    try:
+        return None if custom is None else int(custom)
+    except (TypeError, ValueError):
+        return None
+
+
 def highlight_trace(points: pd.DataFrame, name: str = "neighbours", colour: str = "#000000",
                     symbol: str = "circle-open", size: float = 10) -> go.Scattergl:
     """An overlay trace (e.g. an object and its nearest neighbours) for the embedding scatter."""
     return go.Scattergl(x=points["x"], y=points["y"], mode="markers", name=name,
-                        customdata=points[["oid"]].to_numpy(),
+                        customdata=points[["oid"]].to_numpy(np.float64),
                         marker={"size": size, "color": colour, "symbol": symbol, "line": {"width": 2}},
                         hovertemplate="oid %{customdata[0]}<extra>" + name + "</extra>")
 

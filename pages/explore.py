@@ -162,8 +162,8 @@ def scatter() -> None:
     event = st.plotly_chart(fig, key=f"explore_scatter_{proj_id}_{preview}", on_select="rerun",
                             selection_mode=("points", "box", "lasso"), width="stretch",
                             config={"displaylogo": False, "scrollZoom": True})
-    picked = sorted({int(p["customdata"][0]) for p in (event.selection.points if event else [])
-                     if p.get("customdata") is not None})
+    picked = sorted({oid for p in (event.selection.points if event else [])
+                     if (oid := plots.selected_oid(p)) is not None})
     if picked and picked != st.session_state.get("explore_picked"):
         st.session_state["explore_picked"] = picked
         _ui.set_selection(picked)

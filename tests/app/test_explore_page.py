@@ -96,3 +96,11 @@ def test_other_embedding_offers_umap_job(app_db, embedding):
     at.radio(key="explore_embedding").set_value(embedding)
     _run(at)
     assert any("No stored UMAP" in i.value for i in at.info)
+
+
+def test_selected_oid_reads_both_event_forms():
+    from lcdash.plots import selected_oid
+
+    assert selected_oid({"customdata": [12.0]}) == 12
+    assert selected_oid({"customdata": {"0": 7, "1": 0.5}}) == 7  # a typed array, JSON-encoded
+    assert selected_oid({"customdata": None}) is None and selected_oid({}) is None

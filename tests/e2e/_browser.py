@@ -79,8 +79,11 @@ def wait_idle(page, timeout_ms: float = 60_000) -> None:
     page.wait_for_selector(IDLE, timeout=timeout_ms)
 
 
-def goto(page, url: str, timeout_ms: float = 60_000) -> None:
+def goto(page, url: str, timeout_ms: float = 120_000) -> None:
+    """Open `url` and wait until its page has drawn its title (every lcdash page has one) and the
+    script run has ended (the first visit of a fresh server opens the store first)."""
     page.goto(url)
+    page.locator("[data-testid='stMain'] h1").first.wait_for(timeout=timeout_ms)
     wait_idle(page, timeout_ms)
 
 
