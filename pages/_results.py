@@ -240,3 +240,32 @@ def show_run(run_id: str, key: str, probe: bool = False) -> None:
     if probe and weights:
         st.markdown("**Learned layer weights** (softmax γ of the final fit; Astromer 2's weighted embedding)")
         st.plotly_chart(layer_weights_figure(weights), key=f"{key}_gamma")
+
+
+ALL = "(all)"
+
+
+def label_selection(store, c_labels, c_survey, c_band, key: str):
+    """The label source, survey, band and classes widgets the Probe and Compare pages share.
+    Returns (source, survey, band, classes) with ALL left as is for the caller to map to None."""
+    from lcdash import tasks
+    from pages import _ui
+
+    source = c_labels.selectbox(
+        "Labels",
+        tasks.label_sources(store),
+        key=f"{key}_labels",
+        format_func=lambda s: "catalogue labels" if s == "catalogue" else f"label set: {s}",
+    )
+    survey = c_survey.selectbox("Survey", [ALL, *store.surveys()], key=f"{key}_survey")
+    band = c_band.selectbox("Band", [ALL, *store.bands()], key=f"{key}_band")
+    counts: dict[str, int] = {}
+    with _ui.guard("Reading the labels"):
+        counts = tasks.label_counts(store, source, None if survey == ALL else survey)
+    classes = st.multiselect(
+        "Classes (none chosen = all)",
+        list(counts),
+        key=f"{key}_classes",
+        format_func=lambda c: f"{c} ({counts[c]})",
+    )
+    return source, survey, band, classes

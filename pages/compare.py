@@ -8,13 +8,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from lcdash import tasks
 from lcdash.classifiers import MODEL_NAMES
 from lcdash.store.embeddings import list_encoders
 from lcdash.store.results import list_runs, load_run
 from pages import _results, _ui
+from pages._results import ALL
 
-ALL = "(all)"
 SPC_CHOICES = [5, 10, 20, 50, 100, 200, 500]
 
 st.title("Compare")
@@ -36,24 +35,7 @@ with st.container(border=True):
     encoder = c1.selectbox(
         "Encoder (for the probe)", embedded or names, key="compare_encoder", disabled="probe" not in models
     )
-    sources = tasks.label_sources(store)
-    source = c2.selectbox(
-        "Labels",
-        sources,
-        key="compare_labels",
-        format_func=lambda s: "catalogue labels" if s == "catalogue" else f"label set: {s}",
-    )
-    survey = c3.selectbox("Survey", [ALL, *store.surveys()], key="compare_survey")
-    band = c4.selectbox("Band", [ALL, *store.bands()], key="compare_band")
-    counts: dict[str, int] = {}
-    with _ui.guard("Reading the labels"):
-        counts = tasks.label_counts(store, source, None if survey == ALL else survey)
-    classes = st.multiselect(
-        "Classes (none chosen = all)",
-        list(counts),
-        key="compare_classes",
-        format_func=lambda c: f"{c} ({counts[c]})",
-    )
+    source, survey, band, classes = _results.label_selection(store, c2, c3, c4, key="compare")
     c1, c2, c3, c4, c5 = st.columns(5)
     spc = c1.multiselect("Samples per class", SPC_CHOICES, default=[20, 100], key="compare_spc")
     folds = c2.number_input("Folds", min_value=1, max_value=10, value=3, key="compare_folds")

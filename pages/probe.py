@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lcdash import tasks
 from lcdash.store.embeddings import list_encoders
 from pages import _results, _ui
+from pages._results import ALL
 
-ALL = "(all)"
 SPC_CHOICES = [5, 10, 20, 50, 100, 200, 500]
 
 st.title("Probe")
@@ -25,24 +24,7 @@ with st.container(border=True):
         st.info("No encoder has embeddings yet: compute them on the Models page first.")
     c1, c2, c3, c4 = st.columns(4)
     encoder = c1.selectbox("Encoder", embedded, key="probe_encoder")
-    sources = tasks.label_sources(store)
-    source = c2.selectbox(
-        "Labels",
-        sources,
-        key="probe_labels",
-        format_func=lambda s: "catalogue labels" if s == "catalogue" else f"label set: {s}",
-    )
-    survey = c3.selectbox("Survey", [ALL, *store.surveys()], key="probe_survey")
-    band = c4.selectbox("Band", [ALL, *store.bands()], key="probe_band")
-    counts: dict[str, int] = {}
-    with _ui.guard("Reading the labels"):
-        counts = tasks.label_counts(store, source, None if survey == ALL else survey)
-    classes = st.multiselect(
-        "Classes (none chosen = all)",
-        list(counts),
-        key="probe_classes",
-        format_func=lambda c: f"{c} ({counts[c]})",
-    )
+    source, survey, band, classes = _results.label_selection(store, c2, c3, c4, key="probe")
     c1, c2, c3, c4 = st.columns(4)
     spc = c1.multiselect("Samples per class", SPC_CHOICES, default=[20], key="probe_spc")
     folds = c2.number_input("Folds", min_value=1, max_value=10, value=3, key="probe_folds")
