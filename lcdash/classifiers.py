@@ -13,6 +13,8 @@
 
 Neural models train on `lcdash.device.pick_device()` (CUDA when present) with early stopping on
 the validation loss (on the training loss when no validation set is given), seeds fixed.
+Every model weights classes "balanced" by default (`class_weight=None` switches it off): the
+protocol caps small classes, and macro F1 counts each class equally.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ def _curves(X) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     from lcdash.windows import iter_curves
 
     return [(np.asarray(t, np.float64), np.asarray(m, np.float64), e) for t, m, e in iter_curves(X)]
+
+
+def _class_weights(yi: np.ndarray, n_classes: int, class_weight) -> np.ndarray | None:
+    """Per-class loss weights: None, "balanced" (n / (k x count), scikit-learn's rule) or a dict.
+
+    Why balanced by default: the protocol caps small classes (60 training objects against 500), and
+    macro F1 counts every class equally; an unweighted loss lets a network ignore the small ones.
+    """
+    if class_weight is None:
+        return None
+    counts = np.bincount(yi, minlength=n_classes).astype(np.float64)
+    if class_weight == "balanced":
+        return len(yi) / (n_classes * np.maximum(counts, 1.0))
+    raise ModelError(f"class_weight must be None or 'balanced', got {class_weight!r}")
 
 
 def _check_y(y, n: int) -> np.ndarray:
@@ -88,7 +104,11 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
             if self._decay_every
             else None
         )
-        loss_fn = torch.nn.CrossEntropyLoss()
+        weight = _class_weights(yi, len(self.classes_), self.class_weight)
+        self._weight = None if weight is None else torch.as_tensor(weight, dtype=torch.float32)
+        loss_fn = torch.nn.CrossEntropyLoss(
+            weight=None if self._weight is None else self._weight.to(device)
+        )
         best, best_state, bad, n = np.inf, None, 0, len(yi)
         # at least ~16 minibatches per epoch: on few-shot sets one step per epoch leaves early
         # stopping (patience counted in epochs) and epoch caps too few updates to learn anything;
@@ -152,7 +172,9 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
 
         module.eval()
         logits = self._logits(module, arrays, device)
-        return float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(yv)))
+        # the validation loss is weighted like the training loss: early stopping then tracks the
+        # balanced objective, not the large classes alone
+        return float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(yv), weight=self._weight))
 
     def predict_proba(self, X) -> np.ndarray:
         import torch
@@ -198,6 +220,7 @@ class AstromerProbe(_TorchClassifier):
         max_epochs=500,
         patience=40,
         batch_size=128,
+        class_weight="balanced",
         device=None,
         seed=0,
     ):
@@ -207,6 +230,7 @@ class AstromerProbe(_TorchClassifier):
         self.max_epochs = max_epochs
         self.patience = patience
         self.batch_size = batch_size
+        self.class_weight = class_weight
         self.device = device
         self.seed = seed
 
@@ -302,6 +326,7 @@ class BeckerRNN(_TorchClassifier):
         patience=20,
         batch_size=128,
         max_steps=1000,
+        class_weight="balanced",
         device=None,
         seed=0,
     ):
@@ -315,6 +340,7 @@ class BeckerRNN(_TorchClassifier):
         self.patience = patience
         self.batch_size = batch_size
         self.max_steps = max_steps
+        self.class_weight = class_weight
         self.device = device
         self.seed = seed
 
@@ -366,6 +392,7 @@ class AguirreCNN(_TorchClassifier):
         max_epochs=200,
         patience=20,
         batch_size=128,
+        class_weight="balanced",
         device=None,
         seed=0,
     ):
@@ -374,6 +401,7 @@ class AguirreCNN(_TorchClassifier):
         self.max_epochs = max_epochs
         self.patience = patience
         self.batch_size = batch_size
+        self.class_weight = class_weight
         self.device = device
         self.seed = seed
 
@@ -412,8 +440,17 @@ class FeatureRF(ClassifierMixin, BaseEstimator):
     replaced by the training medians. The validation set is not used (no early stopping).
     """
 
-    def __init__(self, n_estimators=500, max_features="sqrt", min_samples_leaf=1, n_jobs=None, seed=0):
+    def __init__(
+        self,
+        n_estimators=500,
+        max_features="sqrt",
+        min_samples_leaf=1,
+        class_weight="balanced",
+        n_jobs=None,
+        seed=0,
+    ):
         self.n_estimators = n_estimators
+        self.class_weight = class_weight
         self.max_features = max_features
         self.min_samples_leaf = min_samples_leaf
         self.n_jobs = n_jobs
@@ -444,6 +481,7 @@ class FeatureRF(ClassifierMixin, BaseEstimator):
             n_estimators=self.n_estimators,
             max_features=self.max_features,
             min_samples_leaf=self.min_samples_leaf,
+            class_weight=self.class_weight,
             n_jobs=self.n_jobs,
             random_state=self.seed,
         ).fit(self._clean(F), y)
@@ -467,4 +505,7 @@ def make_classifier(name: str, **params):
         raise ModelError(f"unknown model {name!r}: choose from {', '.join(MODEL_NAMES)}")
     cls = classes[name]
     valid = cls().get_params()
-    return cls(**{k: v for k, v in params.items() if k in valid and v is not None})
+    # None means "the model's default", except for class_weight, where None switches weighting off
+    return cls(
+        **{k: v for k, v in params.items() if k in valid and (v is not None or k == "class_weight")}
+    )

@@ -65,6 +65,7 @@ class EvalConfig:
     probe_head: str = "mlp"  # "mlp" | "logreg"
     probe_pooling: str = "weighted"  # "weighted" | "last"
     rf_trees: int = 500
+    class_weight: str = "balanced"  # every model: "balanced" or "none" (unweighted loss / forest)
     finetune: bool = False  # masked fine-tuning of the encoder on each training split (probe)
     finetune_epochs: int | None = None
 
@@ -80,6 +81,8 @@ class EvalConfig:
             raise ValidationError(f"test objects per class must be at least 1, got {self.test_per_class}")
         if not 0 < self.val_fraction < 1:
             raise ValidationError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.class_weight not in ("balanced", "none"):
+            raise ValidationError(f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}")
         if self.scoring not in SCORINGS:
             raise ValidationError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
         return self
@@ -94,7 +97,8 @@ class EvalConfig:
 
     def model_params(self, name: str) -> dict:
         """Constructor arguments of one model under this config."""
-        params = dict(device=self.device, seed=self.seed)
+        weight = None if self.class_weight == "none" else self.class_weight
+        params = dict(device=self.device, seed=self.seed, class_weight=weight)
         if self.patience is not None:
             params["patience"] = self.patience
         if name == "probe":

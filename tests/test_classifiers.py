@@ -107,3 +107,23 @@ def test_common_interface():
         make_classifier("svm")
     with pytest.raises(ModelError, match="not fitted"):
         BeckerRNN().predict_proba([(np.arange(10.0), np.zeros(10))])
+
+
+def test_balanced_class_weight_recovers_a_small_class(one_thread):
+    """Protocol caps leave small classes with few training objects; macro F1 counts them fully."""
+    def draw(n_big, n_small, seed):
+        r = np.random.default_rng(seed)
+        y = np.array(["big"] * n_big + ["small"] * n_small)
+        X = r.normal(size=(len(y), 2, 8)).astype(np.float32)
+        X[y == "small", 1, :2] += 1.5  # overlapping classes: the loss weighting decides the boundary
+        return X, y
+
+    X, y = draw(400, 20, 1)
+    Xt, yt = draw(200, 200, 2)
+    recall = {}
+    for weight in ("balanced", None):
+        est = make_classifier("probe", head="logreg", class_weight=weight, max_epochs=40, patience=40, seed=0)
+        recall[weight] = np.mean(est.fit(X, y).predict(Xt)[yt == "small"] == "small")
+    assert recall["balanced"] > recall[None] + 0.2
+    with pytest.raises(ModelError, match="class_weight"):
+        AstromerProbe(class_weight="equal", max_epochs=1).fit(X, y)

@@ -50,6 +50,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--patience", type=int, default=None, help="override the early-stopping patience")
     p.add_argument("--scoring", choices=["object", "window"], default="object")
+    p.add_argument(
+        "--class-weight",
+        choices=["balanced", "none"],
+        default="balanced",
+        help="class weights of every model's loss (balanced: each class counts equally, as macro F1 does)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--max-per-class",
@@ -165,6 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "models": models, "spc": args.spc, "folds": args.folds, "test_per_class": args.test_per_class,
         "labels": args.labels, "classes": args.classes, "survey": args.survey, "band": args.band,
         "max_epochs": _epochs(args.max_epochs), "patience": args.patience, "scoring": args.scoring,
+        "class_weight": args.class_weight,
         "seed": args.seed,
         "max_per_class": args.max_per_class, "threads": args.threads, "n_jobs": args.threads,
     }  # fmt: skip
