@@ -35,6 +35,19 @@ def shared_data(shared) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads make tiny models
+    10-25x slower in wall time; results do not depend on it. Opt in per module with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory) -> Path:
     """Path to a small synthetic store (300 objects, create_demo_store); closed, so open it yourself.

@@ -29,15 +29,7 @@ from lcdash.models.astromer import masked_mean
 from lcdash.weights import import_official, load_encoder
 from lcdash.windows import batch_windows
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads make tiny models
-    10-25x slower in wall time; results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 LATER = [

@@ -34,15 +34,7 @@ from lcdash.weights import (
     sha256_file,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning OpenMP threads make tiny models
-    10-25x slower in wall time; results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def weights_dir(shared: Path) -> Path:
