@@ -3,28 +3,12 @@ periodogram) and the upload -> mapping -> validation -> confirm -> ingest flow."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
+from _apptest import open_page, run
 from streamlit.testing.v1 import AppTest
 
 from lcdash.store import Store
-
-REPO = Path(__file__).parents[2]  # not resolved: the checkout as the test sees it
-APP = str(REPO / "app.py")
-
-
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def _data_page() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
-    at.switch_page("pages/data.py")
-    return _run(at)
 
 
 def _objects_table(at: AppTest) -> pd.DataFrame:
@@ -32,54 +16,54 @@ def _objects_table(at: AppTest) -> pd.DataFrame:
 
 
 def test_filters_narrow_the_objects_table(app_db):
-    at = _data_page()
+    at = run(open_page("pages/data.py"))
     assert not at.error, [e.value for e in at.error]
     assert len(_objects_table(at)) == 300
     at.multiselect(key="data_label").set_value(["RRab"])
     at.number_input(key="data_n_lo").set_value(100)
-    _run(at)
+    run(at)
     table = _objects_table(at)
     assert len(table) > 0 and set(table["label"]) == {"RRab"} and (table["n_obs"] >= 100).all()
     at.number_input(key="data_p_lo").set_value(0.6)
-    _run(at)
+    run(at)
     assert (_objects_table(at)["period"] >= 0.6).all()
 
 
 def test_sql_box_runs_and_refuses_writes(app_db):
-    at = _data_page()
+    at = run(open_page("pages/data.py"))
     at.text_area(key="data_sql").set_value("SELECT label, count(*) AS n FROM objects GROUP BY label")
     at.button(key="data_sql_run").click()
-    _run(at)
+    run(at)
     result = [d.value for d in at.dataframe if list(d.value.columns) == ["label", "n"]]
     assert result and result[0]["n"].sum() == 300
     at.text_area(key="data_sql").set_value("DELETE FROM objects")
     at.button(key="data_sql_run").click()
-    _run(at)
+    run(at)
     assert any(e.value.startswith("SQL:") for e in at.error)
     with Store(app_db, read_only=False) as store:
         assert store.info()["objects"] == 300
 
 
 def test_viewer_folds_and_takes_aliases_and_periodogram(app_db):
-    at = _data_page()
+    at = run(open_page("pages/data.py"))
     first = _objects_table(at).iloc[0]
     key = f"data_period_{first['oid']}"
     period = at.number_input(key=key).value
     assert period == first["period"]  # folded at the catalogue period by default
     assert at.toggle(key=f"data_fold_{first['oid']}").value is True
     at.button(key=f"data_half_{first['oid']}").click()
-    _run(at)
+    run(at)
     assert np.isclose(at.number_input(key=key).value, period / 2)
     at.button(key=f"data_double_{first['oid']}").click().run()
     at.button(key=f"data_double_{first['oid']}").click()
-    _run(at)
+    run(at)
     assert np.isclose(at.number_input(key=key).value, period * 2)
     at.toggle(key=f"data_ls_{first['oid']}").set_value(True)
-    _run(at)
+    run(at)
     best = [b for b in at.button if b.label.startswith("Best peak")]
     assert best, "the periodogram's best peak button is missing"
     best[0].click()
-    _run(at)
+    run(at)
     assert np.isclose(at.number_input(key=key).value, float(best[0].label.split()[2]))
 
 
@@ -94,9 +78,9 @@ def _upload_csv() -> bytes:
 
 
 def test_upload_mapping_validation_and_ingest(app_db):
-    at = _data_page()
+    at = run(open_page("pages/data.py"))
     at.file_uploader(key="data_upload").set_value(("upload.csv", _upload_csv(), "text/csv"))
-    _run(at)
+    run(at)
     sig = [s for s in at.selectbox if s.key and s.key.startswith("map_time_")][0].key.rsplit("_", 1)[1]
     guessed = {role: at.selectbox(key=f"map_{role}_{sig}").value
                for role in ("object_id", "time", "mag", "mag_err", "band")}
@@ -104,16 +88,16 @@ def test_upload_mapping_validation_and_ingest(app_db):
     assert any("3 objects" in s.value for s in at.success)
     # The user corrects what the guess missed (VizieR's e_ prefix for errors).
     at.selectbox(key=f"map_mag_err_{sig}").set_value("e_Vmag")
-    _run(at)
+    run(at)
     # A wrong correction is caught by the validation report, not ingested.
     at.selectbox(key=f"map_mag_{sig}").set_value("star")
-    _run(at)
+    run(at)
     assert at.error and not [b for b in at.button if b.key == f"upload_confirm_{sig}"]
     at.selectbox(key=f"map_mag_{sig}").set_value("Vmag")
     at.text_input(key=f"upload_survey_{sig}").set_value("my survey")
-    _run(at)
+    run(at)
     at.button(key=f"upload_confirm_{sig}").click()
-    _run(at)
+    run(at)
     assert any(s.value.startswith("Ingested") for s in at.success)
     new = [d.value for d in at.dataframe if "bands" in d.value.columns and len(d.value) == 3]
     assert new and set(new[0]["object_id"]) == {"UP-0", "UP-1", "UP-2"}
@@ -122,7 +106,7 @@ def test_upload_mapping_validation_and_ingest(app_db):
 
 
 def test_unreadable_upload_is_an_error_message(app_db):
-    at = _data_page()
+    at = run(open_page("pages/data.py"))
     at.file_uploader(key="data_upload").set_value(("broken.fits", b"not a fits file", "image/fits"))
-    _run(at)
+    run(at)
     assert any("broken.fits" in e.value for e in at.error)

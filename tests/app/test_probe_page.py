@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+from _apptest import frame, open_page, run
 from streamlit.testing.v1 import AppTest
-
-APP = str(Path(__file__).parents[2] / "app.py")
-
-
-def _frame(at: AppTest, column: str):
-    """The first dataframe shown with this column (st.dataframe keys are not exposed to AppTest)."""
-    return next(d.value for d in at.dataframe if column in d.value.columns)
-
-
-def _run(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _until(at: AppTest, done, timeout_s: float = 240.0) -> AppTest:
     """Rerun the page (each run polls the job manager) until `done(at)`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        _run(at)
+        run(at)
         if done(at):
             return at
         time.sleep(1.0)
@@ -33,9 +20,7 @@ def _until(at: AppTest, done, timeout_s: float = 240.0) -> AppTest:
 
 
 def test_probe_page_trains_and_shows_a_run(app_db):
-    at = AppTest.from_file(APP, default_timeout=60).run()  # the router runs once before a page switch
-    at.switch_page("pages/probe.py")
-    _run(at)
+    at = run(open_page("pages/probe.py"))
     assert not at.error, [e.value for e in at.error]
     assert at.selectbox(key="probe_encoder").value == "tiny-test"
     assert any("No probe run yet" in c.value for c in at.caption)
@@ -44,16 +29,16 @@ def test_probe_page_trains_and_shows_a_run(app_db):
     at.number_input(key="probe_folds").set_value(2)
     at.number_input(key="probe_test").set_value(5)
     at.number_input(key="probe_epochs").set_value(3)
-    _run(at)
+    run(at)
     at.button(key="probe_go").click()
-    _run(at)
+    run(at)
     assert not at.error, [e.value for e in at.error]
     job_id = at.query_params["probe_job"]
     job_id = job_id[0] if isinstance(job_id, list) else job_id
     assert job_id.startswith("probe-")
     _until(at, lambda a: any(getattr(e, "key", None) == "probe_run_pick" for e in a.selectbox))
     assert not at.error, [e.value for e in at.error]
-    summary = _frame(at, "macro F1 [%]")
+    summary = frame(at, "macro F1 [%]")
     assert list(summary["spc"]) == [5] and summary["folds"].iloc[0] == 2
     assert any("prediction: " in c.value for c in at.caption)
     assert any("layer weights" in m.value for m in at.markdown)
