@@ -41,6 +41,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,17 +126,26 @@ def write_json_atomic(path: Path, obj) -> None:
     """Write JSON so that a reader never sees a half-written file (write a temp file, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, default=_json_default))
+    tmp.write_text(json.dumps(obj, default=json_default))
     os.replace(tmp, path)
 
 
-def _json_default(obj):
-    """numpy scalars / arrays and datetimes, as results and metrics often hold them."""
+def json_default(obj, fallback: Callable | None = None):
+    """numpy scalars / arrays and datetimes, as results and metrics often hold them; any other object
+    goes through `fallback`, or is a TypeError without one. Lives here, not in lcdash.store, so that
+    workers (which write progress and results) never import duckdb."""
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if isinstance(obj, datetime):
         return obj.isoformat()
+    if fallback is not None:
+        return fallback(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def to_json(obj, fallback: Callable | None = None) -> str | None:
+    """JSON text for a store JSON column (None stays None: SQL NULL), encoded with json_default."""
+    return None if obj is None else json.dumps(obj, default=partial(json_default, fallback=fallback))
 
 
 def read_json(path: Path):

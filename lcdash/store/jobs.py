@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+
+from lcdash.jobs import to_json
 
 COLUMNS = (
     "job_id",
@@ -49,19 +50,6 @@ def _cursor(store):
         cur.close()
 
 
-def _to_json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=_json_default)
-
-
-def _json_default(obj):
-    # numpy scalars and arrays reach us from metrics and results.
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
 def _row_to_dict(row) -> dict:
     out = dict(zip(COLUMNS, row, strict=True))
     for col in JSON_COLUMNS:
@@ -75,7 +63,7 @@ def insert_job(store, job_id: str, kind: str, params: dict, workdir: str, state:
         cur.execute(
             "INSERT INTO jobs (job_id, kind, params, state, step, workdir, created_at) "
             "VALUES (?, ?, ?, ?, 0, ?, ?)",
-            [job_id, kind, _to_json(params or {}), state, workdir, utcnow()],
+            [job_id, kind, to_json(params or {}), state, workdir, utcnow()],
         )
 
 
@@ -87,7 +75,7 @@ def update_job(store, job_id: str, **fields) -> None:
     if not fields:
         return
     names = list(fields)
-    values = [_to_json(fields[n]) if n in JSON_COLUMNS else fields[n] for n in names]
+    values = [to_json(fields[n]) if n in JSON_COLUMNS else fields[n] for n in names]
     sets = ", ".join(f"{n} = ?" for n in names)
     with _cursor(store) as cur:
         cur.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*values, job_id])

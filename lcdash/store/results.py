@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lcdash.errors import LcdashError, ValidationError
+from lcdash.jobs import to_json
 
 RESULT_COLUMNS = (
     "model", "spc", "fold", "macro_f1", "macro_precision", "macro_recall", "accuracy", "per_class",
@@ -25,15 +26,9 @@ _JSON_RESULT = ("per_class", "confusion", "extra")
 
 
 def _json(value) -> str | None:
-    return None if value is None else json.dumps(value, default=_default)
-
-
-def _default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    return str(obj)
+    """Lenient, unlike the jobs table: a value JSON does not know (beyond numpy and datetimes) is
+    stored as its str()."""
+    return to_json(value, fallback=str)
 
 
 def _parse(value):
