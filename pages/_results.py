@@ -185,6 +185,19 @@ def pick_run(kind: str, param: str, key: str) -> str | None:
     return run_id
 
 
+def last_job_outcome(param: str, what: str) -> None:
+    """Say so when the job this page last started (its id in the URL, `param`) failed or was cancelled:
+    the pages watch only active jobs, so this keeps the outcome on the page after the job has ended."""
+    last = st.query_params.get(param)
+    if last:
+        with _ui.guard(f"Reading the last {what} job"):
+            job = _ui.jobs().get(last)
+            if job.state == "failed":
+                st.error(f"The {what} job failed: {job.error}")
+            elif job.state == "cancelled":
+                st.warning(f"The {what} job was cancelled.")
+
+
 def show_run(run_id: str, key: str, probe: bool = False) -> None:
     """Draw one stored run: summary, F1 against spc, per-class scores and confusion matrices at a
     chosen spc, layer weights (probe), timings."""

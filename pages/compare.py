@@ -97,14 +97,7 @@ def scores_so_far(job_id: str) -> None:
 for job in jm.list(states=["queued", "running"], kinds=["evaluate"]):
     _ui.watch_job(job.job_id, key="compare", on_done=opened)
     scores_so_far(job.job_id)
-last = st.query_params.get("compare_job")
-if last:
-    with _ui.guard("Reading the last comparison job"):
-        job = jm.get(last)
-        if job.state == "failed":
-            st.error(f"The comparison job failed: {job.error}")
-        elif job.state == "cancelled":
-            st.warning("The comparison job was cancelled.")
+_results.last_job_outcome("compare_job", "comparison")
 
 st.subheader("Results")
 with _ui.guard("Listing earlier runs"), st.expander("All comparison runs"):

@@ -61,14 +61,7 @@ def opened(job) -> None:
 
 for job in jm.list(states=["queued", "running"], kinds=["probe"]):
     _ui.watch_job(job.job_id, key="probe", on_done=opened)
-last = st.query_params.get("probe_job")
-if last:
-    with _ui.guard("Reading the last probe job"):
-        job = jm.get(last)
-        if job.state == "failed":
-            st.error(f"The probe job failed: {job.error}")
-        elif job.state == "cancelled":
-            st.warning("The probe job was cancelled.")
+_results.last_job_outcome("probe_job", "probe")
 
 st.subheader("Results")
 with _ui.guard("Showing the probe run"):
