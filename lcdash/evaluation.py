@@ -43,6 +43,8 @@ from lcdash.classifiers import MODEL_NAMES, make_classifier
 from lcdash.errors import LcdashError, ModelError, ValidationError
 
 SCORINGS = ("object", "window")
+SEQUENCE_INPUTS = ("raw", "folded")
+SEQUENCE_MODELS = ("rnn", "cnn")
 BATCH_FIELDS = ("oid", "time", "mag", "mag_err", "mask", "length")
 
 
@@ -66,6 +68,9 @@ class EvalConfig:
     probe_pooling: str = "weighted"  # "weighted" | "last"
     rf_trees: int = 500
     class_weight: str = "balanced"  # every model: "balanced" or "none" (unweighted loss / forest)
+    # what the RNN and CNN read: "raw" dt/dm sequences (the papers) or "folded" at each object's
+    # period (catalogue, else Lomb-Scargle): time -> phase x period (lcdash.lightcurve.fold_batch)
+    sequence_input: str = "raw"
     finetune: bool = False  # masked fine-tuning of the encoder on each training split (probe)
     finetune_epochs: int | None = None
 
@@ -81,6 +86,10 @@ class EvalConfig:
             raise ValidationError(f"test objects per class must be at least 1, got {self.test_per_class}")
         if not 0 < self.val_fraction < 1:
             raise ValidationError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.sequence_input not in SEQUENCE_INPUTS:
+            raise ValidationError(
+                f"sequence_input must be one of {SEQUENCE_INPUTS}, got {self.sequence_input!r}"
+            )
         if self.class_weight not in ("balanced", "none"):
             raise ValidationError(f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}")
         if self.scoring not in SCORINGS:
@@ -148,13 +157,15 @@ class EvalData:
     """What an evaluation needs, without a store: light curves, labels, optional embeddings.
 
     `layers`: per-object per-layer mean embeddings [N, L+1, d] aligned with `batch` rows (needed
-    for the probe); `encoder`: what produced them (name, dir, arch, n_layers, d_model, source).
+    for the probe); `encoder`: what produced them (name, dir, arch, n_layers, d_model, source);
+    `periods`: catalogue periods in days (NaN where unknown), for folded sequence input.
     """
 
     batch: object
     labels: np.ndarray
     layers: np.ndarray | None = None
     encoder: dict | None = None
+    periods: np.ndarray | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels).astype(str)
@@ -163,6 +174,10 @@ class EvalData:
             raise ValidationError(f"{n} light curves but {len(self.labels)} labels")
         if self.layers is not None and len(self.layers) != n:
             raise ValidationError(f"{n} light curves but {len(self.layers)} embeddings")
+        if self.periods is not None:
+            self.periods = np.asarray(self.periods, dtype=np.float64)
+            if len(self.periods) != n:
+                raise ValidationError(f"{n} light curves but {len(self.periods)} periods")
 
     def save(self, folder) -> Path:
         folder = Path(folder)
@@ -173,6 +188,8 @@ class EvalData:
         )
         if self.layers is not None:
             np.save(folder / "layers.npy", np.asarray(self.layers, dtype=np.float32))
+        if self.periods is not None:
+            np.save(folder / "periods.npy", self.periods)
         (folder / "encoder.json").write_text(json.dumps(self.encoder))
         return folder
 
@@ -188,9 +205,10 @@ class EvalData:
         kind = _batch_type()
         batch = kind(**values) if kind is not None else SimpleNamespace(**values)
         layers = np.load(folder / "layers.npy") if (folder / "layers.npy").exists() else None
+        periods = np.load(folder / "periods.npy") if (folder / "periods.npy").exists() else None
         enc = folder / "encoder.json"
         encoder = json.loads(enc.read_text()) if enc.exists() else None
-        return cls(batch=batch, labels=labels, layers=layers, encoder=encoder)
+        return cls(batch=batch, labels=labels, layers=layers, encoder=encoder, periods=periods)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -528,6 +546,11 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
 
             inputs[name] = extract_features(batch, n_jobs=cfg.n_jobs)
             prep_rate[name] = len(owner) / max(time.perf_counter() - t0, 1e-9)
+        elif cfg.sequence_input == "folded":
+            folded = next((inputs[m] for m in SEQUENCE_MODELS if m in inputs), None)
+            if folded is None:
+                folded, selection["periods"] = _folded(data, idx, owner, batch, cfg)
+            inputs[name] = folded
         else:
             inputs[name] = batch
         timings["prepare_seconds"][name] = time.perf_counter() - t0
@@ -564,6 +587,34 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
     if data.encoder:
         config["encoder"] = data.encoder
     return EvalResult(records, config, selection, timings, versions())
+
+
+def record_name(model: str, cfg: EvalConfig) -> str:
+    """The model's name in results: "rnn-folded" / "cnn-folded" on folded input, so raw and folded
+    runs of one model sit side by side in a merged report."""
+    return f"{model}-folded" if cfg.sequence_input == "folded" and model in SEQUENCE_MODELS else model
+
+
+def _folded(data: EvalData, idx, owner, batch, cfg: EvalConfig):
+    """`batch` folded at each object's catalogue period, or its Lomb-Scargle period where the
+    catalogue has none -> (folded batch, {"catalogue": n, "lomb_scargle": n} objects)."""
+    from lcdash.features import best_periods
+    from lcdash.lightcurve import fold_batch
+
+    periods = np.full(len(idx), np.nan) if data.periods is None else np.array(data.periods[idx], dtype=float)
+    missing = ~(np.isfinite(periods) & (periods > 0))
+    if missing.any():
+        periods[missing] = best_periods(take_batch(data.batch, idx[missing]), n_jobs=cfg.n_jobs)
+    still = ~(np.isfinite(periods) & (periods > 0))
+    if still.any():
+        raise ValidationError(
+            f"{int(still.sum())} light curves have neither a catalogue period nor enough observations "
+            "for a Lomb-Scargle period; use sequence input 'raw' or drop them"
+        )
+    return fold_batch(batch, periods[owner]), {
+        "catalogue": int((~missing).sum()),
+        "lomb_scargle": int(missing.sum()),
+    }
 
 
 def _rows_by_object(owner: np.ndarray, n_objects: int) -> list[np.ndarray]:
@@ -609,8 +660,8 @@ def _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep
         "n_test_samples": int(n_test),
         "infer_includes": {
             "rf": "feature extraction + forest",
-            "rnn": "dt/dm inputs + GRU",
-            "cnn": "dt/dm inputs + CNN",
+            "rnn": "dt/dm inputs + GRU" + (" (folding not timed)" if cfg.sequence_input == "folded" else ""),
+            "cnn": "dt/dm inputs + CNN" + (" (folding not timed)" if cfg.sequence_input == "folded" else ""),
             "probe": "encoder + head" if name in prep_rate else "head only (embeddings precomputed)",
         }.get(name, "model"),
     }
@@ -626,7 +677,7 @@ def _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep
         obj_m = metrics(labels_obj[objs], est.classes_[np.argmax(mean_p, 1)], classes)
         extra.update(object_macro_f1=obj_m["macro_f1"], object_accuracy=obj_m["accuracy"])
     return {
-        "model": name,
+        "model": record_name(name, cfg),
         "spc": int(split.spc),
         "fold": int(split.fold),
         **m,

@@ -23,14 +23,23 @@ MIN_PERIOD = 0.05  # days: below the shortest delta Scuti periods in the shared 
 FREQ_POWER = 17  # 2**17 + 1 grid points: ~1 / (7 x 3000 days) resolution up to 1 / MIN_PERIOD
 
 
+def _periodogram(peaks: int = 3, phase_features=()):
+    import light_curve as lc
+
+    max_freq = 2 * np.pi / MIN_PERIOD  # angular frequency
+    return lc.Periodogram(
+        peaks=peaks,
+        freqs=np.linspace(0.0, max_freq, 2**FREQ_POWER + 1),
+        fast=True,
+        phase_features=list(phase_features),
+    )
+
+
 def _extractor():
     import light_curve as lc
 
     phase = [lc.Amplitude(), lc.Skew(), lc.Kurtosis(), lc.StandardDeviation(), lc.Eta(), lc.MaximumSlope()]
-    max_freq = 2 * np.pi / MIN_PERIOD  # angular frequency
-    periodogram = lc.Periodogram(
-        peaks=3, freqs=np.linspace(0.0, max_freq, 2**FREQ_POWER + 1), fast=True, phase_features=phase
-    )
+    periodogram = _periodogram(3, phase)
     return lc.Extractor(
         periodogram,
         lc.Amplitude(),
@@ -86,20 +95,40 @@ def _prepare(time, mag, err) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.ascontiguousarray(t), np.ascontiguousarray(m), np.ascontiguousarray(e)
 
 
+def _items(curves) -> list:
+    if hasattr(curves, "mask"):
+        b = curves
+        return [
+            (b.time[i][b.mask[i]], b.mag[i][b.mask[i]], b.mag_err[i][b.mask[i]]) for i in range(len(b.length))
+        ]
+    return [(c[0], c[1], c[2] if len(c) > 2 else None) for c in curves]
+
+
+def best_periods(curves, n_jobs: int | None = None) -> np.ndarray:
+    """The strongest Lomb-Scargle period (days) of each light curve on the features' grid; NaN
+    for curves with fewer than 4 observations. For folding curves that have no catalogue period."""
+    import light_curve as lc
+
+    prepared = [_prepare(*c) for c in _items(curves)]
+    out = np.full(len(prepared), np.nan)
+    ok = [i for i, (t, _, _) in enumerate(prepared) if len(t) >= 4]
+    if ok:
+        ext = lc.Extractor(_periodogram(1))
+        values = np.asarray(
+            ext.many([prepared[i] for i in ok], n_jobs=n_jobs or os.cpu_count() or 1, sorted=True,
+                     check=False, fill_value=np.nan),
+        )  # fmt: skip
+        out[ok] = values[:, 0]
+    return out
+
+
 def extract_features(curves, n_jobs: int | None = None) -> np.ndarray:
     """Features of many light curves -> float32 [N, F] (NaN where a feature is undefined).
 
     `curves`: a LightCurveBatch, or a list of (time, mag) / (time, mag, err) tuples.
     `n_jobs`: threads for the Rust extractor (default: all CPUs).
     """
-    if hasattr(curves, "mask"):
-        b = curves
-        items = [
-            (b.time[i][b.mask[i]], b.mag[i][b.mask[i]], b.mag_err[i][b.mask[i]]) for i in range(len(b.length))
-        ]
-    else:
-        items = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in curves]
-    prepared = [_prepare(*c) for c in items]
+    prepared = [_prepare(*c) for c in _items(curves)]
     ext = _extractor()
     out = np.full((len(prepared), len(ext.names)), np.nan, dtype=np.float32)
     ok = [i for i, (t, _, _) in enumerate(prepared) if len(t) >= 4]  # enough for every feature

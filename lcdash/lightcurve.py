@@ -257,3 +257,39 @@ class LightCurve:
         fine = fine[(fine >= coarse[0]) & (fine <= coarse[-1])]
         fine_power = np.asarray(self._power(model, fine, exact=True))
         return float(1.0 / fine[np.nanargmax(fine_power)])
+
+
+def fold_batch(batch, periods: np.ndarray):
+    """Phase-folded copy of a LightCurveBatch: each row's time becomes phase x period, sorted by phase.
+
+    Why phase x period and not phase alone: the sequence models (Becker RNN, Aguirre CNN) read time
+    only through dt, and dt = period / n keeps the period's scale, the strongest class signal. On
+    a sparse multi-year cadence such as Catalina's, raw dt/dm sequences hide the period (aliased
+    nightly sampling), and folding is how the classical pipelines recover it.
+    Phase 0 is the first observation, so no epoch fitting is needed.
+    """
+    import dataclasses
+    from types import SimpleNamespace
+
+    periods = np.asarray(periods, dtype=np.float64)
+    n = len(batch.length)
+    if periods.shape != (n,):
+        raise ValidationError(f"{n} light curves but {periods.size} periods")
+    bad = ~np.isfinite(periods) | (periods <= 0)
+    if bad.any():
+        raise ValidationError(f"{int(bad.sum())} light curves have no positive period to fold at")
+    time = np.array(batch.time, dtype=np.float64, copy=True)
+    mag = np.array(batch.mag, copy=True)
+    err = np.array(batch.mag_err, copy=True)
+    for i in range(n):
+        m = np.asarray(batch.mask[i], dtype=bool)
+        t = time[i, m]
+        phase = np.mod((t - t.min()) / periods[i], 1.0) if t.size else t
+        order = np.argsort(phase, kind="stable")
+        time[i, m] = phase[order] * periods[i]
+        mag[i, m] = mag[i, m][order]
+        err[i, m] = err[i, m][order]
+    values = {"time": time.astype(np.asarray(batch.time).dtype), "mag": mag, "mag_err": err}
+    if dataclasses.is_dataclass(batch):
+        return dataclasses.replace(batch, **values)
+    return SimpleNamespace(**{**vars(batch), **values})

@@ -13,6 +13,8 @@ MODEL_TITLES = {
     "rnn": "Becker RNN",
     "cnn": "Aguirre CNN",
     "rf": "Feature RF",
+    "rnn-folded": "Becker RNN, folded",
+    "cnn-folded": "Aguirre CNN, folded",
 }
 
 
@@ -155,6 +157,14 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
         f"- protocol: {cfg.get('folds')} folds, test {cfg.get('test_per_class')} objects per class, "
         f"validation ceil({cfg.get('val_fraction')} x spc) per class, seed {cfg.get('seed')}",
     ]
+    lines.append(f"- class weights: {cfg.get('class_weight', 'none (runs before class weighting)')}")
+    if cfg.get("sequence_input") == "folded":
+        src = sel.get("periods") or {}
+        lines.append(
+            "- RNN / CNN input: light curves folded at their period (time -> phase x period); periods "
+            f"from the catalogue for {src.get('catalogue', '?')} objects, Lomb-Scargle for "
+            f"{src.get('lomb_scargle', '?')}"
+        )
     if cfg.get("encoder"):
         enc = cfg["encoder"]
         lines.append(

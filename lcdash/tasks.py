@@ -654,7 +654,11 @@ def evaluate_prepare(store, params, folder):
         if len(rows) and (rows >= 0).all():
             layers = lay[rows]
         # else: the worker embeds the selection itself (EvalData without layers, encoder dir given)
-    EvalData(batch, labels, layers, encoder).save(folder / "data")
+    periods = None
+    if cfg.sequence_input == "folded" and set(cfg.models) & {"rnn", "cnn"}:
+        cat = store.objects(oids=oids, columns=["oid", "period"]).set_index("oid")["period"]
+        periods = cat.reindex(oids).to_numpy(dtype=np.float64, na_value=np.nan)
+    EvalData(batch, labels, layers, encoder, periods).save(folder / "data")
     return {
         "band_used": band,
         "n_objects": int(len(oids)),

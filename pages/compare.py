@@ -50,6 +50,16 @@ with st.container(border=True):
         help="object: one prediction per light curve; window: per 200-observation window, "
         "as the Astromer papers score",
     )
+    sequence_input = st.radio(
+        "RNN / CNN input",
+        ["raw", "folded"],
+        horizontal=True,
+        key="compare_sequence_input",
+        disabled=not {"rnn", "cnn"} & set(models),
+        help="raw: the dt/dm sequences of the papers. folded: each light curve folded at its "
+        "catalogue period (Lomb-Scargle where there is none), which gives sparse surveys' "
+        "sequence models the period they cannot find themselves",
+    )
     if "probe" in models and encoder and encoder not in embedded:
         st.caption(f"{encoder} has no stored embeddings: the job embeds the selected objects itself.")
     st.caption(
@@ -69,6 +79,7 @@ with st.container(border=True):
             "test_per_class": int(test),
             "max_epochs": int(epochs) or None,
             "scoring": scoring,
+            "sequence_input": sequence_input,
         }
         with _ui.guard("Starting the comparison"), st.spinner("Exporting the light curves for the job ..."):
             job_id = jm.submit("evaluate", params)

@@ -61,3 +61,20 @@ def test_evaluate_shared_quick(shared_data, tmp_path, survey):
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert len(res["records"]) == 3
+
+
+def test_evaluate_cli_folded_sequence_input(app_template, tmp_path):
+    """The job reads catalogue periods from the store; objects without one get a Lomb-Scargle period."""
+    db = tmp_path / "s.duckdb"
+    shutil.copy(app_template, db)
+    out = tmp_path / "out"
+    rc = main([
+        "evaluate", "--db", str(db), "--models", "rnn", "--sequence-input", "folded", "--spc", "4",
+        "--folds", "1", "--test-per-class", "3", "--max-epochs", "1", "--threads", "1", "--out", str(out),
+    ])  # fmt: skip
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {r["model"] for r in res["records"]} == {"rnn-folded"}
+    src = res["selection"]["periods"]
+    assert src["catalogue"] > 0 and src["catalogue"] + src["lomb_scargle"] == res["selection"]["n_objects"]
+    assert "folded at their period" in (out / "report.md").read_text()

@@ -279,3 +279,23 @@ def test_probe_with_masked_finetuning_per_split(tmp_path):
                      finetune_epochs=1)  # fmt: skip
     res = run_evaluation(EvalData(batch, labels, encoder={"name": "tiny", "dir": str(tmp_path / "enc")}), cfg)
     assert len(res.records) == 2 and len(res.records[0]["extra"]["layer_weights"]) == 2
+
+
+def test_folded_sequence_input(small, tmp_path):
+    """RNN / CNN on curves folded at catalogue periods, Lomb-Scargle where the catalogue has none."""
+    from lcdash.report import write_report
+
+    batch, labels = small
+    periods = np.where(labels == "RRab", 0.6, np.nan)  # only some objects have a catalogue period
+    cfg = EvalConfig(models=["rnn", "cnn", "rf"], spc=[5], folds=1, test_per_class=6, max_epochs=2,
+                     rf_trees=20, n_jobs=1, sequence_input="folded")  # fmt: skip
+    res = run_evaluation(EvalData(batch, labels, periods=periods), cfg)
+    assert [r["model"] for r in res.records] == ["rnn-folded", "cnn-folded", "rf"]  # rf reads raw curves
+    src, rrab = res.selection["periods"], int((labels == "RRab").sum())
+    assert src == {"catalogue": rrab, "lomb_scargle": len(labels) - rrab}
+    text = write_report(res, tmp_path).read_text()
+    assert "Becker RNN, folded" in text and "folded at their period" in text
+    back = EvalData.load(EvalData(batch, labels, periods=periods).save(tmp_path / "d"))
+    np.testing.assert_array_equal(back.periods, periods)
+    with pytest.raises(ValidationError, match="sequence_input"):
+        EvalConfig(sequence_input="phase").validate()

@@ -118,3 +118,30 @@ def test_period_aliases():
         period_aliases(0)
     with pytest.raises(LcdashError, match="no period"):
         LightCurve([1, 2, 3], [1, 2, 3]).period_aliases()
+
+
+def test_fold_batch_orders_by_phase_and_keeps_the_period_scale():
+    from types import SimpleNamespace
+
+    from lcdash.lightcurve import fold_batch
+
+    rng = np.random.default_rng(0)
+    period = 0.57
+    t = np.sort(rng.uniform(0, 900, 80))
+    m = 15 + 0.5 * np.sin(2 * np.pi * t / period)
+    b = SimpleNamespace(
+        oid=np.array([1, 2]), band=["V", "V"], time=np.zeros((2, 80)), mag=np.zeros((2, 80), np.float32),
+        mag_err=np.full((2, 80), 0.01, np.float32), mask=np.zeros((2, 80), bool), length=np.array([80, 50]),
+    )  # fmt: skip
+    for i, n in enumerate(b.length):
+        b.time[i, :n], b.mag[i, :n], b.mask[i, :n] = t[:n], m[:n], True
+    f = fold_batch(b, np.array([period, 2.0]))
+    t0 = f.time[0]
+    assert np.all(np.diff(t0) >= 0) and t0.min() >= 0 and t0.max() < period  # phase x period, sorted
+    # folded at the true period, neighbours in phase have neighbouring magnitudes: a smooth curve
+    assert np.abs(np.diff(f.mag[0])).max() < 0.15 < np.abs(np.diff(b.mag[0])).max()
+    assert sorted(f.mag[0]) == sorted(b.mag[0])  # the same observations, reordered
+    assert np.all(f.time[1, 50:] == 0) and np.all(f.time[1, :50] < 2.0)  # padding untouched
+    assert b.time[0, 1] == t[1]  # the input batch is not modified
+    with pytest.raises(ValidationError, match="no positive period"):
+        fold_batch(b, np.array([period, np.nan]))

@@ -51,6 +51,13 @@ def register(subparsers) -> None:
     p.add_argument("--patience", type=int, default=None, help="override the early-stopping patience")
     p.add_argument("--scoring", choices=["object", "window"], default="object")
     p.add_argument(
+        "--sequence-input",
+        choices=["raw", "folded"],
+        default="raw",
+        help="what the RNN and CNN read: raw dt/dm (the papers) or curves folded at the catalogue "
+        "period (Lomb-Scargle where there is none)",
+    )
+    p.add_argument(
         "--class-weight",
         choices=["balanced", "none"],
         default="balanced",
@@ -171,7 +178,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "models": models, "spc": args.spc, "folds": args.folds, "test_per_class": args.test_per_class,
         "labels": args.labels, "classes": args.classes, "survey": args.survey, "band": args.band,
         "max_epochs": _epochs(args.max_epochs), "patience": args.patience, "scoring": args.scoring,
-        "class_weight": args.class_weight,
+        "class_weight": args.class_weight, "sequence_input": args.sequence_input,
         "seed": args.seed,
         "max_per_class": args.max_per_class, "threads": args.threads, "n_jobs": args.threads,
     }  # fmt: skip
