@@ -9,6 +9,9 @@ from lcdash.classifiers import AguirreCNN, AstromerProbe, BeckerRNN, FeatureRF, 
 from lcdash.errors import ModelError
 from lcdash.simulate import simulate_survey
 
+# tiny models: one torch thread (tests/conftest.py explains why)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def survey():
@@ -21,15 +24,6 @@ def survey():
     return {k: (curves[s], labels[s]) for k, s in parts.items()}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread than on a shared, busy pair of cores."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _score(est, survey):
@@ -46,18 +40,18 @@ def test_feature_rf_learns(survey):
     assert _score(FeatureRF(n_estimators=100, n_jobs=1), survey) > 0.8
 
 
-def test_becker_rnn_learns(survey, one_thread):
+def test_becker_rnn_learns(survey):
     est = BeckerRNN(hidden=16, max_epochs=8, patience=8, batch_size=32, seed=0)
     assert _score(est, survey) > 0.55  # chance is 1/3
     assert 1 <= est.n_epochs_ <= 8
 
 
-def test_aguirre_cnn_learns(survey, one_thread):
+def test_aguirre_cnn_learns(survey):
     est = AguirreCNN(max_epochs=6, patience=6, batch_size=32, seed=0)
     assert _score(est, survey) > 0.55
 
 
-def test_torch_models_are_reproducible(survey, one_thread):
+def test_torch_models_are_reproducible(survey):
     (Xtr, ytr), _, (Xte, _) = survey["train"], survey["val"], survey["test"]
     a = BeckerRNN(hidden=8, max_epochs=2, seed=5).fit(Xtr, ytr).predict_proba(Xte)
     b = BeckerRNN(hidden=8, max_epochs=2, seed=5).fit(Xtr, ytr).predict_proba(Xte)
@@ -75,7 +69,7 @@ def _layers(n_per_class, seed=0, n_states=3, d=16):
 
 
 @pytest.mark.parametrize("head", ["mlp", "logreg"])
-def test_probe_learns_and_weights_the_informative_layer(head, one_thread):
+def test_probe_learns_and_weights_the_informative_layer(head):
     X, y = _layers(60)
     Xv, yv = _layers(10, seed=1)
     Xt, yt = _layers(30, seed=2)
@@ -109,7 +103,7 @@ def test_common_interface():
         BeckerRNN().predict_proba([(np.arange(10.0), np.zeros(10))])
 
 
-def test_balanced_class_weight_recovers_a_small_class(one_thread):
+def test_balanced_class_weight_recovers_a_small_class():
     """Protocol caps leave small classes with few training objects; macro F1 counts them fully."""
     def draw(n_big, n_small, seed):
         r = np.random.default_rng(seed)

@@ -21,6 +21,9 @@ from lcdash.evaluation import (
 )
 from lcdash.simulate import simulate_survey
 
+# tiny models: one torch thread (tests/conftest.py explains why)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def sim_batch(n=90, classes=("RRab", "EA", "LPV"), seed=0, n_obs=(60, 120)):
     """A LightCurveBatch-like namespace and labels from the simulated survey."""
@@ -41,14 +44,6 @@ def sim_batch(n=90, classes=("RRab", "EA", "LPV"), seed=0, n_obs=(60, 120)):
     return b, labels
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 LABELS = np.array(["a"] * 300 + ["b"] * 40 + ["c"] * 7)

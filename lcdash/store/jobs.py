@@ -7,7 +7,6 @@ thread) and other threads can call them side by side. JSON columns come back par
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from lcdash.jobs import to_json
@@ -41,15 +40,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-@contextmanager
-def _cursor(store):
-    cur = store.cursor()
-    try:
-        yield cur
-    finally:
-        cur.close()
-
-
 def _row_to_dict(row) -> dict:
     out = dict(zip(COLUMNS, row, strict=True))
     for col in JSON_COLUMNS:
@@ -59,7 +49,7 @@ def _row_to_dict(row) -> dict:
 
 
 def insert_job(store, job_id: str, kind: str, params: dict, workdir: str, state: str = "queued") -> None:
-    with _cursor(store) as cur:
+    with store.cursor() as cur:
         cur.execute(
             "INSERT INTO jobs (job_id, kind, params, state, step, workdir, created_at) "
             "VALUES (?, ?, ?, ?, 0, ?, ?)",
@@ -77,12 +67,12 @@ def update_job(store, job_id: str, **fields) -> None:
     names = list(fields)
     values = [to_json(fields[n]) if n in JSON_COLUMNS else fields[n] for n in names]
     sets = ", ".join(f"{n} = ?" for n in names)
-    with _cursor(store) as cur:
+    with store.cursor() as cur:
         cur.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*values, job_id])
 
 
 def get_job(store, job_id: str) -> dict | None:
-    with _cursor(store) as cur:
+    with store.cursor() as cur:
         row = cur.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE job_id = ?", [job_id]).fetchone()
     return None if row is None else _row_to_dict(row)
 
@@ -106,11 +96,11 @@ def list_jobs(
     sql += " ORDER BY created_at " + ("ASC" if oldest_first else "DESC") + ", job_id"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    with _cursor(store) as cur:
+    with store.cursor() as cur:
         rows = cur.execute(sql, args).fetchall()
     return [_row_to_dict(r) for r in rows]
 
 
 def delete_job(store, job_id: str) -> None:
-    with _cursor(store) as cur:
+    with store.cursor() as cur:
         cur.execute("DELETE FROM jobs WHERE job_id = ?", [job_id])

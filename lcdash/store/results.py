@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
@@ -35,15 +34,6 @@ def _parse(value):
     if value is None or isinstance(value, dict | list):
         return value
     return json.loads(value)
-
-
-@contextmanager
-def _cursor(store):
-    cur = store.cursor()
-    try:
-        yield cur
-    finally:
-        cur.close()
 
 
 def new_run_id() -> str:
@@ -122,7 +112,7 @@ def save_predictions(store, run_id: str, oids, bands, labels, confidence, entrop
 def list_runs(store, kind: str | None = None) -> pd.DataFrame:
     """One row per run, newest first: run_id, created_at, kind, job_id, models, classes, spc, folds,
     best (model@spc with the highest mean macro F1), best_macro_f1, total_seconds."""
-    with _cursor(store) as cur:
+    with store.cursor() as cur:
         q = "SELECT run_id, created_at, kind, config, selection, timings, job_id FROM eval_runs"
         runs = cur.execute(q + (" WHERE kind = ?" if kind else "") + " ORDER BY created_at DESC, run_id DESC",
                            [kind] if kind else []).df()  # fmt: skip
@@ -152,7 +142,7 @@ def list_runs(store, kind: str | None = None) -> pd.DataFrame:
 def load_run(store, run_id: str) -> tuple[dict, pd.DataFrame]:
     """(run info: run_id, created_at, kind, config, selection, timings, job_id; results, one row per
     model x spc x fold with JSON columns parsed)."""
-    with _cursor(store) as cur:
+    with store.cursor() as cur:
         row = cur.execute(
             "SELECT run_id, created_at, kind, config, selection, timings, job_id FROM eval_runs "
             "WHERE run_id = ?",
@@ -188,7 +178,7 @@ def result_from_run(store, run_id: str):
 
 def load_predictions(store, run_id: str) -> pd.DataFrame:
     """oid, band, label, confidence, entropy of a run's predictions."""
-    with _cursor(store) as cur:
+    with store.cursor() as cur:
         return cur.execute(
             "SELECT oid, band, label, confidence, entropy FROM predictions WHERE run_id = ? "
             "ORDER BY oid, band",
