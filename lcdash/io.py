@@ -572,22 +572,32 @@ def prepare(
     return obs, objects_out, report
 
 
-def _prepare_frame(fname, frame, user_map, band, many, report):
-    cols = [str(c) for c in frame.columns]
-    frame = frame.set_axis(cols, axis=1)
-    guessed = guess_mapping(cols)
-    m = {**guessed, **{k: v for k, v in user_map.items() if k in OBS_ROLES}}
+def _column_roles(cols: list[str], user_map, kind: str, fname, report) -> dict[str, str | None] | None:
+    """Guessed roles overridden by the user's mapping; None (with an error in `report`) when the
+    mapping names a column the table lacks."""
+    roles = OBS_ROLES if kind == "observations" else OBJECT_ROLES
+    m = {**guess_mapping(cols, kind=kind), **{k: v for k, v in dict(user_map or {}).items() if k in roles}}
     for role, col in m.items():
         if col is not None and col not in cols:
+            table = "file" if kind == "observations" else "objects table"
             report.add(
                 fname,
                 col,
                 "unknown_column",
                 "error",
-                f"the mapping gives {role}={col!r} but the file has no such column "
+                f"the mapping gives {role}={col!r} but the {table} has no such column "
                 f"(columns: {', '.join(cols)})",
             )
             return None
+    return m
+
+
+def _prepare_frame(fname, frame, user_map, band, many, report):
+    cols = [str(c) for c in frame.columns]
+    frame = frame.set_axis(cols, axis=1)
+    m = _column_roles(cols, user_map, "observations", fname, report)
+    if m is None:
+        return None
     flux_cols = [c for c in cols if looks_like_flux_name(c)]
     if m["mag"] is None:
         if flux_cols:
@@ -950,20 +960,9 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
 def _prepare_objects(objects, objects_mapping, fname, report) -> pd.DataFrame | None:
     cols = [str(c) for c in objects.columns]
     objects = objects.set_axis(cols, axis=1)
-    m = {
-        **guess_mapping(cols, kind="objects"),
-        **{k: v for k, v in dict(objects_mapping or {}).items() if k in OBJECT_ROLES},
-    }
-    for role, col in m.items():
-        if col is not None and col not in cols:
-            report.add(
-                fname,
-                col,
-                "unknown_column",
-                "error",
-                f"the mapping gives {role}={col!r} but the objects table has no such column",
-            )
-            return None
+    m = _column_roles(cols, objects_mapping, "objects", fname, report)
+    if m is None:
+        return None
     if m["object_id"] is None:
         report.add(
             fname, None, "missing_column", "error", f"no object id column found among {', '.join(cols)}"
