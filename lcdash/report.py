@@ -137,9 +137,12 @@ def plot_confusion(classes, matrix, title, path) -> Path:
 
 def _epoch_cap(cfg: dict, model: str, spc: int):
     """max_epochs the model ran under at this spc (merged results keep each run's config)."""
+    base = model.removesuffix("-folded")  # a folded run's config names the model without the suffix
     for run in cfg.get("runs") or [cfg]:
-        if model in run.get("models", []) and int(spc) in [int(x) for x in run.get("spc", [])]:
-            return ((run.get("model_params") or {}).get(model) or {}).get("max_epochs")
+        if (run.get("sequence_input") == "folded") != (base != model):
+            continue
+        if base in run.get("models", []) and int(spc) in [int(x) for x in run.get("spc", [])]:
+            return ((run.get("model_params") or {}).get(base) or {}).get("max_epochs")
     return None
 
 

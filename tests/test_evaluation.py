@@ -290,6 +290,8 @@ def test_folded_sequence_input(small, tmp_path):
     assert src == {"catalogue": rrab, "lomb_scargle": len(labels) - rrab}
     text = write_report(res, tmp_path).read_text()
     assert "Becker RNN, folded" in text and "folded at their period" in text
+    row = next(line for line in text.splitlines() if line.startswith("| Becker RNN, folded | 5 |"))
+    assert row.rstrip(" |").endswith("(2)")  # epochs (cap) found under the unsuffixed model name
     back = EvalData.load(EvalData(batch, labels, periods=periods).save(tmp_path / "d"))
     np.testing.assert_array_equal(back.periods, periods)
     with pytest.raises(ValidationError, match="sequence_input"):
