@@ -237,7 +237,7 @@ def embed_run(folder, params, progress):
         batch = LightCurveBatch.load(folder / name)
         sub = _Scaled(progress, done, done + len(batch), total)
         n_windows, layers = embed_batch(
-            model, batch, batch_size=int(params.get("batch_size", 256)), progress=sub
+            model, batch, batch_size=params.get("batch_size"), progress=sub
         )
         out = name.replace("batch_", "emb_")
         np.savez(

@@ -41,7 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--name", default=None, help="register a folder under this name")
     p.add_argument("--band", default=None, help="only this band (default: every band)")
     p.add_argument("--survey", default=None, help="only objects of this survey")
-    p.add_argument("--batch-size", type=int, default=256, help="windows per model call")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per model call (default: 64 on CPU, 256 on a GPU)")
     p.add_argument("--overwrite", action="store_true", help="recompute embeddings that already exist")
     p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
                    help="bf16 autocast is faster on CPUs with AVX512-BF16 but less exact")
@@ -60,7 +61,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--map", nargs="+", action="extend", default=[], metavar="ROLE=COLUMN",
                    help="column for a role: object_id, time, mag, mag_err, band")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per model call (default: 64 on CPU, 256 on a GPU)")
     p.add_argument("--precision", choices=["float32", "bf16"], default="float32")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_embed_file)
