@@ -68,7 +68,8 @@ def merge_results(results):
         "prepare_seconds": prep,
         "cancelled": any(r.timings.get("cancelled") for r in results),
     }
-    records = [rec for r in results for rec in r.records]
+    order = {m: i for i, m in enumerate(MODEL_TITLES)}  # tables list models in one fixed order
+    records = sorted((rec for r in results for rec in r.records), key=lambda rec: order.get(rec["model"], 99))
     return EvalResult(records, config, selection, timings, first.versions)
 
 
