@@ -37,7 +37,7 @@ def _curves(X) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
 
 
 def _class_weights(yi: np.ndarray, n_classes: int, class_weight) -> np.ndarray | None:
-    """Per-class loss weights: None, "balanced" (n / (k x count), scikit-learn's rule) or a dict.
+    """Per-class loss weights for None or "balanced" (n / (k x count), scikit-learn's rule).
 
     Why balanced by default: the protocol caps small classes (60 training objects against 500), and
     macro F1 counts every class equally; an unweighted loss lets a network ignore the small ones.

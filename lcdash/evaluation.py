@@ -652,6 +652,7 @@ def _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep
     per_sample = predict_seconds / n_test + (1.0 / prep_rate[name] if name in prep_rate else 0.0)
     pred = est.classes_[np.argmax(proba, 1)]
     m = metrics(y_rows[rows["test"]], pred, classes)
+    folded = " (folding not timed)" if cfg.sequence_input == "folded" else ""
     extra = {
         "n_train": int(len(split.train)),
         "n_val": int(len(split.val)),
@@ -660,8 +661,8 @@ def _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep
         "n_test_samples": int(n_test),
         "infer_includes": {
             "rf": "feature extraction + forest",
-            "rnn": "dt/dm inputs + GRU" + (" (folding not timed)" if cfg.sequence_input == "folded" else ""),
-            "cnn": "dt/dm inputs + CNN" + (" (folding not timed)" if cfg.sequence_input == "folded" else ""),
+            "rnn": "dt/dm inputs + GRU" + folded,
+            "cnn": "dt/dm inputs + CNN" + folded,
             "probe": "encoder + head" if name in prep_rate else "head only (embeddings precomputed)",
         }.get(name, "model"),
     }

@@ -95,43 +95,19 @@ def _prepare(time, mag, err) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.ascontiguousarray(t), np.ascontiguousarray(m), np.ascontiguousarray(e)
 
 
-def _items(curves) -> list:
+def _many(ext, curves, n_jobs: int | None) -> np.ndarray:
+    """`ext` over many light curves -> float64 [N, len(ext.names)]; NaN rows for curves with fewer
+    than 4 unique times (too few for every feature)."""
     if hasattr(curves, "mask"):
         b = curves
-        return [
+        items = [
             (b.time[i][b.mask[i]], b.mag[i][b.mask[i]], b.mag_err[i][b.mask[i]]) for i in range(len(b.length))
         ]
-    return [(c[0], c[1], c[2] if len(c) > 2 else None) for c in curves]
-
-
-def best_periods(curves, n_jobs: int | None = None) -> np.ndarray:
-    """The strongest Lomb-Scargle period (days) of each light curve on the features' grid; NaN
-    for curves with fewer than 4 observations. For folding curves that have no catalogue period."""
-    import light_curve as lc
-
-    prepared = [_prepare(*c) for c in _items(curves)]
-    out = np.full(len(prepared), np.nan)
+    else:
+        items = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in curves]
+    prepared = [_prepare(*c) for c in items]
+    out = np.full((len(prepared), len(ext.names)), np.nan)
     ok = [i for i, (t, _, _) in enumerate(prepared) if len(t) >= 4]
-    if ok:
-        ext = lc.Extractor(_periodogram(1))
-        values = np.asarray(
-            ext.many([prepared[i] for i in ok], n_jobs=n_jobs or os.cpu_count() or 1, sorted=True,
-                     check=False, fill_value=np.nan),
-        )  # fmt: skip
-        out[ok] = values[:, 0]
-    return out
-
-
-def extract_features(curves, n_jobs: int | None = None) -> np.ndarray:
-    """Features of many light curves -> float32 [N, F] (NaN where a feature is undefined).
-
-    `curves`: a LightCurveBatch, or a list of (time, mag) / (time, mag, err) tuples.
-    `n_jobs`: threads for the Rust extractor (default: all CPUs).
-    """
-    prepared = [_prepare(*c) for c in _items(curves)]
-    ext = _extractor()
-    out = np.full((len(prepared), len(ext.names)), np.nan, dtype=np.float32)
-    ok = [i for i, (t, _, _) in enumerate(prepared) if len(t) >= 4]  # enough for every feature
     if ok:
         values = ext.many(
             [prepared[i] for i in ok],
@@ -140,5 +116,22 @@ def extract_features(curves, n_jobs: int | None = None) -> np.ndarray:
             check=False,
             fill_value=np.nan,
         )
-        out[ok] = np.asarray(values, dtype=np.float32)
+        out[ok] = np.asarray(values, dtype=np.float64)
     return out
+
+
+def best_periods(curves, n_jobs: int | None = None) -> np.ndarray:
+    """The strongest Lomb-Scargle period (days) of each light curve on the features' grid; NaN
+    for curves with fewer than 4 observations. For folding curves that have no catalogue period."""
+    import light_curve as lc
+
+    return _many(lc.Extractor(_periodogram(1)), curves, n_jobs)[:, 0]
+
+
+def extract_features(curves, n_jobs: int | None = None) -> np.ndarray:
+    """Features of many light curves -> float32 [N, F] (NaN where a feature is undefined).
+
+    `curves`: a LightCurveBatch, or a list of (time, mag) / (time, mag, err) tuples.
+    `n_jobs`: threads for the Rust extractor (default: all CPUs).
+    """
+    return _many(_extractor(), curves, n_jobs).astype(np.float32)

@@ -139,8 +139,9 @@ def plot_confusion(classes, matrix, title, path) -> Path:
 def _epoch_cap(cfg: dict, model: str, spc: int):
     """max_epochs the model ran under at this spc (merged results keep each run's config)."""
     base = model.removesuffix("-folded")  # a folded run's config names the model without the suffix
+    folded = base != model
     for run in cfg.get("runs") or [cfg]:
-        if (run.get("sequence_input") == "folded") != (base != model):
+        if (run.get("sequence_input") == "folded") != folded:
             continue
         if base in run.get("models", []) and int(spc) in [int(x) for x in run.get("spc", [])]:
             return ((run.get("model_params") or {}).get(base) or {}).get("max_epochs")

@@ -622,7 +622,7 @@ def _f1_summary(evaluation, with_model: bool = True) -> dict:
 
 
 def evaluate_prepare(store, params, folder):
-    from lcdash.evaluation import EvalData
+    from lcdash.evaluation import SEQUENCE_MODELS, EvalData
 
     cfg = _eval_config(params)
     oids, labels = load_labels(store, params.get("labels", "catalogue"), params.get("survey"))
@@ -655,7 +655,7 @@ def evaluate_prepare(store, params, folder):
             layers = lay[rows]
         # else: the worker embeds the selection itself (EvalData without layers, encoder dir given)
     periods = None
-    if cfg.sequence_input == "folded" and set(cfg.models) & {"rnn", "cnn"}:
+    if cfg.sequence_input == "folded" and set(cfg.models) & set(SEQUENCE_MODELS):
         cat = store.objects(oids=oids, columns=["oid", "period"]).set_index("oid")["period"]
         periods = cat.reindex(oids).to_numpy(dtype=np.float64, na_value=np.nan)
     EvalData(batch, labels, layers, encoder, periods).save(folder / "data")
