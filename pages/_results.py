@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from lcdash import tasks
 from lcdash.report import MODEL_TITLES, summed_confusion
 from lcdash.store import results as results_store
 from pages import _ui
@@ -261,9 +262,6 @@ ALL = "(all)"
 def label_selection(store, c_labels, c_survey, c_band, key: str):
     """The label source, survey, band and classes widgets the Probe and Compare pages share.
     Returns (source, survey, band, classes) with ALL left as is for the caller to map to None."""
-    from lcdash import tasks
-    from pages import _ui
-
     source = c_labels.selectbox(
         "Labels",
         tasks.label_sources(store),
