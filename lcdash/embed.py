@@ -145,9 +145,14 @@ def embed_batch(
     device=None,
     progress: ProgressFn | None = None,
     precision: str = "float32",
+    periods: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-object per-layer mean embeddings of the light curves in `batch` (a LightCurveBatch or a
     sequence of (time, mag[, err]) arrays; mag in magnitudes, time in days).
+
+    A folded encoder (`cfg.fold`) reads each curve folded at `periods` (days; Lomb-Scargle where a
+    period is missing or None is given, see `folding_periods`) as whole-cycle sub-curves
+    (`lcdash.lightcurve.fold_curves`); n_windows then counts those sub-curves.
 
     Returns (n_windows int32[N], layers float32[N, L+1, d]); a light curve without observations gets
     n_windows 0 and zeros. `batch_size` counts windows per model call (default: `default_batch_size`
@@ -158,6 +163,9 @@ def embed_batch(
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     cfg = model.cfg
+    if getattr(cfg, "fold", False):
+        return _embed_folded(model, batch, periods, batch_size=batch_size, device=device,
+                             progress=progress, precision=precision)
     device = _resolve_device(model, device)
     batch_size = default_batch_size(device) if batch_size is None else int(batch_size)
     if batch_size < 1:
@@ -191,6 +199,41 @@ def embed_batch(
         model.train(was_training)
     layers = (sums / torch.from_numpy(np.maximum(n_windows, 1)).to(torch.float64)[:, None, None]).float()
     return n_windows, layers.numpy()
+
+
+def folding_periods(curves, periods=None) -> np.ndarray:
+    """The period (days) each curve is folded at: the given one where finite and positive, else the
+    strongest Lomb-Scargle peak on the Random Forest features' grid (`lcdash.features.best_periods`),
+    else 1 day for curves too short for a periodogram (so no curve is ever refused)."""
+    from lcdash.features import best_periods
+
+    curves = list(curves)
+    p = np.full(len(curves), np.nan) if periods is None else np.array(periods, dtype=np.float64)
+    missing = np.flatnonzero(~(np.isfinite(p) & (p > 0)))
+    if len(missing):
+        p[missing] = best_periods([curves[i][:2] for i in missing])
+    return np.where(np.isfinite(p) & (p > 0), p, 1.0)
+
+
+def _embed_folded(model, batch, periods, **kw) -> tuple[np.ndarray, np.ndarray]:
+    """embed_batch for folded encoders: embed the whole-cycle sub-curves, then average them per object."""
+    from dataclasses import replace
+
+    from lcdash.lightcurve import fold_curves
+
+    curves = _curves(batch)
+    subs, owner = fold_curves(curves, folding_periods(curves, periods), model.cfg.window)
+    cfg = model.cfg
+    model.cfg = replace(cfg, fold=False)  # the sub-curves are already folded: plain windows from here
+    try:
+        nw_sub, layers_sub = embed_batch(model, subs, **kw)
+    finally:
+        model.cfg = cfg
+    n = len(curves)
+    n_windows = np.bincount(owner, weights=nw_sub, minlength=n).astype(np.int32)
+    sums = np.zeros((n,) + layers_sub.shape[1:], np.float64)
+    np.add.at(sums, owner, layers_sub.astype(np.float64) * nw_sub[:, None, None])
+    return n_windows, (sums / np.maximum(n_windows, 1)[:, None, None]).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,7 +280,8 @@ def embed_store(
         for batch in store.iter_batches(sel, batch_size=chunk_size, band=b):
             if _cancelled(progress):
                 raise JobError("embedding cancelled")
-            nw, layers = embed_batch(model, batch, batch_size=batch_size, device=device, precision=precision)
+            nw, layers = embed_batch(model, batch, batch_size=batch_size, device=device, precision=precision,
+                                     periods=catalogue_periods(store, batch.oid) if cfg.fold else None)
             keep = nw > 0  # objects without observations in this band
             if keep.any():
                 kept_bands = [bb for bb, k in zip(batch.band, keep, strict=True) if k]
@@ -251,6 +295,14 @@ def embed_store(
     seconds = time.monotonic() - t0
     return {"encoder": encoder_name, "objects": done, "rows": rows, "windows": windows,
             "seconds": seconds, "lc_per_s": done / seconds if seconds > 0 else None}
+
+
+def catalogue_periods(store, oids) -> np.ndarray:
+    """The store's catalogue period (days) of each object, NaN where it has none: what a folded
+    encoder folds at before falling back to Lomb-Scargle (the rule of the folded RNN / CNN)."""
+    oids = np.asarray(oids, np.int64)
+    cat = store.objects(oids=oids, columns=["oid", "period"]).set_index("oid")["period"]
+    return cat.reindex(oids).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _embedded_oids(store, encoder: str, band: str) -> np.ndarray:

@@ -45,6 +45,7 @@ from lcdash.errors import LcdashError, ModelError, ValidationError
 SCORINGS = ("object", "window")
 SEQUENCE_INPUTS = ("raw", "folded")
 SEQUENCE_MODELS = ("rnn", "cnn")
+HYBRID = "probe+features"  # the probe's embedding + the RF's features (classifiers.HybridProbe)
 BATCH_FIELDS = ("oid", "time", "mag", "mag_err", "mask", "length")
 
 
@@ -110,7 +111,7 @@ class EvalConfig:
         params = dict(device=self.device, seed=self.seed, class_weight=weight)
         if self.patience is not None:
             params["patience"] = self.patience
-        if name == "probe":
+        if name in ("probe", HYBRID):
             params.update(head=self.probe_head, pooling=self.probe_pooling)
         if name == "rf":
             params.update(n_estimators=self.rf_trees, n_jobs=self.n_jobs)
@@ -480,7 +481,12 @@ def _window_view(batch, idx):
     return SimpleNamespace(**out), np.asarray(owner, dtype=np.int64)
 
 
-def _embed(encoder: dict | None, batch, cfg: EvalConfig) -> np.ndarray:
+def _sample_periods(data: EvalData, idx, owner) -> np.ndarray | None:
+    """Catalogue periods of the samples (row r belongs to object owner[r]) for folded encoders."""
+    return None if data.periods is None else np.asarray(data.periods, np.float64)[idx][owner]
+
+
+def _embed(encoder: dict | None, batch, cfg: EvalConfig, periods=None) -> np.ndarray:
     """Per-layer mean embeddings of a batch with the encoder in `encoder["dir"]`."""
     if not encoder or not encoder.get("dir"):
         raise ModelError(
@@ -490,7 +496,7 @@ def _embed(encoder: dict | None, batch, cfg: EvalConfig) -> np.ndarray:
     from lcdash.weights import load_encoder
 
     model, _ = load_encoder(encoder["dir"])
-    _, layers = embed_batch(model, batch, device=cfg.device)
+    _, layers = embed_batch(model, batch, device=cfg.device, periods=periods)
     return np.asarray(layers, dtype=np.float32)
 
 
@@ -527,25 +533,39 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
     y_rows = labels_obj[owner]
     inputs: dict[str, object] = {}
     prep_rate: dict[str, float] = {}  # samples/s of per-sample preparation counted in inference speed
+    cache: dict[str, object] = {}  # embeddings and features, computed once for the models that share them
+
+    def layers():
+        if "layers" not in cache:
+            if cfg.finetune:
+                cache["layers"] = None  # embedded per split, after fine-tuning
+            elif cfg.scoring == "object" and data.layers is not None:
+                cache["layers"] = np.asarray(data.layers, dtype=np.float32)[idx]
+            else:
+                cache["layers"] = _embed(data.encoder, batch, cfg, _sample_periods(data, idx, owner))
+        return cache["layers"]
+
+    def features():
+        if "features" not in cache:
+            from lcdash.features import extract_features
+
+            t0 = time.perf_counter()
+            cache["features"] = extract_features(batch, n_jobs=cfg.n_jobs)
+            cache["features_rate"] = len(owner) / max(time.perf_counter() - t0, 1e-9)
+        return cache["features"]
+
     for name in cfg.models:
         t0 = time.perf_counter()
-        if name == "probe":
-            if cfg.finetune:
-                inputs[name] = None  # embedded per split, after fine-tuning
-            elif cfg.scoring == "window":
-                inputs[name] = _embed(data.encoder, batch, cfg)
-            elif data.layers is not None:
-                inputs[name] = np.asarray(data.layers, dtype=np.float32)[idx]
-            else:
-                inputs[name] = _embed(data.encoder, batch, cfg)
+        if name in ("probe", HYBRID):
+            inputs[name] = layers() if name == "probe" else (layers(), features())
             rate = (data.encoder or {}).get("embed_lc_per_s")
             if rate:
                 prep_rate[name] = float(rate)
+            if name == HYBRID:  # encoder and feature extraction per curve
+                prep_rate[name] = 1.0 / (1.0 / prep_rate.get(name, np.inf) + 1.0 / cache["features_rate"])
         elif name == "rf":
-            from lcdash.features import extract_features
-
-            inputs[name] = extract_features(batch, n_jobs=cfg.n_jobs)
-            prep_rate[name] = len(owner) / max(time.perf_counter() - t0, 1e-9)
+            inputs[name] = features()
+            prep_rate[name] = cache["features_rate"]
         elif cfg.sequence_input == "folded":
             folded = next((inputs[m] for m in SEQUENCE_MODELS if m in inputs), None)
             if folded is None:
@@ -567,8 +587,12 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
                 if getattr(progress, "cancelled", False):
                     raise _Cancelled
                 X = inputs[name]
-                if name == "probe" and cfg.finetune:
-                    X = _finetuned_layers(data, batch, owner, split, cfg)
+                if name in ("probe", HYBRID) and cfg.finetune:
+                    ft = cache.get(("finetuned", split.spc, split.fold))
+                    if ft is None:
+                        ft = cache[("finetuned", split.spc, split.fold)] = _finetuned_layers(
+                            data, batch, owner, split, cfg)
+                    X = ft if name == "probe" else (ft, features())
                 record = _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep_rate)
                 records.append(record)
                 step += 1
@@ -629,6 +653,8 @@ def _rows(rows_of, objects) -> np.ndarray:
 
 
 def _subset(X, rows):
+    if isinstance(X, tuple):  # probe+features: (layers, features)
+        return tuple(_subset(x, rows) for x in X)
     if isinstance(X, np.ndarray):
         return X[rows]
     return take_batch(X, rows)
@@ -664,6 +690,8 @@ def _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep
             "rnn": "dt/dm inputs + GRU" + folded,
             "cnn": "dt/dm inputs + CNN" + folded,
             "probe": "encoder + head" if name in prep_rate else "head only (embeddings precomputed)",
+            HYBRID: "feature extraction + " + ("encoder + head" if "probe" in prep_rate or name in prep_rate
+                                                else "head (embeddings precomputed)"),
         }.get(name, "model"),
     }
     if hasattr(est, "n_epochs_"):

@@ -293,3 +293,35 @@ def fold_batch(batch, periods: np.ndarray):
     if dataclasses.is_dataclass(batch):
         return dataclasses.replace(batch, **values)
     return SimpleNamespace(**{**vars(batch), **values})
+
+
+def fold_curves(curves, periods, window: int = 200):
+    """Period-folded sub-curves for the folded Astromer variants: (subcurves, owner int64[M]).
+
+    Each curve (time, mag[, err]) is folded at its period (phase 0 at the first observation, as in
+    `fold_batch`) and sorted by phase; a curve of n observations is then dealt into k = ceil(n /
+    window) interleaved sub-curves (every k-th observation in phase order), so each one is a single
+    encoder window covering the whole cycle rather than a slice of it. Time becomes phase x period,
+    keeping the period's scale for the positional encoding. `owner[i]` is the input curve of
+    sub-curve i; curves without observations give none. A non-finite or non-positive period raises.
+    """
+    periods = np.asarray(periods, dtype=np.float64)
+    curves = list(curves)
+    if periods.shape != (len(curves),):
+        raise ValidationError(f"{len(curves)} light curves but {periods.size} periods")
+    out, owner = [], []
+    for i, (c, p) in enumerate(zip(curves, periods, strict=True)):
+        t = np.asarray(c[0], np.float64)
+        if t.size == 0:
+            continue
+        if not (np.isfinite(p) and p > 0):
+            raise ValidationError(f"light curve {i} has no positive period to fold at (got {p})")
+        phase = np.mod((t - t.min()) / p, 1.0)
+        order = np.argsort(phase, kind="stable")
+        k = -(-t.size // window)
+        for j in range(k):
+            sel = order[j::k]
+            rest = tuple(None if a is None else np.asarray(a)[sel] for a in c[1:])
+            out.append((phase[sel] * p, *rest))
+            owner.append(i)
+    return out, np.asarray(owner, np.int64)

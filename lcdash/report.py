@@ -13,6 +13,7 @@ MODEL_TITLES = {
     "rnn": "Becker RNN",
     "cnn": "Aguirre CNN",
     "rf": "Feature RF",
+    "probe+features": "Probe + features (hybrid)",
     "rnn-folded": "Becker RNN, folded",
     "cnn-folded": "Aguirre CNN, folded",
 }

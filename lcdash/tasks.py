@@ -196,6 +196,8 @@ def _align(oid: np.ndarray, bands: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 
 def embed_prepare(store, params, folder):
+    from lcdash.embed import catalogue_periods
+
     enc = _encoder(store, params.get("encoder"))
     oids = _pick_oids(store, params)
     bands = [params["band"]] if params.get("band") else store.bands(oids)
@@ -208,6 +210,8 @@ def embed_prepare(store, params, folder):
         for i in range(0, len(sel), EMBED_CHUNK):
             name = f"batch_{band}_{i // EMBED_CHUNK:04d}.npz"
             store.export_batch(sel[i : i + EMBED_CHUNK], band, folder / name)
+            np.save(folder / name.replace(".npz", ".periods.npy"),
+                    catalogue_periods(store, sel[i : i + EMBED_CHUNK]))
             files.append(name)
         n_objects += len(sel)
     return {"encoder_path": str(enc["path"]), "batches": files, "n_objects": int(n_objects)}
@@ -236,8 +240,10 @@ def embed_run(folder, params, progress):
     for name in params["batches"]:
         batch = LightCurveBatch.load(folder / name)
         sub = _Scaled(progress, done, done + len(batch), total)
+        periods = folder / name.replace(".npz", ".periods.npy")  # catalogue periods, for folded encoders
         n_windows, layers = embed_batch(
-            model, batch, batch_size=params.get("batch_size"), progress=sub
+            model, batch, batch_size=params.get("batch_size"), progress=sub,
+            periods=np.load(periods) if periods.exists() else None,
         )
         out = name.replace("batch_", "emb_")
         np.savez(
@@ -402,7 +408,7 @@ def import_finalize(store, folder, params, result):
 
 
 def project_prepare(store, params, folder):
-    from lcdash.projection import select_embedding
+    from lcdash.projection import map_input
 
     encoder = params.get("encoder")
     _encoder(store, encoder)
@@ -421,7 +427,7 @@ def project_prepare(store, params, folder):
                 f"the probe run's {len(weights)} layer weights do not fit the "
                 f"encoder's {layers.shape[1]} layers"
             )
-    X = select_embedding(layers, embedding, weights)
+    X = map_input(layers, embedding, weights)
     np.savez(folder / "points.npz", oid=oid, band=bands, X=np.asarray(X, np.float32))
     return {"n_points": int(len(oid)), "layer_weights": None if weights is None else weights.tolist()}
 
@@ -622,7 +628,8 @@ def _f1_summary(evaluation, with_model: bool = True) -> dict:
 
 
 def evaluate_prepare(store, params, folder):
-    from lcdash.evaluation import SEQUENCE_MODELS, EvalData
+    from lcdash.embed import catalogue_periods
+    from lcdash.evaluation import EvalData
 
     cfg = _eval_config(params)
     oids, labels = load_labels(store, params.get("labels", "catalogue"), params.get("survey"))
@@ -646,7 +653,7 @@ def evaluate_prepare(store, params, folder):
         oids, labels = oids[keep], labels[keep]
     batch = store.read_batch(oids, band=band)
     layers, encoder = None, None
-    if "probe" in cfg.models:
+    if {"probe", "probe+features"} & set(cfg.models):
         enc = _encoder(store, params.get("encoder"))
         encoder = {**_encoder_info(enc), "dir": str(enc["path"])}
         eo, eb, lay = _embeddings(store, enc["name"], oids=oids, band=band)
@@ -654,10 +661,8 @@ def evaluate_prepare(store, params, folder):
         if len(rows) and (rows >= 0).all():
             layers = lay[rows]
         # else: the worker embeds the selection itself (EvalData without layers, encoder dir given)
-    periods = None
-    if cfg.sequence_input == "folded" and set(cfg.models) & set(SEQUENCE_MODELS):
-        cat = store.objects(oids=oids, columns=["oid", "period"]).set_index("oid")["period"]
-        periods = cat.reindex(oids).to_numpy(dtype=np.float64, na_value=np.nan)
+    # catalogue periods: for folded RNN / CNN input, and for folded encoders embedding in the worker
+    periods = catalogue_periods(store, oids)
     EvalData(batch, labels, layers, encoder, periods).save(folder / "data")
     return {
         "band_used": band,

@@ -105,6 +105,30 @@ def _curves(data) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     return out
 
 
+def _fold_for_training(curves: list) -> list:
+    """Each curve folded at its Lomb-Scargle period (`lcdash.embed.folding_periods`), phase-sorted,
+    time = phase x period: the input of the folded variants."""
+    from lcdash.embed import folding_periods
+    from lcdash.lightcurve import fold_curves
+
+    periods = folding_periods(curves)
+    subs, _ = fold_curves(curves, periods, window=max(len(c[0]) for c in curves))  # one sub-curve each
+    return subs
+
+
+def _random_cycle_window(curves: list, window: int, rng):
+    """Training windows of folded curves: one random sub-curve of the k = ceil(n / window) interleaved
+    ones that inference uses (`fold_curves`), so each window spans the whole cycle."""
+    from lcdash.windows import random_window
+
+    subs = []
+    for c in curves:
+        k = -(-len(c[0]) // window)
+        j = int(rng.integers(k)) if k > 1 else 0
+        subs.append(tuple(None if a is None else a[j::k] for a in c))
+    return random_window(subs, window, rng)
+
+
 def _split(curves: list, fraction: float, seed: int) -> tuple[list, list]:
     if len(curves) < 2:
         raise ModelError(f"need at least 2 light curves to split off a validation set, got {len(curves)}")
@@ -273,13 +297,17 @@ def pretrain(
     device = pick_device(cfg.device)
     model.to(device)
     window = mcfg.window
+    draw = random_window
+    if getattr(mcfg, "fold", False):  # lcdash's folded variants: whole-cycle windows of folded curves
+        curves, val_curves = _fold_for_training(curves), _fold_for_training(val_curves)
+        draw = _random_cycle_window
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     use_amp = bool(cfg.amp and device.type == "cuda")
 
     # fixed validation windows and masks: drawn once from their own seeds
-    vwin = random_window(val_curves, window, np.random.default_rng(cfg.seed + 1))
+    vwin = draw(val_curves, window, np.random.default_rng(cfg.seed + 1))
     vdata = _masked_inputs(vwin, cfg, torch.Generator().manual_seed(cfg.seed + 1))
 
     # the RMSE of predicting every probed magnitude as its window's mean (0 after mean subtraction):
@@ -364,7 +392,7 @@ def pretrain(
                 stopped = "cancelled"
                 break
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            win = random_window([curves[i] for i in idx], window, rng)
+            win = draw([curves[i] for i in idx], window, rng)
             inp, tim, mi, tgt, prb, w = (None if x is None else x.to(device, non_blocking=True)
                                          for x in _masked_inputs(win, cfg, gen))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -32,10 +32,10 @@ def load_points(path: str, proj_id: int, _store) -> pd.DataFrame:
 @st.cache_data(max_entries=4, show_spinner="Loading embeddings ...")
 def load_vectors(path: str, encoder: str, embedding: str, n_rows: int, _store):
     """(oid, band, X [N, D]) of one embedding; `n_rows` invalidates the cache when embeddings change."""
-    from lcdash.projection import select_embedding
+    from lcdash.projection import map_input
 
     oid, bands, layers = emb_store.load_embeddings(_store, encoder)
-    return oid, np.asarray(bands, dtype=str), select_embedding(layers, embedding)
+    return oid, np.asarray(bands, dtype=str), map_input(layers, embedding)
 
 
 @st.cache_data(max_entries=4, show_spinner="PCA preview ...")

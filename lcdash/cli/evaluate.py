@@ -14,9 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from lcdash.classifiers import MODEL_NAMES as MODELS
 from lcdash.errors import JobError, LcdashError, ValidationError
-
-MODELS = ("probe", "rnn", "cnn", "rf")
 
 
 def register(subparsers) -> None:
@@ -183,7 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "max_per_class": args.max_per_class, "threads": args.threads, "n_jobs": args.threads,
     }  # fmt: skip
     with Store(args.db) as store:
-        if "probe" in models:
+        if {"probe", "probe+features"} & set(models):
             from lcdash.cli.models import _resolve_encoder
             from lcdash.store.embeddings import DEFAULT_ENCODER
 

@@ -20,6 +20,14 @@ def register(subparsers) -> None:
     p.add_argument("--d-model", type=int, default=None, help="model width (default 256)")
     p.add_argument("--n-heads", type=int, default=None, help="attention heads (default 4)")
     p.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default: the arch's)")
+    p.add_argument("--window", type=int, default=None, help="observations per window (default 200)")
+    p.add_argument("--pe", choices=["astromer", "log-period"], default="astromer",
+                   help="positional encoding: the published one, or lcdash's log-spaced periods "
+                        "(0.05 d to --pe-max-period)")
+    p.add_argument("--pe-max-period", type=float, default=None,
+                   help="longest period of --pe log-period (days)")
+    p.add_argument("--fold", action="store_true",
+                   help="lcdash's folded variant: windows of curves folded at their Lomb-Scargle period")
     p.add_argument("--init-from", default=None,
                    help="start from this encoder folder instead of random weights")
     _train_args(p, lr_default="1e-3")
@@ -71,7 +79,8 @@ def register(subparsers) -> None:
 def _data_args(p) -> None:
     p.add_argument("--db", required=True, help="store file with the light curves (opened read-only)")
     p.add_argument("--survey", default=None, help="only objects of this survey")
-    p.add_argument("--band", default=None, help="this band (default: each object's first band)")
+    p.add_argument("--band", default=None,
+                   help="this band (default: each object's first band; 'all': every band, each a curve)")
     p.add_argument("--max-objects", type=int, default=None, help="a random subset of at most N objects")
     p.add_argument("--min-obs", type=int, default=10, help="skip light curves with fewer observations")
 
@@ -123,13 +132,22 @@ def _load_training_data(args):
 
     store = Store(args.db, read_only=True)
     try:
-        objs = store.objects(survey=args.survey, band=args.band, n_obs=(args.min_obs, None), columns=["oid"])
+        band = None if args.band == "all" else args.band
+        objs = store.objects(survey=args.survey, band=band, n_obs=(args.min_obs, None), columns=["oid"])
         oids = objs["oid"].to_numpy(np.int64)
         if args.max_objects is not None and len(oids) > args.max_objects:
             oids = np.sort(np.random.default_rng(args.seed).choice(oids, args.max_objects, replace=False))
         if len(oids) < 2:
             what = f" of survey {args.survey!r}" if args.survey else ""
             raise LcdashError(f"{args.db}: fewer than 2 light curves{what} to train on")
+        if args.band == "all":  # every (object, band) light curve is a training curve
+            from lcdash.windows import iter_curves
+
+            curves = []
+            for b in store.bands(oids):
+                sel = store.objects(band=b, oids=oids, columns=["oid"])["oid"].to_numpy(np.int64)
+                curves += [c for c in iter_curves(store.read_batch(sel, band=b)) if len(c[0]) >= args.min_obs]
+            return curves
         batch = store.read_batch(oids, band=args.band)
     finally:
         store.close()
@@ -187,11 +205,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from lcdash.models.astromer import AstromerConfig
 
     shape = (("n_layers", args.n_layers), ("d_model", args.d_model), ("n_heads", args.n_heads),
-             ("d_ff", args.d_ff))
+             ("d_ff", args.d_ff), ("window", args.window), ("pe_max_period", args.pe_max_period))
     over = {k: v for k, v in shape if v is not None}
+    if args.pe != "astromer":
+        over["pe"] = args.pe
+    if args.fold:
+        over["fold"] = True
     if args.init_from and over:
         raise ModelError("--init-from takes the model's shape from that encoder; "
-                         "drop --n-layers/--d-model/--n-heads/--d-ff")
+                         "drop --n-layers/--d-model/--n-heads/--d-ff/--window/--pe/--fold")
     model_cfg = getattr(AstromerConfig, args.arch)(**over)
     return _run_training(args, init_from=args.init_from, model_cfg=None if args.init_from else model_cfg)
 

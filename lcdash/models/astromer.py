@@ -29,6 +29,10 @@ from torch import nn
 from lcdash.errors import ModelError
 
 ARCHS = ("astromer1", "astromer2")
+#: "astromer": the published encoding (rates 1 / 10000^(2j/d) rad/day: nothing faster than 1 rad/day,
+#: so periods below ~6 d have no phase in it); "log-period": sin/cos pairs at periods log-spaced over
+#: [pe_min_period, pe_max_period] days (lcdash's period-aware variant, not in the papers).
+PE_KINDS = ("astromer", "log-period")
 
 
 @dataclass
@@ -42,12 +46,30 @@ class AstromerConfig:
     dropout: float = 0.1
     ln_eps: float = 1e-6
     pe_base: float = 10000.0
+    # lcdash's period-aware variants (defaults = the published models)
+    pe: str = "astromer"
+    pe_min_period: float = 0.05
+    pe_max_period: float = 5000.0
+    fold: bool = False  # windows of period-folded time (lcdash.lightcurve.fold_curves)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ModelError(f"unknown Astromer architecture {self.arch!r}; expected one of {ARCHS}")
         if self.d_model % self.n_heads:
             raise ModelError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.pe not in PE_KINDS:
+            raise ModelError(f"unknown positional encoding {self.pe!r}; expected one of {PE_KINDS}")
+        if self.pe == "log-period" and not (0 < self.pe_min_period < self.pe_max_period):
+            raise ModelError("log-period encoding needs 0 < pe_min_period < pe_max_period, got "
+                             f"{self.pe_min_period} and {self.pe_max_period}")
+        if self.pe == "log-period" and self.d_model % 2:
+            raise ModelError(f"log-period encoding needs an even d_model, got {self.d_model}")
+
+    @property
+    def variant(self) -> str:
+        """A readable name: the paper's model, or lcdash's period-aware variant of it."""
+        parts = [self.arch, "logpe" if self.pe == "log-period" else "", "folded" if self.fold else ""]
+        return "-".join(p for p in parts if p)
 
     @classmethod
     def astromer1(cls, **kw) -> AstromerConfig:
@@ -86,6 +108,18 @@ def pe_rates(d_model: int, base: float = 10000.0) -> torch.Tensor:
     the reference does (`reciprocal(pow(base, 2j/d))`) so the rounding of the rates matches. [d]"""
     j = torch.arange(d_model, dtype=torch.float32)
     return torch.reciprocal(torch.pow(torch.tensor(base, dtype=torch.float32), (2.0 * j) / float(d_model)))
+
+
+def log_period_rates(d_model: int, min_period: float, max_period: float) -> torch.Tensor:
+    """Angular rates 2 pi / P_k for d/2 periods P_k log-spaced from min_period to max_period (days),
+    each repeated for a sin (even j) and cos (odd j) pair. [d]
+
+    Why: variable stars' periods span 0.05 d (delta Scuti) to years (Miras); the published rates stop
+    at 1 rad/day. With sin/cos pairs at one rate, PE(t1) . PE(t2) = sum_k cos(w_k (t1 - t2)), a kernel
+    on time differences at every period scale."""
+    k = torch.arange(d_model // 2, dtype=torch.float64)
+    periods = min_period * (max_period / min_period) ** (k / max(d_model // 2 - 1, 1))
+    return (2 * math.pi / periods).repeat_interleave(2).float()
 
 
 def positional_encoding(time: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
@@ -212,7 +246,9 @@ class Astromer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.head = ReconstructionHead(cfg)
-        self.register_buffer("pe_rates", pe_rates(cfg.d_model, cfg.pe_base), persistent=False)
+        rates = (pe_rates(cfg.d_model, cfg.pe_base) if cfg.pe == "astromer"
+                 else log_period_rates(cfg.d_model, cfg.pe_min_period, cfg.pe_max_period))
+        self.register_buffer("pe_rates", rates, persistent=False)
 
     def attention_bias(self, mask_in: torch.Tensor) -> torch.Tensor:
         """Additive logits bias from mask_in [B, T] (1 = hidden/padded), broadcastable to [B, H, T, T].
