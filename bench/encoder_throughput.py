@@ -11,7 +11,7 @@ lcdash stores, i.e. all L+1 layers pooled, and the result copied to the host); t
 timed separately ("end to end": `embed_batch` on whole light curves, windowing included).
 Models: Astromer 1 with the official macho_a0 weights (converted into a temporary folder; random
 weights of the same shape without ../shared), Astromer 2 at the paper's size (6 x 256, random
-weights: no official Astromer 2 weights are available here) and the shipped astromer2-demo.
+weights: no official Astromer 2 weights are available here) and the shipped astromer2-logpe-folded-demo.
 bf16 rows also give the error of the pooled embedding against float32 on the same windows.
 
 The TensorFlow reference (same 2-core machine type, macho_a0): eager `encoder(batch)` 239 / 379 LC/s
@@ -141,7 +141,7 @@ def build_models(names, shared: Path, tmp: Path):
             d = default_encoder_dir()
             if (d / "model.safetensors").exists():
                 model, cfg = load_encoder(d)
-                out.append((f"astromer2-demo {cfg.n_layers}x{cfg.d_model} (shipped)", model, cfg))
+                out.append((f"shipped demo {cfg.n_layers}x{cfg.d_model}", model, cfg))
             else:
                 print(f"  (skipping demo: {d} has no model.safetensors)")
         else:

@@ -222,9 +222,10 @@ def knn_accuracy(X, labels, k: int = 10, metric: str = "cosine", chunk: int = 20
 def map_input(layers, kind: str = "weighted", weights=None) -> np.ndarray:
     """What the map (UMAP) and the nearest neighbours read: `select_embedding`, then `standardize`.
 
-    Measured on the demo survey with bench/embedding_quality.py (kNN(10) accuracy, see
-    docs/results/embeddings): standardising never lost more than a point and gained up to 5 points
-    on the period-folded encoders, whose raw vectors share a large common offset."""
+    Measured with kNN(10) accuracy on the demo survey (bench/embedding_quality.py,
+    docs/results/embeddings.md): standardising gains 1-5 points on the period-folded encoders
+    (shipped demo encoder 0.828 -> 0.845) and loses 3 on the zero-shot macho_a0 (0.533 -> 0.502);
+    the map follows the default encoder."""
     return standardize(select_embedding(layers, kind, weights))
 
 

@@ -23,7 +23,7 @@ from lcdash.errors import LcdashError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
 DEFAULT_DB = DATA_DIR / "lcdash.duckdb"
-DEFAULT_ENCODER_NAME = "astromer2-demo"
+DEFAULT_ENCODER_NAME = "astromer2-logpe-folded-demo"
 DEMO_OBJECTS = 2000
 DEMO_SEED = 0
 #: The projection queued at first start (UMAP on the layer-weighted embedding, uniform weights).
@@ -87,7 +87,7 @@ def open_store(path: Path | str | None = None, n_objects: int = DEMO_OBJECTS, se
 
 
 def ensure_default_encoder(store) -> str | None:
-    """Register the shipped default encoder (data/encoders/astromer2-demo) if present; return its
+    """Register the shipped default encoder (data/encoders/astromer2-logpe-folded-demo) if present; return its
     name, or None when it is neither registered nor shipped."""
     from lcdash.store import embeddings
 

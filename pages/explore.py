@@ -74,7 +74,7 @@ def default_encoder(encoders: pd.DataFrame) -> str:
 encoders = emb_store.list_encoders(store)
 if encoders.empty:
     st.info("No encoder is registered yet. Import or pretrain one on the Models page; a fresh checkout "
-            "registers the shipped default encoder data/encoders/astromer2-demo when it is present.")
+            "registers the shipped default encoder (data/encoders/) when it is present.")
     st.stop()
 
 c1, c2, c3 = st.columns([2, 2, 3])

@@ -201,7 +201,7 @@ def test_embed_store_all_bands(demo_store, encoder_dir):
 
 def test_default_encoder_dir_is_in_the_repo():
     d = default_encoder_dir()
-    assert d.parts[-3:] == ("data", "encoders", "astromer2-demo")
+    assert d.parts[-3:] == ("data", "encoders", "astromer2-logpe-folded-demo")
     assert (d.parents[2] / "lcdash").is_dir()
 
 
@@ -242,7 +242,7 @@ def test_official_and_shipped_encoders_embed_catalina_from_the_store(shared, sha
     a0 = import_official(shared / "weights" / "astromer" / "macho_a0.zip", tmp_path / "a0")
     encoders = {"macho_a0": a0}
     if (default_encoder_dir() / "model.safetensors").exists():
-        encoders["astromer2-demo"] = default_encoder_dir()
+        encoders["astromer2-logpe-folded-demo"] = default_encoder_dir()
     with Store(tmp_path / "catalina.duckdb") as store:
         store.ingest(obs, objs, validation=report)
         n = store.info()["objects"]

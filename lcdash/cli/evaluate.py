@@ -29,12 +29,13 @@ def register(subparsers) -> None:
     )
     p.add_argument("--db", required=True, help="store file")
     p.add_argument("--out", required=True, help="output folder for results.json, report.md and plots")
-    p.add_argument("--models", default="probe,rnn,cnn,rf", help="comma-separated subset of probe,rnn,cnn,rf")
+    p.add_argument("--models", default="probe,rnn,cnn,rf",
+                   help=f"comma-separated subset of {','.join(MODELS)}")
     p.add_argument("--spc", type=int, nargs="+", default=[20, 100, 500], help="training samples per class")
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--test-per-class", type=int, default=100)
     p.add_argument(
-        "--encoder", default=None, help="encoder for the probe (default: the shipped astromer2-demo)"
+        "--encoder", default=None, help="encoder for the probe (default: the shipped demo encoder)"
     )
     p.add_argument("--labels", default="catalogue", help="label source: catalogue or a label-set name")
     p.add_argument("--classes", nargs="+", default=None, help="only these classes (default: all)")
@@ -48,6 +49,9 @@ def register(subparsers) -> None:
         help="cap the neural models' epochs: one number for all, or e.g. cnn=15 rnn=30 probe=300",
     )
     p.add_argument("--patience", type=int, default=None, help="override the early-stopping patience")
+    p.add_argument("--probe-pooling", choices=["weighted", "uniform", "last"], default="weighted",
+                   help="the probe's embedding: learned layer weights (Astromer 2), uniform ones, or the "
+                        "last layer (the ablation)")
     p.add_argument("--scoring", choices=["object", "window"], default="object")
     p.add_argument(
         "--sequence-input",
@@ -178,6 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "labels": args.labels, "classes": args.classes, "survey": args.survey, "band": args.band,
         "max_epochs": _epochs(args.max_epochs), "patience": args.patience, "scoring": args.scoring,
         "class_weight": args.class_weight, "sequence_input": args.sequence_input,
+        "probe_pooling": args.probe_pooling,
         "seed": args.seed,
         "max_per_class": args.max_per_class, "threads": args.threads, "n_jobs": args.threads,
     }  # fmt: skip

@@ -43,9 +43,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("embed", help="compute per-object per-layer embeddings into the store")
     p.add_argument("--db", required=True, help="store file")
-    p.add_argument("--model", default="astromer2-demo",
+    p.add_argument("--model", default="astromer2-logpe-folded-demo",
                    help="a registered encoder name or an encoder folder (registered under --name or the "
-                        "folder's name); default: the shipped astromer2-demo")
+                        "folder's name); default: the shipped astromer2-logpe-folded-demo")
     p.add_argument("--name", default=None, help="register a folder under this name")
     p.add_argument("--band", default=None, help="only this band (default: every band)")
     p.add_argument("--survey", default=None, help="only objects of this survey")
@@ -65,7 +65,7 @@ def register(subparsers) -> None:
         "(layer_0 = input embedding).",
     )
     p.add_argument("path", help="observations table (Parquet, CSV, ...)")
-    p.add_argument("--model", required=True, help="encoder folder (or astromer2-demo for the shipped one)")
+    p.add_argument("--model", required=True, help="encoder folder, or the shipped one's name")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--map", nargs="+", action="extend", default=[], metavar="ROLE=COLUMN",
                    help="column for a role: object_id, time, mag, mag_err, band")

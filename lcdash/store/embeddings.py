@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from lcdash.errors import ModelError
 
-DEFAULT_ENCODER = "astromer2-demo"
+DEFAULT_ENCODER = "astromer2-logpe-folded-demo"
 
 
 def default_encoder_dir(name: str = DEFAULT_ENCODER) -> Path:
