@@ -119,3 +119,48 @@ def test_pretrain_and_finetune_cli(demo_db, tmp_path, capsys):
     assert meta["training"]["lr"] == 1e-5 and meta["training"]["n_train"] + meta["training"]["n_val"] == 10
     assert main(["finetune", "--from", str(out), "--db", str(demo_db), "--out", str(out)]) == 1
     assert "--out must differ" in capsys.readouterr().err
+
+
+def test_finetune_on_a_survey_by_name_keeps_the_parent_and_records_lineage(demo_db, tmp_path, capsys):
+    """Domain adaptation: the masked objective on every curve of a survey (labels unused), from a
+    registered encoder; the parent's folder is never written, the child is registered beside it."""
+    import hashlib
+    import shutil
+
+    from lcdash.models.astromer import Astromer, AstromerConfig
+    from lcdash.store import Store
+    from lcdash.store.embeddings import get_encoder, register_encoder
+    from lcdash.weights import save_encoder
+
+    db = tmp_path / "store.duckdb"
+    shutil.copy(demo_db, db)
+    parent = tmp_path / "parent"
+    cfg = AstromerConfig(n_layers=1, n_heads=2, d_model=8, d_ff=8)
+    save_encoder(Astromer(cfg), cfg, parent)
+    with Store(db) as store:
+        register_encoder(store, "parent-enc", parent)
+        survey = store.objects(columns=["survey"])["survey"].iloc[0]
+
+    def digest(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    before = digest(parent)
+    child = tmp_path / "adapted"
+    assert main(["finetune", "--from", "parent-enc", "--db", str(db), "--survey", survey,
+                 "--out", str(child), "--epochs", "1", "--batch-size", "8", "--lr", "1e-2", "--threads", "1"]) == 0
+    assert digest(parent) == before
+    a, _ = load_encoder(parent)
+    b, _ = load_encoder(child)
+    pairs = zip(a.parameters(), b.parameters(), strict=True)
+    assert any(not np.allclose(x.detach(), y.detach()) for x, y in pairs)
+    with Store(db, read_only=True) as store:
+        enc = get_encoder(store, "adapted")
+    assert enc["source"].startswith(f"fine-tuned from parent-enc on {survey}")
+    assert "labels unused" in enc["source"]
+    # a survey without light curves, and an unknown parent, get one-line reasons
+    capsys.readouterr()
+    assert main(["finetune", "--from", "parent-enc", "--db", str(db), "--survey", "no such survey",
+                 "--out", str(tmp_path / "x")]) == 1
+    assert "fewer than 2 light curves" in capsys.readouterr().err
+    assert main(["finetune", "--from", "nope", "--db", str(db), "--out", str(tmp_path / "y")]) == 1
+    assert "neither an encoder folder" in capsys.readouterr().err

@@ -35,7 +35,10 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("finetune",
                               help="continue the masked objective from an encoder (labels unused)")
-    p.add_argument("--from", dest="from_dir", required=True, help="encoder folder to start from")
+    p.add_argument("--from", dest="from_dir", required=True,
+                   help="encoder to start from: a folder, or a name registered in --db (its folder is never "
+                        "written); the result is registered in --db beside it, as --register or the --out "
+                        "folder's name, with its lineage")
     _data_args(p)
     p.add_argument("--out", required=True, help="output folder for the fine-tuned encoder")
     _train_args(p, lr_default="1e-5")
@@ -195,9 +198,14 @@ def _run_training(args, init_from=None, model_cfg=None) -> int:
         from lcdash.store import Store
         from lcdash.store.embeddings import register_encoder
 
+        source = None
+        if init_from is not None:  # lineage, as the Models page's fine-tune job writes it
+            parent = getattr(args, "parent_name", None) or str(init_from)
+            source = (f"fine-tuned from {parent} on {args.survey or 'all surveys'} "
+                      f"({result['n_train']} light curves, labels unused)")
         with Store(args.db) as store:
-            register_encoder(store, args.register, args.out)
-        print(f"registered encoder {args.register!r} in {args.db}")
+            register_encoder(store, args.register, args.out, source=source)
+        print(f"registered encoder {args.register!r} in {args.db}" + (f": {source}" if source else ""))
     return 0
 
 
@@ -219,8 +227,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    if not Path(args.from_dir, "model.safetensors").exists():
-        raise ModelError(f"{args.from_dir} is not an encoder folder (no model.safetensors)")
+    if not Path(args.from_dir, "model.safetensors").exists():  # a registered name
+        from lcdash.store import Store
+        from lcdash.store.embeddings import get_encoder
+
+        with Store(args.db, read_only=True) as store:
+            try:
+                enc = get_encoder(store, args.from_dir)
+            except ModelError:
+                raise ModelError(f"--from {args.from_dir!r} is neither an encoder folder (no "
+                                 f"model.safetensors) nor an encoder registered in {args.db}") from None
+        args.parent_name, args.from_dir = enc["name"], str(enc["path"])
+    args.register = args.register or Path(args.out).name
     if Path(args.from_dir).resolve() == Path(args.out).resolve():
         raise ModelError("--out must differ from --from: fine-tuning would overwrite its starting encoder")
     return _run_training(args, init_from=args.from_dir)
