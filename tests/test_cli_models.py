@@ -147,7 +147,8 @@ def test_finetune_on_a_survey_by_name_keeps_the_parent_and_records_lineage(demo_
     before = digest(parent)
     child = tmp_path / "adapted"
     assert main(["finetune", "--from", "parent-enc", "--db", str(db), "--survey", survey,
-                 "--out", str(child), "--epochs", "1", "--batch-size", "8", "--lr", "1e-2", "--threads", "1"]) == 0
+                 "--out", str(child), "--epochs", "1", "--batch-size", "8", "--lr", "1e-2",
+                 "--threads", "1"]) == 0
     assert digest(parent) == before
     a, _ = load_encoder(parent)
     b, _ = load_encoder(child)
