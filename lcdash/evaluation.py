@@ -931,7 +931,7 @@ def apply_label_map(labels, surveys, label_map: dict) -> np.ndarray:
             elif label in targets:
                 out[at] = label
             else:
-                unmapped[(survey, label)] = len(at)
+                unmapped[(str(survey), str(label))] = len(at)
     if unmapped:
         listed = ", ".join(
             f"{label!r} ({n} objects{f' of {survey}' if survey else ''})"

@@ -101,8 +101,10 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 def _obs(curves, ids, band="V"):
     return pd.concat(
-        [pd.DataFrame({"object_id": i, "band": band, "time": t, "mag": m, "mag_err": 0.02})
-         for i, (t, m) in zip(ids, curves, strict=True)]  # fmt: skip
+        [
+            pd.DataFrame({"object_id": i, "band": band, "time": t, "mag": m, "mag_err": 0.02})
+            for i, (t, m) in zip(ids, curves, strict=True)
+        ]
     )
 
 
@@ -122,8 +124,24 @@ def test_update_cli_incremental_equals_full(tmp_path, capsys):
     db = tmp_path / "s.duckdb"
     with Store(db) as store:
         store.ingest(_obs(early, ids), objects, survey="toy")
-    assert main(["rnn-train", "--db", str(db), "--out", str(tmp_path / "toy-rnn"), "--max-epochs", "2",
-                 "--hidden", "8", "--threads", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "rnn-train",
+                "--db",
+                str(db),
+                "--out",
+                str(tmp_path / "toy-rnn"),
+                "--max-epochs",
+                "2",
+                "--hidden",
+                "8",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert main(["update", "--db", str(db), "--model", "toy-rnn"]) == 0
     assert "36 object(s) read in full" in capsys.readouterr().out
     assert main(["update", "--db", str(db), "--model", "toy-rnn"]) == 0  # nothing stale
@@ -132,8 +150,10 @@ def test_update_cli_incremental_equals_full(tmp_path, capsys):
     grow = sorted(rng.choice(len(curves), 12, replace=False))
     late = _obs([(curves[i][0][-10:], curves[i][1][-10:]) for i in grow], [ids[i] for i in grow])
     late.to_csv(tmp_path / "late.csv", index=False)
-    assert main(["update", str(tmp_path / "late.csv"), "--db", str(db), "--model", "toy-rnn",
-                 "--survey", "toy"]) == 0  # fmt: skip
+    assert (
+        main(["update", str(tmp_path / "late.csv"), "--db", str(db), "--model", "toy-rnn", "--survey", "toy"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "12 updated from their saved state with 120 new observation(s), 0 recomputed" in out
 
@@ -141,9 +161,24 @@ def test_update_cli_incremental_equals_full(tmp_path, capsys):
     t, m = curves[grow[0]]
     between = _obs([(np.array([(t[3] + t[4]) / 2]), np.array([m[3]]))], [ids[grow[0]]])
     between.to_csv(tmp_path / "between.csv", index=False)
-    assert main(["update", str(tmp_path / "between.csv"), "--db", str(db), "--model", "toy-rnn",
-                 "--survey", "toy"]) == 0  # fmt: skip
-    assert "0 updated from their saved state with 0 new observation(s), 1 recomputed" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "update",
+                str(tmp_path / "between.csv"),
+                "--db",
+                str(db),
+                "--model",
+                "toy-rnn",
+                "--survey",
+                "toy",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "0 updated from their saved state with 0 new observation(s), 1 recomputed" in capsys.readouterr().out
+    )
 
     with Store(db, read_only=True) as store:
         est, _ = load_rnn(store, "toy-rnn")
