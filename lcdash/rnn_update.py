@@ -3,10 +3,11 @@
 `train_rnn` fits a BeckerRNN on a store's catalogue labels, saves it and registers it;
 `update_states` brings every object's saved RNN read (lcdash.store.rnn_states) up to date with its
 stored light curve. An object without a saved read is read in full; one whose curve has grown is
-continued from its saved GRU state and tail with only the new observations, provided the
-observations it read are unchanged (the store merges a re-ingested curve, stored values win, so
-only observations later than the last one read can be appended); otherwise (an observation arrived
-before the last one read) it is read again in full, and the report counts it.
+continued from its saved GRU state and tail with only the new observations: the store is asked for
+the curve from the tail's first observation on (O(new) reads too), and the tail must come back
+unchanged. The store merges a re-ingested curve with stored values winning, so stored values never
+change; an observation inserted before the last one read shifts the tail's positions, the check
+fails, and the object is read again in full (the report counts it).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def update_states(
     """Bring the saved RNN reads of `model` up to date with the stored light curves in `band`
     (restricted to a survey or to `oids` when given); see the module docstring."""
     from lcdash.models.rnn import StreamState, tail_start
-    from lcdash.store.rnn_states import load_states, save_states, stale_oids
+    from lcdash.store.rnn_states import load_states, read_from, save_states, stale_oids
 
     t0 = time.perf_counter()
     est, info = load_rnn(store, model, device=device)
@@ -129,14 +130,16 @@ def update_states(
     for lo in range(0, len(behind), batch_size):
         part = behind[lo : lo + batch_size]
         held, state = load_states(store, model, part, band, est.n_layers, est.hidden)
-        batch = store.read_batch(held, band=band)
+        starts = [tail_start(int(n), est.w, est.s) for n in state.n_obs]
+        got, times, mags = read_from(store, held, band, starts)  # the tail and what follows: O(new)
+        if not np.array_equal(got, held):
+            raise ModelError("light curves changed while their RNN states were being updated; run it again")
         new, ok = [], np.zeros(len(held), bool)
         for i in range(len(held)):
-            t, m, _ = batch.row(i)
-            n = int(state.n_obs[i])
-            a = tail_start(n, est.w, est.s)
-            ok[i] = len(t) > n and _same(t[a:n], state.tail_time[i]) and _same(m[a:n], state.tail_mag[i])
-            new.append((t[n:], m[n:]))
+            t, m = times[i], mags[i]
+            k = int(state.n_obs[i]) - starts[i]  # observations of the saved tail
+            ok[i] = len(t) > k and _same(t[:k], state.tail_time[i]) and _same(m[:k], state.tail_mag[i])
+            new.append((t[k:], m[k:]))
         keep = np.flatnonzero(ok)
         if len(keep):
             sub = StreamState(

@@ -145,3 +145,20 @@ def states_frame(store, model: str, oids=None) -> pd.DataFrame:
             cur.register("_want", pa.table({"oid": np.asarray(oids, np.int64)}))
             sql += " AND oid IN (SELECT oid FROM _want)"
         return cur.execute(sql + " ORDER BY oid, band", [model]).df()
+
+
+def read_from(store, oids, band: str, starts) -> tuple[np.ndarray, list, list]:
+    """(oid, times, mags) of each light curve in `band` from observation starts[i] on (0-based), in
+    oid order: an incremental update reads only the saved tail's observations and the new ones."""
+    want = pa.table({"oid": np.asarray(oids, np.int64), "start": np.asarray(starts, np.int64)})
+    with store.cursor() as cur:
+        cur.register("_from", want)
+        tb = cur.sql(
+            "SELECT w.oid, list_slice(l.time, w.start + 1, l.n_obs) AS time, "
+            "list_slice(l.mag, w.start + 1, l.n_obs) AS mag FROM _from w "
+            "JOIN lightcurves l ON l.oid = w.oid AND l.band = ? ORDER BY w.oid",
+            params=[band],
+        ).to_arrow_table()
+    times = [np.asarray(t, np.float64) for t in tb.column("time").to_pylist()]
+    mags = [np.asarray(m, np.float64) for m in tb.column("mag").to_pylist()]
+    return tb.column("oid").to_numpy().astype(np.int64), times, mags
