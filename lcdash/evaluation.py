@@ -1076,27 +1076,38 @@ def cross_survey_table(results: list[EvalResult]) -> pd.DataFrame:
 
 
 def cross_survey_markdown(results: list[EvalResult]) -> str:
-    """Markdown tables of cross_survey_table: per scored survey, macro F1 (%) mean ± std over folds,
-    one row per model x spc and one column per set of training surveys."""
-    from lcdash.report import _pm, _title
+    """Markdown tables of cross_survey_table: per scored survey, macro F1 (%) (mean ± std when there
+    are several folds), one row per model x spc, one column per set of training surveys: transfer
+    from the other surveys first, then training on several, then on the scored survey alone."""
+    from lcdash.report import MODEL_TITLES, _pm, _title
 
     df = cross_survey_table(results)
     if df.empty:
         return "No finished fits.\n"
+    order = {m: i for i, m in enumerate(MODEL_TITLES)}
     lines = []
     for survey, part in df.groupby("scored on", sort=False):
-        trained = list(dict.fromkeys(part["trained on"]))
+        sets = list(dict.fromkeys(part["trained on"]))
+        trained = sorted(sets, key=lambda t: (survey in t.split(" + "), -len(t.split(" + "))))
         n_test = ", ".join(sorted({str(n) for n in part["n_test"]}))
         lines += [f"### Scored on {survey} ({n_test} test objects per fold)", ""]
         lines += ["| model | spc | " + " | ".join(f"trained on {t}" for t in trained) + " |",
                   "|---|---|" + "---|" * len(trained)]  # fmt: skip
-        for (model, spc), g in part.groupby(["model", "spc"], sort=False):
+        groups = sorted(
+            part.groupby(["model", "spc"], sort=False), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
+        )
+        for (model, spc), g in groups:
             cells = []
             for t in trained:
                 r = g[g["trained on"] == t]
-                cells.append(_pm(r["macro_f1_mean"].iloc[0], np.nan_to_num(r["macro_f1_std"].iloc[0]))
-                             + f" ({int(r['folds'].iloc[0])})" if len(r) else "-")  # fmt: skip
+                if not len(r):
+                    cells.append("-")
+                elif int(r["folds"].iloc[0]) == 1:
+                    cells.append(f"{100 * r['macro_f1_mean'].iloc[0]:.1f}")
+                else:
+                    cells.append(_pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0])
+                                 + f" ({int(r['folds'].iloc[0])} folds)")  # fmt: skip
             lines.append(f"| {_title(model)} | {spc} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append("Macro F1 (%) over the classes the scored survey has test objects of; (n) = folds.")
+    lines.append("Macro F1 (%) over the classes the scored survey has test objects of.")
     return "\n".join(lines) + "\n"

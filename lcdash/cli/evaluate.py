@@ -295,6 +295,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         _write_cross_survey(results, out, args.title)
+        (out / "results.json").write_text(json.dumps({"runs": [r.to_dict() for r in results]}, default=str))
         return 0
     try:
         result = merge_results(results) if len(results) > 1 else results[0]
