@@ -1,5 +1,9 @@
 #!/bin/bash
-# cross-survey runs for issue 16 (1 fold, spc 100, one thread)
+# cross-survey runs for issue 16 (1 fold, spc 100, one thread). The store and encoder were made with
+#   lcdash ingest ../shared/data/catalina_train --db tmp/real.duckdb
+#   lcdash ingest ../shared/data/eros1 --db tmp/real.duckdb
+#   lcdash weights import ../shared/weights/astromer/macho_a0.zip --out tmp/encoders/macho_a0
+# and the table with: lcdash evaluate-report tmp/cross/*/results.json --out docs/results/cross_survey
 cd /work/wt16
 PY=/work/main/.venv/bin/python
 C="CSS-SSS (Catalina Siding Spring)"; E="EROS-1 (LMC photographic plates)"
