@@ -117,7 +117,8 @@ def main() -> None:
         f"threads {args.threads}; encoder {Path(args.encoder).name} ({cfg.arch}, {cfg.n_layers} layers, "
         f"d={cfg.d_model}); load average {load0:.2f}; best of {args.repeat}"
     )
-    print(f"{'N':>8} {'curves':>6} " + " ".join(f"{m:>10}" for m in args.models) + "   (CPU ms per light curve)")
+    header = " ".join(f"{m:>10}" for m in args.models)
+    print(f"{'N':>8} {'curves':>6} {header}   (CPU ms per light curve)")
     ms: dict[str, list[float]] = {m: [] for m in args.models}
     for n in args.lengths:
         k = n_curves_for(n)

@@ -199,3 +199,51 @@ def test_update_cli_errors(tmp_path, capsys):
     assert main(["update", "--db", str(db), "--model", "nope"]) == 1
     err = capsys.readouterr().err
     assert "no RNN named 'nope'" in err and "Traceback" not in err
+
+
+def test_registry_keeps_states_with_their_weights(fitted, tmp_path):
+    """Re-registering a name with other weights drops its saved reads; weights changed on disk after
+    registration are refused instead of silently mixing states of two models."""
+    import torch
+
+    from lcdash.rnn_update import load_rnn
+    from lcdash.store import Store
+    from lcdash.store.rnn_states import register_rnn, save_states, stale_oids, states_frame
+
+    fitted.save(tmp_path / "a")
+    other = BeckerRNN.load(tmp_path / "a")
+    with torch.no_grad():
+        next(other.module_.parameters()).add_(0.1)
+    other.save(tmp_path / "b")
+    curves = _curves(3, seed=8, lo=10, hi=20)
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:
+        store.ingest(_obs(curves, ["x", "y", "z"]), survey="toy")
+        oids = store.objects(columns=["oid"])["oid"].to_numpy()
+        register_rnn(store, "m", tmp_path / "a")
+        assert len(stale_oids(store, "m", "V")[0]) == 3
+        save_states(store, "m", oids, ["V"] * 3, fitted.stream_states(curves), fitted.classes_)
+        assert [len(x) for x in stale_oids(store, "m", "V")] == [0, 0]
+        register_rnn(store, "m", tmp_path / "a")  # same weights: kept
+        assert len(states_frame(store, "m")) == 3
+        register_rnn(store, "m", tmp_path / "b")  # other weights: dropped
+        assert len(states_frame(store, "m")) == 0
+        other.save(tmp_path / "a")  # the folder of a registered name changes under it
+        register_rnn(store, "n", tmp_path / "b")
+        fitted.save(tmp_path / "b")
+        with pytest.raises(ModelError, match="changed since RNN 'n' was registered"):
+            load_rnn(store, "n")
+
+
+def test_a_version_1_store_gets_the_rnn_tables(tmp_path):
+    from lcdash.store import Store
+    from lcdash.store.schema import SCHEMA_VERSION
+
+    db = tmp_path / "old.duckdb"
+    with Store(db) as store:
+        store.con.execute("DROP TABLE rnn_states; DROP TABLE rnn_models")
+        store.con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with Store(db) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        tables = set(store.con.execute("SELECT table_name FROM duckdb_tables()").df()["table_name"])
+        assert {"rnn_models", "rnn_states"} <= tables
