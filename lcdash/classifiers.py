@@ -106,7 +106,9 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
         )
         weight = _class_weights(yi, len(self.classes_), self.class_weight)
         self._weight = None if weight is None else torch.as_tensor(weight, dtype=torch.float32)
-        loss_fn = torch.nn.CrossEntropyLoss(weight=None if self._weight is None else self._weight.to(device))
+        loss_fn = torch.nn.CrossEntropyLoss(
+            weight=None if self._weight is None else self._weight.to(device)
+        )
         best, best_state, bad, n = np.inf, None, 0, len(yi)
         # at least ~16 minibatches per epoch: on few-shot sets one step per epoch leaves early
         # stopping (patience counted in epochs) and epoch caps too few updates to learn anything;
@@ -612,4 +614,6 @@ def make_classifier(name: str, **params):
     cls = classes[name]
     valid = cls().get_params()
     # None means "the model's default", except for class_weight, where None switches weighting off
-    return cls(**{k: v for k, v in params.items() if k in valid and (v is not None or k == "class_weight")})
+    return cls(
+        **{k: v for k, v in params.items() if k in valid and (v is not None or k == "class_weight")}
+    )

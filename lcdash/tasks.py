@@ -236,7 +236,9 @@ def embed_run(folder, params, progress):
     for name in params["batches"]:
         batch = LightCurveBatch.load(folder / name)
         sub = _Scaled(progress, done, done + len(batch), total)
-        n_windows, layers = embed_batch(model, batch, batch_size=params.get("batch_size"), progress=sub)
+        n_windows, layers = embed_batch(
+            model, batch, batch_size=params.get("batch_size"), progress=sub
+        )
         out = name.replace("batch_", "emb_")
         np.savez(
             folder / out,
