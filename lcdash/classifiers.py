@@ -389,7 +389,13 @@ class BeckerRNN(_TorchClassifier):
         """Read whole light curves from scratch -> lcdash.models.rnn.StreamState."""
         from lcdash.models.rnn import StreamState
 
-        curves = [(t, m) for t, m, _ in _curves(X)]
+        curves = []
+        for t, m, _ in _curves(X):  # sorted, first of duplicate times kept: as rnn.differences reads them
+            order = np.argsort(t, kind="stable")
+            t, m = t[order], m[order]
+            keep = np.ones(len(t), dtype=bool)
+            keep[1:] = np.diff(t) > 0
+            curves.append((t[keep], m[keep]))
         empty = StreamState.empty(len(curves), self.n_layers, self.hidden, len(self._classes()))
         return self.update_stream(empty, curves, batch_size)
 

@@ -81,6 +81,17 @@ def test_stream_ignores_the_training_step_cap(fitted):
     assert np.abs(capped - whole).max() > 1e-4
 
 
+def test_unsorted_curves_with_repeated_times_read_as_the_classifier_reads_them(fitted):
+    rng = np.random.default_rng(9)
+    curves = []
+    for t, m in _curves(8, seed=9, lo=10, hi=40):
+        t = np.concatenate([t, t[:3]])  # repeated times (the first value is kept), then shuffled
+        m = np.concatenate([m, m[:3] + 1]).astype(np.float32)
+        order = rng.permutation(len(t))
+        curves.append((t[order], m[order]))
+    np.testing.assert_allclose(fitted.stream_states(curves).proba, fitted.predict_proba(curves), atol=1e-5)
+
+
 def test_new_observations_before_the_last_one_are_refused(fitted):
     curves = _curves(3, seed=5, lo=10, hi=20)
     state = fitted.stream_states(curves)
