@@ -465,6 +465,120 @@ class BeckerRNN(_TorchClassifier):
     def _forward(self, module, x, lengths):
         return module(x, lengths)
 
+    # -- incremental update (Becker et al. 2020: new observations at a low cost) ------------------
+    # The stream reads every step: unlike predict_proba it has no max_steps cap (a training memory
+    # bound that keeps the first 1,000 steps, i.e. curves up to 2,004 observations with w=4, s=2), so
+    # it equals predict_proba with max_steps=None; the inputs' scales are the fixed training ones.
+
+    def stream_states(self, X, batch_size: int = 512):
+        """Read whole light curves from scratch -> lcdash.models.rnn.StreamState."""
+        from lcdash.models.rnn import StreamState
+
+        curves = []
+        for t, m, _ in _curves(X):  # sorted, first of duplicate times kept: as rnn.differences reads them
+            order = np.argsort(t, kind="stable")
+            t, m = t[order], m[order]
+            keep = np.ones(len(t), dtype=bool)
+            keep[1:] = np.diff(t) > 0
+            curves.append((t[keep], m[keep]))
+        empty = StreamState.empty(len(curves), self.n_layers, self.hidden, len(self._classes()))
+        return self.update_stream(empty, curves, batch_size)
+
+    def update_stream(self, state, new, batch_size: int = 512):
+        """Continue each curve's read with its new observations `new` [(time, mag), ...] (times
+        after the curve's last read time) -> a new StreamState; costs O(new observations)."""
+        import torch
+
+        from lcdash.models import rnn
+
+        if not hasattr(self, "module_"):
+            raise ModelError("BeckerRNN is not fitted yet")
+        if len(new) != len(state):
+            raise ModelError(f"{len(state)} saved states but {len(new)} sets of new observations")
+        out = rnn.StreamState.empty(len(state), self.n_layers, self.hidden, len(self.classes_))
+        module = self.module_.eval()
+        device = next(module.parameters()).device
+        for lo in range(0, len(state), batch_size):
+            rows = range(lo, min(lo + batch_size, len(state)))
+            diffs, tails = [], []
+            for i in rows:
+                t = np.concatenate([state.tail_time[i], np.asarray(new[i][0], np.float64)])
+                m = np.concatenate([state.tail_mag[i], np.asarray(new[i][1], np.float64)])
+                if len(t) > 1 and not (np.diff(t) > 0).all():
+                    raise ModelError(
+                        f"row {i}: new observations must come after the last one read "
+                        f"({state.tail_time[i][-1] if len(state.tail_time[i]) else '-'}); recompute it"
+                    )
+                tails.append((t, m))
+                diffs.append((np.diff(t), np.diff(m)))
+            k = np.array([int(rnn.n_steps(len(t), self.w, self.s)) for t, _ in tails], np.int64)
+            x, _ = rnn.step_sequences(diffs, self.w, self.s, self.dt_scale_, self.dm_scale_, None)
+            h0 = torch.as_tensor(state.hidden[lo : lo + len(rows)], device=device).transpose(0, 1)
+            with torch.no_grad():
+                h = module.advance(torch.as_tensor(x, device=device), k, h0.contiguous())
+                logits = module.classify(h[-1])
+                never = np.flatnonzero(state.n_steps[lo : lo + len(rows)] + k == 0)
+                if len(never):  # too short for one step: forward reads the curve as one padded step
+                    xs = torch.as_tensor(x[never], device=device)
+                    logits[never] = module(xs, torch.ones(len(never), dtype=torch.int64))
+                proba = torch.softmax(logits.float(), 1).cpu().numpy()
+            out.hidden[lo : lo + len(rows)] = h.transpose(0, 1).cpu().numpy()
+            out.proba[lo : lo + len(rows)] = proba
+            for j, i in enumerate(rows):
+                t, m = tails[j]
+                out.n_steps[i] = state.n_steps[i] + k[j]
+                out.n_obs[i] = state.n_obs[i] + len(new[i][0])
+                keep = int(k[j]) * self.s
+                out.tail_time[i], out.tail_mag[i] = t[keep:], m[keep:]
+        return out
+
+    def _classes(self):
+        if not hasattr(self, "classes_"):
+            raise ModelError("BeckerRNN is not fitted yet")
+        return self.classes_
+
+    def save(self, folder):
+        """model.safetensors (GRU + head) and config.json (parameters, classes, input scales)."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._classes()
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()},
+                  str(folder / "model.safetensors"))  # fmt: skip
+        params = {k: v for k, v in self.get_params().items() if k != "device"}
+        meta = {"model": "becker-rnn", "params": params, "classes": [str(c) for c in self.classes_],
+                "dt_scale": self.dt_scale_, "dm_scale": self.dm_scale_}  # fmt: skip
+        (folder / "config.json").write_text(json.dumps(meta, indent=1))
+        return folder
+
+    @classmethod
+    def load(cls, folder, device=None) -> BeckerRNN:
+        """A fitted BeckerRNN from `save`'s folder (safetensors: nothing is unpickled)."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "config.json").read_text())
+            weights = load_file(str(folder / "model.safetensors"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{folder}: not a saved Becker RNN ({exc})") from None
+        if meta.get("model") != "becker-rnn":
+            raise ModelError(f"{folder}: not a saved Becker RNN (config.json model={meta.get('model')!r})")
+        est = cls(**meta["params"], device=device)
+        est.classes_ = np.asarray(meta["classes"])
+        est.dt_scale_, est.dm_scale_ = float(meta["dt_scale"]), float(meta["dm_scale"])
+        module = est._build(len(est.classes_))
+        module.load_state_dict(weights)
+        est.module_ = module.to(est._device()).eval()
+        return est
+
 
 class AguirreCNN(_TorchClassifier):
     """Aguirre et al. 2019 CNN on dt/dm sequences of 500 (lcdash.models.cnn), with its class-balancing

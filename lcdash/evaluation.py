@@ -74,6 +74,12 @@ class EvalConfig:
     sequence_input: str = "raw"
     finetune: bool = False  # masked fine-tuning of the encoder on each training split (probe)
     finetune_epochs: int | None = None
+    # across surveys (Aguirre et al. 2019): train on these surveys, score on those (EvalData.surveys
+    # gives each object's survey); labels pass through label_map (a dict, "default", "none" or a
+    # JSON file; see DEFAULT_LABEL_MAP). None: the single-survey protocol.
+    train_surveys: list[str] | None = None
+    score_surveys: list[str] | None = None
+    label_map: dict | str | None = None
 
     def validate(self) -> EvalConfig:
         bad = [m for m in self.models if m not in MODEL_NAMES]
@@ -95,6 +101,10 @@ class EvalConfig:
             raise ValidationError(f"class_weight must be 'balanced' or 'none', got {self.class_weight!r}")
         if self.scoring not in SCORINGS:
             raise ValidationError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+        if bool(self.train_surveys) != bool(self.score_surveys):
+            raise ValidationError("give both the surveys to train on and the surveys to score on")
+        if self.train_surveys:
+            self.label_map = load_label_map(self.label_map)
         return self
 
     def to_dict(self) -> dict:
@@ -159,7 +169,8 @@ class EvalData:
 
     `layers`: per-object per-layer mean embeddings [N, L+1, d] aligned with `batch` rows (needed
     for the probe); `encoder`: what produced them (name, dir, arch, n_layers, d_model, source);
-    `periods`: catalogue periods in days (NaN where unknown), for folded sequence input.
+    `periods`: catalogue periods in days (NaN where unknown), for folded sequence input;
+    `surveys`: each object's survey, for training across surveys.
     """
 
     batch: object
@@ -167,6 +178,7 @@ class EvalData:
     layers: np.ndarray | None = None
     encoder: dict | None = None
     periods: np.ndarray | None = None
+    surveys: np.ndarray | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels).astype(str)
@@ -179,6 +191,10 @@ class EvalData:
             self.periods = np.asarray(self.periods, dtype=np.float64)
             if len(self.periods) != n:
                 raise ValidationError(f"{n} light curves but {len(self.periods)} periods")
+        if self.surveys is not None:
+            self.surveys = np.asarray(self.surveys).astype(str)
+            if len(self.surveys) != n:
+                raise ValidationError(f"{n} light curves but {len(self.surveys)} surveys")
 
     def save(self, folder) -> Path:
         folder = Path(folder)
@@ -191,6 +207,8 @@ class EvalData:
             np.save(folder / "layers.npy", np.asarray(self.layers, dtype=np.float32))
         if self.periods is not None:
             np.save(folder / "periods.npy", self.periods)
+        if self.surveys is not None:
+            np.save(folder / "surveys.npy", np.asarray(self.surveys, dtype=str))
         (folder / "encoder.json").write_text(json.dumps(self.encoder))
         return folder
 
@@ -209,7 +227,11 @@ class EvalData:
         periods = np.load(folder / "periods.npy") if (folder / "periods.npy").exists() else None
         enc = folder / "encoder.json"
         encoder = json.loads(enc.read_text()) if enc.exists() else None
-        return cls(batch=batch, labels=labels, layers=layers, encoder=encoder, periods=periods)
+        sv = folder / "surveys.npy"
+        surveys = np.load(sv, allow_pickle=False) if sv.exists() else None
+        return cls(
+            batch=batch, labels=labels, layers=layers, encoder=encoder, periods=periods, surveys=surveys
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -510,11 +532,20 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
         import torch
 
         torch.set_num_threads(int(cfg.threads))
-    idx, selection = _select(data, cfg)
-    labels_obj = data.labels[idx]
-    splits, report = make_splits(
-        labels_obj, cfg.folds, cfg.spc, cfg.test_per_class, cfg.val_fraction, cfg.seed
-    )
+    surveys_obj = None
+    if cfg.train_surveys:  # across surveys: mapped labels, per-survey draws
+        idx, labels_obj, selection = _select_cross(data, cfg)
+        surveys_obj = data.surveys[idx]
+        splits, report = make_cross_splits(
+            labels_obj, surveys_obj, cfg.train_surveys, cfg.score_surveys, cfg.folds, cfg.spc,
+            cfg.test_per_class, cfg.val_fraction, cfg.seed,
+        )  # fmt: skip
+    else:
+        idx, selection = _select(data, cfg)
+        labels_obj = data.labels[idx]
+        splits, report = make_splits(
+            labels_obj, cfg.folds, cfg.spc, cfg.test_per_class, cfg.val_fraction, cfg.seed
+        )
     selection.update(
         n_objects=int(len(idx)),
         scoring=cfg.scoring,
@@ -594,6 +625,11 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
                             data, batch, owner, split, cfg)
                     X = ft if name == "probe" else (ft, features())
                 record = _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep_rate)
+                if surveys_obj is not None:  # per-survey scores on each survey's own test objects
+                    record["extra"]["per_survey"] = per_survey_metrics(
+                        y_rows[rows["test"]], record.pop("_pred"), surveys_obj[owner[rows["test"]]], classes
+                    )
+                record.pop("_pred", None)
                 records.append(record)
                 step += 1
                 _notify(
@@ -713,6 +749,7 @@ def _fit_one(name, X, y_rows, rows, owner, labels_obj, classes, split, cfg, prep
         "train_seconds": float(train_seconds),
         "infer_lc_per_s": float(1.0 / per_sample),
         "extra": extra,
+        "_pred": pred,
     }
 
 
@@ -840,3 +877,265 @@ def run_probe(
         result.confidence = proba.max(1)
         result.entropy = entropy(proba)
     return result
+
+
+# ------------------------------------------------------------------------------------------------
+# training across surveys (Aguirre, Pichara & Becker 2019)
+# ------------------------------------------------------------------------------------------------
+# The default label map between Catalina (CSS-SSS, Drake et al. 2017 classes) and EROS-1 (RAMP
+# labels RRLyrae / Cepheid / EB / Mira). A value is the common class, None drops the label; a label
+# that is itself a common class (EROS-1's) maps to itself. Catalina has no classical Cepheids: its
+# anomalous (ACEP) and type II (Cep-II) Cepheids become "Cepheid", so that class mixes Cepheid types
+# across the two surveys (EROS-1 LMC Cepheids are mostly classical). Rot and HADS_dScuti have no
+# EROS-1 counterpart and are dropped.
+DEFAULT_LABEL_MAP: dict = {
+    "RRab": "RRLyrae", "RRc": "RRLyrae", "RRd": "RRLyrae", "Blazhko": "RRLyrae",
+    "EW": "EB", "EA": "EB",
+    "DCEP": "Cepheid", "CEP": "Cepheid", "Cep-I": "Cepheid", "ACEP": "Cepheid", "Cep-II": "Cepheid",
+    "LPV": "Mira",
+    "Rot": None, "HADS_dScuti": None,
+}  # fmt: skip
+LABEL_MAPS = {"default": DEFAULT_LABEL_MAP, "none": {}}
+
+
+def load_label_map(spec) -> dict:
+    """A label map from a dict, a built-in name ("default", "none": identity) or a JSON file.
+
+    Format: {label: common class or null (drop)}; a value that is a dict is a section for the survey
+    named by its key, whose entries override the common ones for that survey's objects.
+    """
+    if spec is None:
+        return {}
+    if isinstance(spec, dict):
+        label_map = spec
+    elif str(spec) in LABEL_MAPS:
+        label_map = LABEL_MAPS[str(spec)]
+    else:
+        path = Path(str(spec))
+        if not path.exists():
+            raise ValidationError(
+                f"label map {spec!r}: not a built-in map ({', '.join(LABEL_MAPS)}) nor a JSON file"
+            )
+        try:
+            label_map = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValidationError(
+                f"label map {path}: not valid JSON ({exc.msg}, line {exc.lineno})"
+            ) from None
+    if not isinstance(label_map, dict):
+        raise ValidationError("a label map is a JSON object {label: class or null}")
+    for key, value in label_map.items():
+        entries = value.items() if isinstance(value, dict) else [(key, value)]
+        for k, v in entries:
+            if v is not None and not isinstance(v, str):
+                raise ValidationError(f"label map: {k!r} maps to {v!r}; give a class name or null (drop)")
+    return dict(label_map)
+
+
+def apply_label_map(labels, surveys, label_map: dict) -> np.ndarray:
+    """Labels in the common classes (object dtype; None where the map drops the label).
+
+    An empty map is the identity. Otherwise every label must be a key of the map (or of its survey's
+    section) or one of the common classes itself; any other label is an error that names it, its
+    survey and its count, so that no class is dropped or merged silently.
+    """
+    labels = np.asarray(labels).astype(str)
+    if not label_map:
+        return labels.astype(object)
+    surveys = np.asarray(surveys).astype(str) if surveys is not None else np.full(len(labels), "")
+    common = {k: v for k, v in label_map.items() if not isinstance(v, dict)}
+    targets = {v for v in common.values() if v is not None}
+    for section in (v for v in label_map.values() if isinstance(v, dict)):
+        targets |= {v for v in section.values() if v is not None}
+    out = np.empty(len(labels), dtype=object)
+    unmapped: dict[tuple[str, str], int] = {}
+    for survey in np.unique(surveys):
+        rows = np.flatnonzero(surveys == survey)
+        table = {**common, **(label_map.get(survey) if isinstance(label_map.get(survey), dict) else {})}
+        for label in np.unique(labels[rows]):
+            at = rows[labels[rows] == label]
+            if label in table:
+                out[at] = table[label]
+            elif label in targets:
+                out[at] = label
+            else:
+                unmapped[(str(survey), str(label))] = len(at)
+    if unmapped:
+        listed = ", ".join(
+            f"{label!r} ({n} objects{f' of {survey}' if survey else ''})"
+            for (survey, label), n in unmapped.items()
+        )
+        raise ValidationError(f"label map: no entry for {listed}; map each to a class or to null to drop it")
+    return out
+
+
+def make_cross_splits(
+    labels, surveys, train_surveys, score_surveys, folds: int, spc_list, test_per_class: int,
+    val_fraction: float = 0.2, seed: int = 0,
+):  # fmt: skip
+    """The protocol per survey, combined -> (list of Split, report {"survey | class": {...}}).
+
+    Each survey is sampled on its own with `make_splits` (the same seed, so a survey's test sets do
+    not depend on which other surveys take part): test sets of `test_per_class` objects per class
+    come from the scoring surveys, training and validation draws of spc objects per class from
+    *each* training survey (train on A+B: 2 x spc per class). A survey that only trains keeps all its
+    objects in its pool. Objects of different surveys are different rows, and within one survey
+    make_splits keeps test and training objects apart, so every test object is unseen in training
+    and the per-survey test sets are disjoint.
+    """
+    labels, surveys = np.asarray(labels).astype(str), np.asarray(surveys).astype(str)
+    per: dict[str, list[Split]] = {}
+    report = {}
+    for survey in dict.fromkeys([*train_surveys, *score_surveys]):
+        rows = np.flatnonzero(surveys == survey)
+        splits, rep = make_splits(
+            labels[rows], folds, spc_list, test_per_class if survey in score_surveys else 0,
+            val_fraction, seed,
+        )  # fmt: skip
+        per[survey] = [Split(s.fold, s.spc, rows[s.train], rows[s.val], rows[s.test]) for s in splits]
+        report.update({f"{survey} | {c}": r for c, r in rep.items()})
+    combined = []
+    for j, first in enumerate(next(iter(per.values()))):
+
+        def join(part, among, j=j):
+            return np.sort(np.concatenate([getattr(per[s][j], part) for s in among]))
+
+        combined.append(
+            Split(first.fold, first.spc, join("train", train_surveys), join("val", train_surveys),
+                  join("test", score_surveys))
+        )  # fmt: skip
+    return combined, report
+
+
+def _select_cross(data: EvalData, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Cross-survey selection -> (object indices, their common-class labels, selection report).
+
+    Classes: those with min_class_size objects in every scoring survey and in at least one training
+    survey (so every scored class can be learned); a class too small in one training survey is left
+    out of that survey's draws only.
+    """
+    if data.surveys is None:
+        raise ValidationError("training across surveys needs each object's survey (EvalData.surveys)")
+    surveys = np.asarray(data.surveys).astype(str)
+    train, score = list(cfg.train_surveys or []), list(cfg.score_surveys or [])
+    missing = [s for s in dict.fromkeys(train + score) if s not in set(surveys)]
+    if missing:
+        raise ValidationError(f"surveys {missing} have no labelled objects; present: {sorted(set(surveys))}")
+    label_map = load_label_map(cfg.label_map)
+    mapped = apply_label_map(data.labels, surveys, label_map)
+    kept = np.array([m is not None for m in mapped], dtype=bool)
+    need = min_class_size(cfg.folds)
+    counts = {
+        s: dict(zip(*np.unique(mapped[kept & (surveys == s)].astype(str), return_counts=True), strict=True))
+        for s in dict.fromkeys(train + score)
+    }
+    candidates = sorted(set().union(*(counts[s] for s in score)))
+    classes = [
+        c for c in candidates
+        if all(counts[s].get(c, 0) >= need for s in score) and any(counts[s].get(c, 0) >= need for s in train)
+    ]  # fmt: skip
+    if cfg.classes:
+        absent = [c for c in cfg.classes if c not in classes]
+        if absent:
+            raise ValidationError(
+                f"classes {absent} are not in every scoring survey after mapping; have {classes}"
+            )
+        classes = [c for c in classes if c in cfg.classes]
+    if len(classes) < 2:
+        raise ValidationError(
+            f"need at least 2 common classes with {need}+ objects in every scoring survey, got {counts}"
+        )
+    ok = np.zeros(len(mapped), dtype=bool)
+    for s in dict.fromkeys(train + score):
+        for c in classes:
+            member = kept & (surveys == s) & (mapped == c)
+            ok |= member if member.sum() >= need else False
+    idx = np.flatnonzero(ok)
+    selection = {
+        "classes": classes,
+        "counts": {c: int((mapped[idx] == c).sum()) for c in classes},
+        "counts_per_survey": {s: {c: int(n) for c, n in counts[s].items()} for s in counts},
+        "dropped_by_map": {
+            lab: int(n)
+            for lab, n in zip(*np.unique(np.asarray(data.labels)[~kept], return_counts=True), strict=True)
+        },
+        "train_surveys": train,
+        "score_surveys": score,
+        "label_map": label_map,
+    }  # fmt: skip
+    return idx, mapped[idx].astype(str), selection
+
+
+def per_survey_metrics(y_true, y_pred, surveys, classes) -> dict:
+    """Metrics per survey over its own test objects, on the classes it has test objects of."""
+    y_true, y_pred, surveys = np.asarray(y_true), np.asarray(y_pred), np.asarray(surveys).astype(str)
+    out = {}
+    for s in dict.fromkeys(surveys):
+        at = surveys == s
+        present = [c for c in classes if (y_true[at] == c).any()]
+        m = metrics(y_true[at], y_pred[at], present)
+        out[s] = {k: m[k] for k in ("macro_f1", "macro_precision", "macro_recall", "accuracy", "per_class")}
+        out[s]["n_test"] = int(at.sum())
+    return out
+
+
+def cross_survey_table(results: list[EvalResult]) -> pd.DataFrame:
+    """One row per model x spc x training surveys x scored survey: macro F1 / accuracy mean and std
+    over folds, from the records' per-survey scores (runs with train_surveys set)."""
+    rows = []
+    for res in results:
+        train = " + ".join(res.config.get("train_surveys") or [])
+        for rec in res.records:
+            for survey, m in (rec.get("extra") or {}).get("per_survey", {}).items():
+                rows.append({
+                    "model": rec["model"], "spc": rec["spc"], "fold": rec["fold"], "trained on": train,
+                    "scored on": survey, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"],
+                    "n_test": m["n_test"],
+                })  # fmt: skip
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    g = df.groupby(["scored on", "model", "spc", "trained on"], sort=False)
+    out = g[["macro_f1", "accuracy"]].agg(["mean", "std"])
+    out.columns = [f"{a}_{b}" for a, b in out.columns]
+    out["folds"] = g.size()
+    out["n_test"] = g["n_test"].first()
+    return out.reset_index().sort_values(["scored on", "model", "spc", "trained on"], kind="stable")
+
+
+def cross_survey_markdown(results: list[EvalResult]) -> str:
+    """Markdown tables of cross_survey_table: per scored survey, macro F1 (%) (mean ± std when there
+    are several folds), one row per model x spc, one column per set of training surveys: transfer
+    from the other surveys first, then training on several, then on the scored survey alone."""
+    from lcdash.report import MODEL_TITLES, _pm, _title
+
+    df = cross_survey_table(results)
+    if df.empty:
+        return "No finished fits.\n"
+    order = {m: i for i, m in enumerate(MODEL_TITLES)}
+    lines = []
+    for survey, part in df.groupby("scored on", sort=False):
+        sets = list(dict.fromkeys(part["trained on"]))
+        trained = sorted(sets, key=lambda t: (survey in t.split(" + "), -len(t.split(" + "))))
+        n_test = ", ".join(sorted({str(n) for n in part["n_test"]}))
+        lines += [f"### Scored on {survey} ({n_test} test objects per fold)", ""]
+        lines += ["| model | spc | " + " | ".join(f"trained on {t}" for t in trained) + " |",
+                  "|---|---|" + "---|" * len(trained)]  # fmt: skip
+        groups = sorted(
+            part.groupby(["model", "spc"], sort=False), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
+        )
+        for (model, spc), g in groups:
+            cells = []
+            for t in trained:
+                r = g[g["trained on"] == t]
+                if not len(r):
+                    cells.append("-")
+                elif int(r["folds"].iloc[0]) == 1:
+                    cells.append(f"{100 * r['macro_f1_mean'].iloc[0]:.1f}")
+                else:
+                    cells.append(_pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0])
+                                 + f" ({int(r['folds'].iloc[0])} folds)")  # fmt: skip
+            lines.append(f"| {_title(model)} | {spc} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Macro F1 (%) over the classes the scored survey has test objects of.")
+    return "\n".join(lines) + "\n"

@@ -632,6 +632,8 @@ def evaluate_prepare(store, params, folder):
     from lcdash.evaluation import EvalData
 
     cfg = _eval_config(params)
+    if cfg.train_surveys:
+        return _cross_survey_prepare(store, params, cfg, folder)
     oids, labels = load_labels(store, params.get("labels", "catalogue"), params.get("survey"))
     if cfg.classes:
         keep = np.isin(labels, cfg.classes)
@@ -684,6 +686,9 @@ def evaluate_run(folder, params, progress):
         survey=params.get("survey"),
         max_per_class=params.get("max_per_class"),
     )
+    if params.get("bands_used"):
+        result.selection["bands"] = params["bands_used"]
+        result.selection["band"] = "; ".join(f"{s}: {b}" for s, b in params["bands_used"].items())
     result.to_json(folder / "evaluation.json")
     try:
         from lcdash import report
@@ -708,6 +713,80 @@ def evaluate_finalize(store, folder, params, result):
     )
     report_md = folder / "report.md"
     return {"run_id": run_id, "macro_f1": f1, "report": str(report_md) if report_md.exists() else None}
+
+
+def survey_band(store, survey: str, band: str | None) -> str:
+    """The band read for one survey when training across surveys: `band` where the survey has it,
+    else the survey's only band (so `--band EROS1_R` picks EROS-1's R band and Catalina's V)."""
+    bands = store.bands(store.objects(survey=survey, columns=["oid"])["oid"].to_numpy(np.int64))
+    if band and band in bands:
+        return band
+    if len(bands) == 1:
+        return bands[0]
+    raise ValidationError(f"survey {survey!r} has bands {', '.join(bands)}: choose one with --band")
+
+
+def _cross_survey_prepare(store, params, cfg, folder):
+    """The evaluate job's data across surveys: per survey its labelled objects (mapped labels,
+    each common class capped like the single-survey selection, seeded per survey so a survey's
+    sample does not depend on the others), read in the survey's band, into one EvalData with
+    each object's survey."""
+    import zlib
+
+    from lcdash.evaluation import EvalData, apply_label_map
+    from lcdash.store import LightCurveBatch
+
+    cap = params.get("max_per_class")
+    if cap is None:
+        cap = cfg.folds * cfg.test_per_class + 2 * math.ceil((1 + cfg.val_fraction) * max(cfg.spc))
+    parts, bands_used = [], {}
+    for survey in dict.fromkeys([*cfg.train_surveys, *cfg.score_surveys]):
+        oids, labels = load_labels(store, params.get("labels", "catalogue"), survey)
+        mapped = apply_label_map(labels, np.full(len(labels), survey), cfg.label_map)
+        keep = np.array([m is not None and (not cfg.classes or m in cfg.classes) for m in mapped], bool)
+        oids, labels, mapped = oids[keep], labels[keep], mapped[keep].astype(str)
+        band = bands_used[survey] = survey_band(store, survey, params.get("band"))
+        have = store.objects(oids=oids, band=band, columns=["oid"])["oid"].to_numpy(np.int64)
+        keep = np.isin(oids, have)
+        oids, labels, mapped = oids[keep], labels[keep], mapped[keep]
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(survey.encode())])
+        take = [
+            rng.choice(i, size=int(cap), replace=False) if len(i) > cap else i
+            for i in (np.flatnonzero(mapped == c) for c in np.unique(mapped))
+        ]
+        sel = np.sort(np.concatenate(take)) if take else np.zeros(0, np.int64)
+        parts.append((survey, band, oids[sel], labels[sel]))
+    batches = [store.read_batch(o, band=b) for _, b, o, _ in parts]
+    rows = [(b, i) for b in batches for i in range(len(b))]
+    batch = LightCurveBatch.from_arrays(
+        [b.row(i)[0] for b, i in rows], [b.row(i)[1] for b, i in rows], [b.row(i)[2] for b, i in rows],
+        oid=np.concatenate([b.oid for b in batches]), band=[x for b in batches for x in b.band],
+    )  # fmt: skip
+    labels = np.concatenate([lab for *_, lab in parts])
+    surveys = np.concatenate([np.full(len(o), s) for s, _, o, _ in parts])
+    layers, encoder = None, None
+    if "probe" in cfg.models:
+        enc = _encoder(store, params.get("encoder"))
+        encoder = {**_encoder_info(enc), "dir": str(enc["path"])}
+        found = []
+        for _, band, oids, _ in parts:
+            eo, eb, lay = _embeddings(store, enc["name"], oids=oids, band=band)
+            r = _align(eo, eb, oids)
+            found.append(lay[r] if len(r) and (r >= 0).all() else None)
+        if all(f is not None for f in found):
+            layers = np.concatenate(found)
+    periods = None
+    if cfg.sequence_input == "folded":
+        cat = store.objects(oids=batch.oid, columns=["oid", "period"]).set_index("oid")["period"]
+        periods = cat.reindex(batch.oid).to_numpy(dtype=np.float64, na_value=np.nan)
+    EvalData(batch, labels, layers, encoder, periods, surveys).save(folder / "data")
+    return {
+        "band_used": None,
+        "bands_used": bands_used,
+        "n_objects": int(len(labels)),
+        "max_per_class": int(cap),
+        "layers_from_store": layers is not None,
+    }
 
 
 # --------------------------------------------------------------------------------------------------

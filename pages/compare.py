@@ -10,8 +10,8 @@ import streamlit as st
 
 from lcdash.classifiers import MODEL_NAMES
 from lcdash.store.embeddings import list_encoders
-from lcdash.store.results import list_runs, load_run
-from pages import _results, _ui
+from lcdash.store.results import list_runs, load_run, result_from_run
+from pages import _cross_survey, _results, _ui
 from pages._results import ALL
 
 SPC_CHOICES = [5, 10, 20, 50, 100, 200, 500]
@@ -60,6 +60,7 @@ with st.container(border=True):
         "catalogue period (Lomb-Scargle where there is none), which gives sparse surveys' "
         "sequence models the period they cannot find themselves",
     )
+    cross = _cross_survey.controls(store, key="compare_cross")  # across surveys (Aguirre 2019)
     if "probe" in models and encoder and encoder not in embedded:
         st.caption(f"{encoder} has no stored embeddings: the job embeds the selected objects itself.")
     st.caption(
@@ -81,6 +82,8 @@ with st.container(border=True):
             "scoring": scoring,
             "sequence_input": sequence_input,
         }
+        if cross:
+            params.update(cross, survey=None, classes=None)
         with _ui.guard("Starting the comparison"), st.spinner("Exporting the light curves for the job ..."):
             job_id = jm.submit("evaluate", params)
             st.query_params["compare_job"] = job_id
@@ -120,6 +123,8 @@ with _ui.guard("Showing the comparison"):
     else:
         _results.show_run(run_id, key="compare_res")
         info = load_run(store, run_id)[0]
+        if (info.get("config") or {}).get("train_surveys"):
+            _cross_survey.show(result_from_run(store, run_id))
         report = Path(jm.folder(info["job_id"])) / "report.md" if info.get("job_id") else None
         if report is not None and report.exists():
             st.download_button(

@@ -80,6 +80,21 @@ def register(subparsers) -> None:
         help="fail instead of computing missing probe embeddings into the store",
     )
     p.add_argument("--title", default=None, help="report title")
+    g = p.add_argument_group(
+        "training across surveys (Aguirre et al. 2019)",
+        "train on A+B and score on each (per-survey scores), train on A and score on B, or train and "
+        "score on B; spc is per class per training survey; --band picks the band of surveys that have it",
+    )
+    g.add_argument("--train-surveys", nargs="+", default=None, metavar="SURVEY", help="surveys to train on")
+    g.add_argument("--score-surveys", nargs="+", default=None, metavar="SURVEY", help="surveys to score on")
+    g.add_argument(
+        "--label-map",
+        default="default",
+        metavar="NAME|FILE",
+        help="labels -> common classes: 'default' (Catalina RR Lyrae types -> RRLyrae, EW/EA -> EB, "
+        "Cepheid types -> Cepheid, LPV -> Mira, Rot/HADS_dScuti dropped), 'none', or a JSON file "
+        "{label: class or null}; an unmapped label is an error",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(
@@ -142,6 +157,15 @@ def _ensure_embeddings(store, args, encoder: str) -> None:
     from lcdash.store.embeddings import load_embeddings
     from lcdash.tasks import load_labels
 
+    if args.train_surveys:  # across surveys: each survey in its own band
+        from lcdash.tasks import survey_band
+
+        for survey in dict.fromkeys([*args.train_surveys, *args.score_surveys]):
+            band = survey_band(store, survey, args.band)
+            _ensure_embeddings(store, argparse.Namespace(**{**vars(args), "train_surveys": None,
+                                                            "survey": survey, "band": band,
+                                                            "classes": None}), encoder)  # fmt: skip
+        return
     oids, labels = load_labels(store, args.labels, args.survey)
     if args.classes:
         oids = oids[np.isin(labels, args.classes)]
@@ -186,6 +210,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "max_per_class": args.max_per_class, "threads": args.threads, "n_jobs": args.threads,
     }  # fmt: skip
+    if args.train_surveys or args.score_surveys:
+        if not (args.train_surveys and args.score_surveys):
+            raise ValidationError("give both --train-surveys and --score-surveys")
+        from lcdash.evaluation import load_label_map
+
+        params.update(train_surveys=args.train_surveys, score_surveys=args.score_surveys,
+                      label_map=load_label_map(args.label_map))  # fmt: skip
     with Store(args.db) as store:
         if {"probe", "probe+features"} & set(models):
             from lcdash.cli.models import _resolve_encoder
@@ -216,6 +247,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f", {args.survey}" if args.survey else ""
     )
     report = write_report(result, out, title=title)
+    if result.config.get("train_surveys"):
+        _write_cross_survey([result], out)
     summary = result.summary()
     if len(summary):
         table = summary[["model", "spc", "folds", "macro_f1_mean", "macro_f1_std", "train_seconds_mean",
@@ -224,6 +257,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(json.dumps({"run_id": run_id, "results": str(out / "results.json"), "report": str(report),
                       "seconds": round(result.timings.get("total_seconds", 0.0), 1)}))  # fmt: skip
     return 0
+
+
+def _write_cross_survey(results, out: Path, title: str = "Training across surveys") -> None:
+    """cross_survey.md: macro F1 per scored survey (each on its own test objects), and print it."""
+    from lcdash.evaluation import cross_survey_markdown
+
+    first = results[0]
+    text = cross_survey_markdown(results)
+    (out / "cross_survey.md").write_text(
+        f"# {title}\n\n"
+        f"- label map: `{json.dumps(first.config.get('label_map'))}`\n"
+        f"- bands: {first.selection.get('band')}; classes: {', '.join(first.selection.get('classes', []))}\n"
+        f"- protocol: {first.config.get('folds')} fold(s), {first.config.get('test_per_class')} test objects "
+        "per class per scored survey, spc per class per training survey\n\n"
+        f"{text}"
+    )
+    print(text)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -245,6 +295,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             results += [result_from_run(store, run_id) for run_id in args.run]
     if not results:
         raise ValidationError("give results.json files or --db with --run")
+    if all(r.config.get("train_surveys") for r in results):  # modes differ: one table, no merge
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_cross_survey(results, out, args.title)
+        (out / "results.json").write_text(json.dumps({"runs": [r.to_dict() for r in results]}, default=str))
+        return 0
     try:
         result = merge_results(results) if len(results) > 1 else results[0]
     except ValueError as exc:

@@ -9,9 +9,16 @@ goes through FC(2 x hidden, ReLU, dropout 0.4) to the class logits.
 Input scaling (our choice, the paper feeds raw differences): dt -> log1p(dt) so that season gaps
 of hundreds of days do not saturate the GRU, then dt and dm are divided by scales fitted on the
 training set (`fit_scales`). Zero stays zero, so padding is unambiguous.
+
+Incremental update (the paper's "updated with a low computational cost for new observations"): a
+step's input depends only on its own w differences and the two fixed training-set scales, never on
+the rest of the curve, so the state after N steps plus the observations from `tail_start` on is
+all that k new observations need (O(k) work; `BeckerGRU.advance`, `StreamState`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -109,4 +116,67 @@ def build_gru(n_classes: int, w: int = 4, hidden: int = 25, n_layers: int = 2, d
             h = out[torch.arange(out.shape[0], device=out.device), last]
             return self.head(h)
 
+        def advance(self, x, lengths, h0=None):
+            """Every layer's hidden state [n_layers, B, hidden] after each row's last valid step,
+            starting from h0 (None: zeros, as forward does); rows with no step keep h0. The GRU is
+            causal, so reading steps 0..a and then a..b from the saved state equals reading 0..b."""
+            h = (
+                torch.zeros(n_layers, x.shape[0], hidden, dtype=x.dtype, device=x.device)
+                if h0 is None
+                else h0.clone()
+            )
+            lengths = torch.as_tensor(lengths).cpu()
+            rows = torch.nonzero(lengths > 0).flatten()
+            if len(rows):
+                packed = nn.utils.rnn.pack_padded_sequence(
+                    x[rows.to(x.device)], lengths[rows], batch_first=True, enforce_sorted=False
+                )
+                _, hn = self.gru(packed, h[:, rows.to(x.device)].contiguous())
+                h[:, rows.to(x.device)] = hn
+            return h
+
+        def classify(self, h_last):
+            """Logits from the last layer's hidden state [B, hidden] (forward's head)."""
+            return self.head(h_last)
+
     return BeckerGRU()
+
+
+def tail_start(n_obs: int, w: int = 4, s: int = 2) -> int:
+    """Index of the first observation the next step reads, once a curve of `n_obs` observations
+    has been read: step k reads differences k*s .. k*s+w-1, i.e. observations k*s .. k*s+w, so after
+    N = n_steps(n_obs) steps the next one starts at observation N*s. Keeping observations N*s ..
+    n_obs-1 (w-s+1 .. w of them; the whole curve while N = 0) and the GRU state after step N is
+    exactly what continuing needs: the windows overlap by w-s differences."""
+    return int(n_steps(n_obs, w, s)) * s
+
+
+@dataclass
+class StreamState:
+    """What continuing each curve's RNN read needs (lcdash.classifiers.BeckerRNN.stream_states).
+
+    hidden float32 [B, n_layers, hidden] after `n_steps` steps; `n_obs` observations read so far;
+    tail_time / tail_mag: observations tail_start(n_obs) .. n_obs-1; proba [B, C] the class
+    probabilities of the curve read so far.
+    """
+
+    hidden: np.ndarray
+    n_obs: np.ndarray
+    n_steps: np.ndarray
+    tail_time: list
+    tail_mag: list
+    proba: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int, n_layers: int, hidden: int, n_classes: int) -> StreamState:
+        return cls(
+            np.zeros((n, n_layers, hidden), np.float32),
+            np.zeros(n, np.int64),
+            np.zeros(n, np.int64),
+            [np.zeros(0, np.float64) for _ in range(n)],
+            [np.zeros(0, np.float64) for _ in range(n)],
+            np.full((n, n_classes), np.nan, np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.n_obs)

@@ -11,7 +11,7 @@ the missing steps on open inside one transaction.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The physical layout of light curves, chosen by measurement (bench/store_bench.py, catalina_train,
 # 10,000 random light curves read as padded arrays, same DuckDB file, same numpy padding): one row
@@ -180,5 +180,33 @@ CREATE TABLE IF NOT EXISTS predictions (
 );
 """
 
+# Trained Becker RNNs and each object's saved RNN read (lcdash.store.rnn_states), so that new
+# observations cost O(new): the GRU state after n_steps steps and the observations from
+# tail_start(n_obs) on (w-s+1 .. w of them) are what the next step needs.
+RNN_STATES_DDL = """
+CREATE TABLE IF NOT EXISTS rnn_models (
+    name       VARCHAR PRIMARY KEY,
+    path       VARCHAR NOT NULL,    -- folder with model.safetensors + config.json
+    sha256     VARCHAR NOT NULL,    -- of model.safetensors: saved states belong to these weights
+    classes    VARCHAR[] NOT NULL,
+    config     JSON,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+CREATE TABLE IF NOT EXISTS rnn_states (
+    model      VARCHAR NOT NULL,
+    oid        BIGINT  NOT NULL,
+    band       VARCHAR NOT NULL,
+    n_obs      INTEGER NOT NULL,    -- observations read (the light curve's first n_obs)
+    n_steps    INTEGER NOT NULL,    -- GRU steps taken
+    hidden     FLOAT[] NOT NULL,    -- [n_layers, hidden] row-major, after n_steps steps
+    tail_time  DOUBLE[] NOT NULL,   -- observations tail_start(n_obs) .. n_obs-1
+    tail_mag   DOUBLE[] NOT NULL,
+    proba      FLOAT[] NOT NULL,    -- class probabilities, in rnn_models.classes order
+    label      VARCHAR NOT NULL,    -- the most probable class
+    updated_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (model, oid, band)
+);
+"""
+
 # version -> SQL that brings a store from version-1 to version.
-MIGRATIONS: dict[int, str] = {1: TABLES_DDL + OBSERVATIONS_DDL}
+MIGRATIONS: dict[int, str] = {1: TABLES_DDL + OBSERVATIONS_DDL, 2: RNN_STATES_DDL}
