@@ -361,7 +361,10 @@ def pretrain(
         extra = {
             "source": f"trained by lcdash ({'fine-tuned from ' + source if source else 'pretrained'})",
             "training": {**meta_base, "best_epoch": epoch, "best_val_rmse": val_rmse,
-                         "baseline_val_rmse": baseline},
+                         "baseline_val_rmse": baseline,
+                         # how long it trained up to the saved epoch (epochs before a resume included)
+                         "train_seconds": round(sum(h.get("seconds") or 0.0 for h in history), 1),
+                         "train_windows": int(sum(h.get("windows") or 0 for h in history))},
         }
         if init_meta.get("source") is not None:
             extra["init_source"] = init_meta.get("source")
