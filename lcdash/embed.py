@@ -250,8 +250,13 @@ def embed_store(
     overwrite: bool = False,
     device=None,
     precision: str = "float32",
+    fold_periods: str = "catalogue",
 ) -> dict:
     """Embed objects of the store with a registered encoder into the embeddings table.
+
+    A folded encoder folds each curve at its catalogue period, Lomb-Scargle where it has none
+    (`fold_periods="catalogue"`), or at its Lomb-Scargle period always ("lomb-scargle": the map
+    then depends on the light curves alone).
 
     band=None embeds every band; oids=None all objects. Objects that already have embeddings for
     the encoder (and band) are skipped unless overwrite. Light curves stream from the store in chunks
@@ -262,6 +267,8 @@ def embed_store(
     from lcdash.store.embeddings import get_encoder, save_embeddings
     from lcdash.weights import load_encoder
 
+    if fold_periods not in ("catalogue", "lomb-scargle"):
+        raise ModelError(f"fold_periods must be 'catalogue' or 'lomb-scargle', got {fold_periods!r}")
     enc = get_encoder(store, encoder_name)
     model, cfg = load_encoder(enc["path"])
     sel_all = None if oids is None else np.asarray(oids, np.int64)
@@ -281,7 +288,8 @@ def embed_store(
             if _cancelled(progress):
                 raise JobError("embedding cancelled")
             nw, layers = embed_batch(model, batch, batch_size=batch_size, device=device, precision=precision,
-                                     periods=catalogue_periods(store, batch.oid) if cfg.fold else None)
+                                     periods=catalogue_periods(store, batch.oid)
+                                     if cfg.fold and fold_periods == "catalogue" else None)
             keep = nw > 0  # objects without observations in this band
             if keep.any():
                 kept_bands = [bb for bb, k in zip(batch.band, keep, strict=True) if k]

@@ -55,6 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="windows per model call (default: 64 on CPU, 256 on a GPU)")
     p.add_argument("--overwrite", action="store_true", help="recompute embeddings that already exist")
+    p.add_argument("--fold-periods", choices=["catalogue", "lomb-scargle"], default="catalogue",
+                   help="folded encoders: fold at the catalogue period (Lomb-Scargle where none), or always "
+                        "at the Lomb-Scargle period")
     p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
                    help="bf16 autocast is faster on CPUs with AVX512-BF16 but less exact")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
@@ -282,7 +285,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         try:
             res = embed_store(store, name, band=args.band, batch_size=args.batch_size, progress=bar,
                               oids=oids, overwrite=args.overwrite, device=args.device,
-                              precision=args.precision)
+                              precision=args.precision, fold_periods=args.fold_periods)
         finally:
             bar.close()
     rate = f", {res['lc_per_s']:.0f} LC/s" if res["lc_per_s"] else ""
