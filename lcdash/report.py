@@ -20,7 +20,8 @@ MODEL_TITLES = {
 
 
 def _title(model: str) -> str:
-    return MODEL_TITLES.get(model, model)
+    base, sep, tag = model.partition(" [")  # "probe [encoder]": a tagged run (evaluate-report PATH::TAG)
+    return MODEL_TITLES.get(base, base) + (f" [{tag}" if sep else "")
 
 
 def _pm(mean, std, scale=100.0, digits=1) -> str:
@@ -70,7 +71,8 @@ def merge_results(results):
         "cancelled": any(r.timings.get("cancelled") for r in results),
     }
     order = {m: i for i, m in enumerate(MODEL_TITLES)}  # tables list models in one fixed order
-    records = sorted((rec for r in results for rec in r.records), key=lambda rec: order.get(rec["model"], 99))
+    records = sorted((rec for r in results for rec in r.records),
+                     key=lambda rec: order.get(rec["model"].partition(" [")[0], 99))
     return EvalResult(records, config, selection, timings, first.versions)
 
 

@@ -260,6 +260,16 @@ def test_merge_and_report(tmp_path):
     assert (tmp_path / "f1_vs_spc.png").exists() and (tmp_path / "confusion_rf_spc5.png").exists()
     with pytest.raises(ValueError, match="not comparable"):
         merge_results([result("rf", 5, [0.5]), result("cnn", 5, [0.5, 0.6])])
+    # two encoders' probes side by side: evaluate-report PATH::TAG
+    from lcdash.cli import main
+
+    for name, f1 in (("a", [0.4, 0.5]), ("b", [0.8, 0.9])):
+        (tmp_path / name).mkdir()
+        result("probe", 5, f1).to_json(tmp_path / name / "results.json")
+    assert main(["evaluate-report", f"{tmp_path}/a/results.json::enc-a", f"{tmp_path}/b/results.json::enc-b",
+                 "--out", str(tmp_path / "ab")]) == 0
+    text = (tmp_path / "ab" / "report.md").read_text()
+    assert "| Astromer probe [enc-a] | 45.0 ± 5.0 |" in text and "| Astromer probe [enc-b] | 85.0 ± 5.0 |" in text
 
 
 def test_probe_with_masked_finetuning_per_split(tmp_path):

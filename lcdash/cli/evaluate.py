@@ -101,7 +101,9 @@ def register(subparsers) -> None:
         "evaluate-report",
         help="write report.md + plots from results.json files or stored runs (merged when several)",
     )
-    p.add_argument("results", nargs="*", help="results.json files written by `evaluate`")
+    p.add_argument("results", nargs="*",
+                   help="results.json files written by `evaluate`; PATH::TAG shows that run's models as "
+                        "'model [TAG]' (e.g. the probe of two encoders side by side)")
     p.add_argument("--db", default=None, help="store holding the runs given with --run")
     p.add_argument("--run", nargs="+", default=[], help="run ids in --db")
     p.add_argument("--out", required=True, help="output folder")
@@ -281,10 +283,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lcdash.report import merge_results, write_report
 
     results = []
-    for path in args.results:
+    for spec in args.results:
+        path, _, tag = spec.partition("::")  # PATH::TAG names the run's models "model [TAG]"
         if not Path(path).exists():
             raise LcdashError(f"{path}: no such results file")
-        results.append(EvalResult.from_json(path))
+        result = EvalResult.from_json(path)
+        if tag:
+            for rec in result.records:
+                rec["model"] = f"{rec['model']} [{tag}]"
+            result.config["models"] = [f"{m} [{tag}]" for m in result.config.get("models", [])]
+        results.append(result)
     if args.run:
         if not args.db:
             raise ValidationError("--run needs --db")
