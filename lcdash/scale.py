@@ -712,7 +712,8 @@ def import_embeddings(store, out: str | os.PathLike, name: str, model_dir: str |
     total = len(manifest["partitions"])
     rows = skipped = done = 0
     for k, (part, table) in enumerate(iter_output(out)):
-        df = table.select([c for c in table.column_names if not c.startswith("layer_")]).to_pandas()
+        keys = [c for c in table.column_names if not c.startswith("layer_") and c != "oid"]
+        df = table.select(keys).to_pandas()  # a source store's oid need not be this store's
         df["object_id"] = df["object_id"].astype(str)
         on = ["object_id"] + (["survey"] if "survey" in df.columns and survey is None else [])
         if on == ["object_id"] and survey is None and by_id["object_id"].duplicated().any():

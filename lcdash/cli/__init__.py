@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "lcdash.cli.models",  # pretrain, finetune, embed, embed-file
     "lcdash.cli.evaluate",  # evaluate
     "lcdash.cli.jobs",  # jobs list / cancel
+    "lcdash.cli.scale",  # embed-catalog, import-embeddings
 ]
 
 
