@@ -277,3 +277,62 @@ def simulate_survey(
         "survey": SURVEY,
     })
     return observations, objects
+
+
+def write_survey_parquet(
+    out_dir,
+    n_objects: int,
+    seed: int = 0,
+    objects_per_partition: int = 10_000,
+    progress=None,
+    **kwargs,
+) -> dict:
+    """Stream a synthetic survey of any size to Parquet in bounded memory: one `simulate_survey` chunk
+    of `objects_per_partition` objects at a time (its own seed, object ids numbered across chunks).
+
+    Writes `out_dir/observations/part=<k>/part-0.parquet` (a hive-partitioned dataset that
+    `lcdash embed-catalog` reads; every object lies in one partition) and `out_dir/objects.parquet`
+    (one row group per chunk). Memory stays at one chunk, whatever `n_objects`. kwargs go to
+    `simulate_survey` (classes, bands, n_obs). Returns {"objects", "observations", "partitions"}."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if n_objects < 1 or objects_per_partition < 1:
+        raise ValidationError("n_objects and objects_per_partition must be at least 1")
+    out = Path(out_dir)
+    obs_dir = out / "observations"
+    if obs_dir.exists() and any(obs_dir.iterdir()):
+        raise ValidationError(f"{obs_dir} is not empty: choose a new folder")
+    obs_dir.mkdir(parents=True, exist_ok=True)
+    n_parts = -(-n_objects // objects_per_partition)
+    width = max(6, len(str(n_objects)))
+    pwidth = max(5, len(str(n_parts)))
+    writer = None
+    n_obs = 0
+    try:
+        for k in range(n_parts):
+            n = min(objects_per_partition, n_objects - k * objects_per_partition)
+            chunk_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+            observations, objects = simulate_survey(n_objects=n, seed=chunk_seed, **kwargs)
+            first = k * objects_per_partition
+            ids = np.array([f"SIM-{first + i:0{width}d}" for i in range(n)], dtype=object)
+            local = objects["object_id"].to_numpy()
+            rename = dict(zip(local, ids, strict=True))
+            observations["object_id"] = observations["object_id"].map(rename)
+            objects["object_id"] = ids
+            part = obs_dir / f"part={k:0{pwidth}d}"
+            part.mkdir()
+            pq.write_table(pa.Table.from_pandas(observations, preserve_index=False), part / "part-0.parquet")
+            table = pa.Table.from_pandas(objects, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(out / "objects.parquet", table.schema)
+            writer.write_table(table)
+            n_obs += len(observations)
+            if progress is not None:
+                progress(k + 1, n_parts, f"wrote {first + n:,}/{n_objects:,} objects")
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"objects": n_objects, "observations": n_obs, "partitions": n_parts, "path": str(out)}
