@@ -86,8 +86,8 @@ def cmd_embed_catalog(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size, show_progress=True, log=lambda s: print(s, file=sys.stderr),
     )
     print(json.dumps({"out": res.out, "partitions": res.partitions, "embedded": len(res.done),
-                      "already_done": len(res.skipped), "failed": sorted(res.failed), "light_curves": res.rows,
-                      "windows": res.windows, "workers": res.workers,
+                      "already_done": len(res.skipped), "failed": sorted(res.failed),
+                      "light_curves": res.rows, "windows": res.windows, "workers": res.workers,
                       "lc_per_s": round(res.lc_per_s, 1) if res.lc_per_s else None}))
     if res.failed:
         for name, msg in sorted(res.failed.items()):
