@@ -15,8 +15,10 @@ DDP pretraining runs `torchrun --nproc-per-node N -m lcdash pretrain` on a demo 
 epochs (validation excluded), from the checkpoint's history; "1 process, 2 threads" is the
 single-process alternative on the same cores.
 
-The machine may be shared: the 1-minute load average is printed before and after each measurement.
-With N cores busy with other work, 2 workers cannot reach 2x.
+The machine may be shared: the 1-minute load average is printed before and after each measurement,
+with the workers' CPU time, so "cores busy" (CPU seconds / wall seconds) and light curves per
+CPU-second tell contention from overhead: if LC per CPU-second stays the same with 2 workers while
+LC/s does not double, the second worker did not get a second core.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def bench_embedding(catalogue: Path, model_dir: Path, workers: int, tmp: Path) -> dict:
     from distributed import Client, LocalCluster
 
@@ -51,13 +58,17 @@ def bench_embedding(catalogue: Path, model_dir: Path, workers: int, tmp: Path) -
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     with cluster as lc, Client(lc) as client:
         before = load()
+        cpu0 = client.run(_cpu_s)
         res = embed_catalog(catalogue, model_dir, tmp / f"emb-{workers}", client=client)
+        cpu = sum(v - cpu0[k] for k, v in client.run(_cpu_s).items())  # includes encoder load (plugin)
         after = load()
         peaks = client.run(_peak_rss_mb)
     if res.failed:
         raise SystemExit(f"partitions failed: {res.failed}")
     return {"workers": workers, "light_curves": res.rows, "windows": res.windows,
             "seconds": round(res.seconds, 2), "lc_per_s": round(res.rows / res.seconds, 1),
+            "worker_cpu_s": round(cpu, 1), "lc_per_cpu_s": round(res.rows / cpu, 1) if cpu else None,
+            "cores_used": round(cpu / res.seconds, 2),
             "peak_rss_mb_per_worker": [round(v, 0) for v in peaks.values()],
             "load_before": before, "load_after": after}
 
@@ -113,8 +124,9 @@ def main() -> int:
             results["embedding"].append(r)
             print(f"embed-catalog, {w} worker(s): {r['lc_per_s']:.1f} LC/s ({r['light_curves']} LC, "
                   f"{r['windows']} windows in {r['seconds']:.1f} s); peak RSS per worker "
-                  f"{r['peak_rss_mb_per_worker']} MB; load {r['load_before']} -> {r['load_after']}",
-                  flush=True)
+                  f"{r['peak_rss_mb_per_worker']} MB; workers' CPU {r['worker_cpu_s']} s = "
+                  f"{r['cores_used']} cores busy, {r['lc_per_cpu_s']} LC per CPU-second; "
+                  f"load {r['load_before']} -> {r['load_after']}", flush=True)
         emb = {r["workers"]: r["lc_per_s"] for r in results["embedding"]}
         if 1 in emb and 2 in emb:
             results["embedding_ratio_2_over_1"] = round(emb[2] / emb[1], 2)
