@@ -248,3 +248,20 @@ def test_demo_streams_a_partitioned_survey(tmp_path, capsys):
     assert main(["demo", "--n-objects", "5", "--out-parquet", str(tmp_path / "big")]) == 1
     assert "not empty" in capsys.readouterr().err
     assert main(["demo", "--n-objects", "5"]) == 1
+
+
+def test_demo_hats_writer_gives_the_parquet_survey(tmp_path, cluster, encoder):
+    lsdb = pytest.importorskip("lsdb")
+    assert main(["demo", "--n-objects", "30", "--out-hats", str(tmp_path / "hats"), "--partition-size", "2",
+                 "--seed", "5"]) == 0
+    assert main(["demo", "--n-objects", "30", "--out-parquet", str(tmp_path / "pq"), "--partition-size", "2",
+                 "--seed", "5"]) == 0
+    cat = lsdb.open_catalog(str(tmp_path / "hats"))
+    assert cat.nested_columns == ["lightcurve"] and cat.hc_structure.catalog_info.total_rows == 30
+    assert len(cat.get_healpix_pixels()) > 1 and not (tmp_path / "hats" / "_staging").exists()
+    for src in ("hats", "pq"):
+        assert main(["embed-catalog", str(tmp_path / src), "--model", str(encoder), "--out",
+                     str(tmp_path / f"emb-{src}"), "--scheduler", cluster]) == 0
+    got = _output(tmp_path / "emb-hats")
+    assert len(got) == 30
+    _assert_same(got, _output(tmp_path / "emb-pq"))
