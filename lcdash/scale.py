@@ -230,7 +230,17 @@ def export_store(db: Path, folder: Path, survey: str | None = None, band: str | 
             raise ValidationError(f"{db}: no light curves in band {band!r}")
         pairs.sort(key=lambda p: (p[1], p[0]))
         meta = objs.set_index("oid")[["object_id", "survey"]]
+        # the export (and so the output's partitions) belongs to one selection of the store: a resumed
+        # run must select the same light curves in the same chunks
+        plan = hashlib.sha256(json.dumps([chunk_size, pairs]).encode()).hexdigest()
+        plan_file = folder / "_plan.json"
+        if plan_file.exists() and json.loads(plan_file.read_text()).get("plan") != plan:
+            raise ValidationError(f"{folder.parent} holds a run over another selection of the store "
+                                  "(--survey, --band, --chunk-size or its objects changed); "
+                                  "choose another --out")
         folder.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps({"plan": plan, "store": str(db), "survey": survey, "band": band,
+                                         "chunk_size": chunk_size, "light_curves": len(pairs)}))
         parts = []
         n_chunks = (len(pairs) + chunk_size - 1) // chunk_size
         for k in range(n_chunks):
@@ -482,7 +492,16 @@ def embed_partition(task: EmbedTask, part: Partition) -> dict:
     except Exception as exc:
         raise LcdashError(f"partition {part.name}: {_one_line(exc)}") from None
     return {"partition": part.name, "rows": int(len(n_windows)), "windows": int(n_windows.sum()),
-            "seconds": time.monotonic() - t0, "skipped": False}
+            "seconds": time.monotonic() - t0, "skipped": False, "worker": _worker_name()}
+
+
+def _worker_name() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return None
 
 
 def embeddings_table(heads: pd.DataFrame, n_windows: np.ndarray, layers: np.ndarray):
@@ -520,6 +539,7 @@ class CatalogResult:
     windows: int
     seconds: float
     workers: int
+    per_worker: dict = field(default_factory=dict)  # worker name -> light curves it embedded
 
     @property
     def lc_per_s(self) -> float | None:
@@ -636,6 +656,7 @@ def embed_catalog(
                 result.done.append(p.name)
                 result.rows += r["rows"] or 0
                 result.windows += r["windows"]
+                result.per_worker[r["worker"]] = result.per_worker.get(r["worker"], 0) + (r["rows"] or 0)
             else:
                 exc = fut.exception()
                 msg = str(exc) if isinstance(exc, LcdashError) else f"partition {p.name}: {_one_line(exc)}"

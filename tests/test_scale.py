@@ -121,6 +121,10 @@ def test_store_source_round_trip_through_import(tmp_path, cluster, encoder, embe
     assert (out / "_export" / "chunk=00000" / OUTPUT_FILE).exists()  # exported by the client
     ref = _reference(embedded_store)
     _assert_same(_output(out), ref)
+    # another selection of the store is refused rather than mixed with this run's partitions
+    assert main(["embed-catalog", str(embedded_store), "--model", str(encoder), "--out", str(out),
+                 "--scheduler", cluster, "--band", "g"]) == 1
+    assert "another selection of the store" in capsys.readouterr().err
     fresh = tmp_path / "fresh.duckdb"
     assert main(["demo", "--db", str(fresh), "--n-objects", str(N_OBJECTS), "--seed", str(SEED),
                  "--bands", *BANDS]) == 0
