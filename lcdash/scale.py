@@ -617,7 +617,11 @@ def embed_catalog(
     if not todo:
         return result
 
-    from distributed import Client, LocalCluster, wait
+    try:
+        from distributed import Client, LocalCluster, wait
+    except ImportError as exc:
+        raise LcdashError("embed-catalog runs on Dask distributed, which is not installed "
+                          "(pip install -r requirements.txt)") from exc
 
     cluster = own_client = None
     if client is None:
