@@ -323,12 +323,13 @@ def read_partition(spec: SourceSpec, part: Partition) -> pd.DataFrame:
         df = pd.concat(frames, ignore_index=True)
     else:
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         wanted = [c[r] for r in ("object_id", "band", "time", "mag") if c.get(r)] + list(spec.keep)
         table = pa.concat_tables([pq.read_table(f, columns=wanted) for f in part.paths])
         if spec.layout == "lists":
-            lengths = pa.compute.list_value_length(table.column(c["time"])).to_numpy(zero_copy_only=False)
+            lengths = pc.list_value_length(table.column(c["time"])).to_numpy(zero_copy_only=False)
             lengths = np.nan_to_num(lengths.astype(float)).astype(np.int64)
             rows = np.repeat(np.arange(table.num_rows), lengths)
             data = {}
