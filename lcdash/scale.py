@@ -478,7 +478,7 @@ def embed_partition(task: EmbedTask, part: Partition) -> dict:
     target = Path(task.out, part.name, OUTPUT_FILE)
     if target.exists():
         return {"partition": part.name, "rows": None, "windows": 0, "seconds": 0.0, "skipped": True}
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     try:
         frame = read_partition(task.spec, part)
         heads, curves = curves_of(frame, task.spec.keep)
@@ -493,7 +493,8 @@ def embed_partition(task: EmbedTask, part: Partition) -> dict:
     except Exception as exc:
         raise LcdashError(f"partition {part.name}: {_one_line(exc)}") from None
     return {"partition": part.name, "rows": int(len(n_windows)), "windows": int(n_windows.sum()),
-            "seconds": time.monotonic() - t0, "skipped": False, "worker": _worker_name()}
+            "seconds": time.monotonic() - t0, "skipped": False, "worker": _worker_name(),
+            "cpu_seconds": time.process_time() - c0}
 
 
 def _worker_name() -> str | None:
