@@ -24,7 +24,6 @@ from lcdash.store import Store
 from lcdash.store.embeddings import load_embeddings
 from lcdash.weights import save_encoder
 
-distributed = pytest.importorskip("distributed")
 REPO = Path(__file__).resolve().parents[1]
 N_OBJECTS, SEED, BANDS = 36, 3, ("g", "r")
 
@@ -32,6 +31,7 @@ N_OBJECTS, SEED, BANDS = 36, 3, ("g", "r")
 @pytest.fixture(scope="module")
 def cluster():
     """One local 2-process cluster (1 thread each) for the module: `--scheduler` attaches to it."""
+    distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as lc:
         yield lc.scheduler_address
