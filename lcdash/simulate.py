@@ -277,3 +277,146 @@ def simulate_survey(
         "survey": SURVEY,
     })
     return observations, objects
+
+
+def write_survey_parquet(
+    out_dir,
+    n_objects: int,
+    seed: int = 0,
+    objects_per_partition: int = 10_000,
+    progress=None,
+    **kwargs,
+) -> dict:
+    """Stream a synthetic survey of any size to Parquet in bounded memory: one `simulate_survey` chunk
+    of `objects_per_partition` objects at a time (its own seed, object ids numbered across chunks).
+
+    Writes `out_dir/observations/part=<k>/part-0.parquet` (a hive-partitioned dataset that
+    `lcdash embed-catalog` reads; every object lies in one partition) and `out_dir/objects.parquet`
+    (one row group per chunk). Memory stays at one chunk, whatever `n_objects`. kwargs go to
+    `simulate_survey` (classes, bands, n_obs). Returns {"objects", "observations", "partitions"}."""
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if n_objects < 1 or objects_per_partition < 1:
+        raise ValidationError("n_objects and objects_per_partition must be at least 1")
+    out = Path(out_dir)
+    obs_dir = out / "observations"
+    if obs_dir.exists() and any(obs_dir.iterdir()):
+        raise ValidationError(f"{obs_dir} is not empty: choose a new folder")
+    obs_dir.mkdir(parents=True, exist_ok=True)
+    n_parts = -(-n_objects // objects_per_partition)
+    width = max(6, len(str(n_objects)))
+    pwidth = max(5, len(str(n_parts)))
+    writer = None
+    n_obs = 0
+    try:
+        for k in range(n_parts):
+            n = min(objects_per_partition, n_objects - k * objects_per_partition)
+            chunk_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+            observations, objects = simulate_survey(n_objects=n, seed=chunk_seed, **kwargs)
+            first = k * objects_per_partition
+            ids = np.array([f"SIM-{first + i:0{width}d}" for i in range(n)], dtype=object)
+            local = objects["object_id"].to_numpy()
+            rename = dict(zip(local, ids, strict=True))
+            observations["object_id"] = observations["object_id"].map(rename)
+            objects["object_id"] = ids
+            part = obs_dir / f"part={k:0{pwidth}d}"
+            part.mkdir()
+            pq.write_table(pa.Table.from_pandas(observations, preserve_index=False), part / "part-0.parquet")
+            table = pa.Table.from_pandas(objects, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(out / "objects.parquet", table.schema)
+            writer.write_table(table)
+            n_obs += len(observations)
+            if progress is not None:
+                progress(k + 1, n_parts, f"wrote {first + n:,}/{n_objects:,} objects")
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"objects": n_objects, "observations": n_obs, "partitions": n_parts, "path": str(out)}
+
+
+def write_survey_hats(
+    out_dir,
+    n_objects: int,
+    seed: int = 0,
+    objects_per_partition: int = 10_000,
+    catalog_name: str = "lcdash_demo",
+    progress=None,
+    **kwargs,
+) -> dict:
+    """Stream a synthetic survey to a HATS catalogue (one object a row, its light curve in a nested
+    `lightcurve` column: band, time, mag, mag_err), in bounded memory, with the hats library's writers.
+
+    Two passes, as an external sort: chunks of `objects_per_partition` objects (the same chunks and
+    seeds as `write_survey_parquet`) are split by HEALPix pixel at a fixed order chosen so a pixel holds
+    about one chunk; then each pixel is sorted by `_healpix_29` and written as
+    `dataset/Norder=k/Dir=d/Npix=p.parquet`. Memory stays at one chunk or one pixel. Returns
+    {"objects", "observations", "partitions", "order", "path"}."""
+    import math
+    import shutil
+    from pathlib import Path
+
+    try:
+        import nested_pandas as npd
+        from hats.catalog import PartitionInfo, TableProperties
+        from hats.io import parquet_metadata, paths
+        from hats.pixel_math import HealpixPixel
+        from hats.pixel_math.spatial_index import compute_spatial_index
+    except ImportError as exc:
+        raise ValidationError(f"writing HATS needs the hats and nested-pandas packages ({exc.name} is "
+                              "missing; pip install -r requirements.txt)") from exc
+
+    if n_objects < 1 or objects_per_partition < 1:
+        raise ValidationError("n_objects and objects_per_partition must be at least 1")
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ValidationError(f"{out} is not empty: choose a new folder")
+    order = max(0, math.ceil(math.log(max(n_objects / (12 * objects_per_partition), 1.0), 4)))
+    staging = out / "_staging"
+    n_chunks = -(-n_objects // objects_per_partition)
+    width = max(6, len(str(n_objects)))
+    n_obs = 0
+    pixels: set[int] = set()
+    for k in range(n_chunks):  # pass 1: each chunk split by pixel
+        n = min(objects_per_partition, n_objects - k * objects_per_partition)
+        chunk_seed = int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+        observations, objects = simulate_survey(n_objects=n, seed=chunk_seed, **kwargs)
+        ids = np.array([f"SIM-{k * objects_per_partition + i:0{width}d}" for i in range(n)], dtype=object)
+        observations["object_id"] = observations["object_id"].map(
+            dict(zip(objects["object_id"], ids, strict=True)))
+        objects["object_id"] = ids
+        objects["_healpix_29"] = compute_spatial_index(objects["ra"].to_numpy(), objects["dec"].to_numpy())
+        nf = npd.NestedFrame(objects.set_index("object_id")).join_nested(
+            observations.set_index("object_id"), "lightcurve").reset_index()
+        pix = nf["_healpix_29"].to_numpy() >> (2 * (29 - order))
+        for p in np.unique(pix):
+            folder = staging / f"pixel={int(p)}"
+            folder.mkdir(parents=True, exist_ok=True)
+            nf[pix == p].reset_index(drop=True).to_parquet(folder / f"chunk-{k}.parquet")
+            pixels.add(int(p))
+        n_obs += len(observations)
+        if progress is not None:
+            done = k * objects_per_partition + n
+            progress(k + 1, n_chunks + 1, f"simulated {done:,}/{n_objects:,} objects")
+    healpix = []
+    for p in sorted(pixels):  # pass 2: one pixel at a time, sorted by its spatial index
+        parts = [npd.read_parquet(f) for f in sorted((staging / f"pixel={p}").glob("*.parquet"))]
+        nf = npd.NestedFrame(pd.concat(parts, ignore_index=True)).sort_values("_healpix_29", kind="stable")
+        px = HealpixPixel(order, p)
+        target = paths.pixel_catalog_file(out, px)
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        nf.reset_index(drop=True).to_parquet(target)  # a RangeIndex is not stored as a column
+        healpix.append(px)
+    shutil.rmtree(staging)
+    parquet_metadata.write_parquet_metadata(out)
+    PartitionInfo.from_healpix(healpix).write_to_file(catalog_path=out)
+    TableProperties(catalog_name=catalog_name, catalog_type="object", total_rows=n_objects, ra_column="ra",
+                    dec_column="dec", healpix_column="_healpix_29", healpix_order=29,
+                    hats_order=order).to_properties_file(out)
+    if progress is not None:
+        progress(n_chunks + 1, n_chunks + 1, f"wrote {len(healpix)} HEALPix partitions")
+    return {"objects": n_objects, "observations": n_obs, "partitions": len(healpix), "order": order,
+            "path": str(out)}

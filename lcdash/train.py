@@ -253,6 +253,7 @@ def pretrain(
     epochs, stopped, path, device, windows_per_s, ...}."""
     import torch
 
+    from lcdash.ddp import context as ddp_context
     from lcdash.device import pick_device
     from lcdash.models.astromer import Astromer, AstromerConfig
     from lcdash.weights import load_encoder, read_encoder_config, save_encoder
@@ -294,7 +295,9 @@ def pretrain(
         mcfg = model_cfg or AstromerConfig.astromer2()
         model = Astromer(mcfg)
         init_meta = {}
-    device = pick_device(cfg.device)
+    dd = ddp_context(cfg.device)  # None unless launched by torchrun with several processes
+    lead = dd is None or dd.rank == 0  # the process that reports and writes files
+    device = dd.device if dd is not None else pick_device(cfg.device)
     model.to(device)
     window = mcfg.window
     draw = random_window
@@ -318,19 +321,25 @@ def pretrain(
         """(validation RMSE unweighted, validation loss = the training objective)."""
         model.eval()
         sq, sqw = [], []
+        v_lo, v_hi = (0, len(vwin)) if dd is None else dd.shard(len(vwin))  # DDP: each rank a share
         with torch.inference_mode():
-            for lo in range(0, len(vwin), cfg.val_batch_size):
-                inp, tim, mi, tgt, prb, w = (None if x is None else x[lo : lo + cfg.val_batch_size].to(device)
-                                             for x in vdata)
+            for lo in range(v_lo, v_hi, cfg.val_batch_size):
+                hi = min(lo + cfg.val_batch_size, v_hi)
+                inp, tim, mi, tgt, prb, w = (None if x is None else x[lo:hi].to(device) for x in vdata)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     pred = model(inp, tim, mi)
                 sq.append(_per_sample_sq(pred, tgt, prb).cpu())
                 sqw.append(_per_sample_sq(pred, tgt, prb, w).cpu() if w is not None else sq[-1])
         model.train()
+        if dd is not None:  # the exact mean over every rank's share
+            s, sw, c = dd.all_sum([float(sum(x.sum() for x in sq)), float(sum(x.sum() for x in sqw)),
+                                   float(v_hi - v_lo)])
+            return math.sqrt(s / c), math.sqrt(sw / c)
         return math.sqrt(torch.cat(sq).mean().item()), math.sqrt(torch.cat(sqw).mean().item())
 
     n = len(curves)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    n_local = n if dd is None else math.ceil(n / dd.world)  # DistributedSampler pads to equal shares
+    steps_per_epoch = math.ceil(n_local / cfg.batch_size)
     history: list[dict] = []
     best, best_epoch, bad_epochs, start_epoch = math.inf, 0, 0, 1
     meta_base = {
@@ -349,9 +358,10 @@ def pretrain(
             start_epoch = cfg.epochs + 1  # nothing left to do
         for g in opt.param_groups:
             g["lr"] = lr
+    net = model if dd is None else dd.wrap(model)  # DDP broadcasts rank 0's weights
 
     def report(step, message, metrics=None):
-        if progress is not None:
+        if progress is not None and lead:
             progress(step, total_steps, message, metrics)
 
     def cancelled() -> bool:
@@ -368,7 +378,8 @@ def pretrain(
         }
         if init_meta.get("source") is not None:
             extra["init_source"] = init_meta.get("source")
-        save_encoder(model, mcfg, out, extra=extra)
+        if lead:
+            save_encoder(model, mcfg, out, extra=extra)
 
     total_steps = max(cfg.epochs - start_epoch + 1, 0) * steps_per_epoch
     if not history:  # epoch 0: the starting point of the validation curve
@@ -388,18 +399,22 @@ def pretrain(
     last_report = 0.0
     for epoch in range(start_epoch, cfg.epochs + 1):
         perm = rng.permutation(n)
+        win_rng, mask_gen = rng, gen
+        if dd is not None:  # this rank's share of the (shared) permutation, its own windows and masks
+            perm = dd.shard_perm(perm)
+            win_rng, mask_gen = dd.epoch_rngs(cfg.seed, epoch)
         t_epoch = time.monotonic()
         sum_sq, n_seen, out_of_time = 0.0, 0, False
         for s in range(steps_per_epoch):
-            if cancelled():
+            if cancelled() if dd is None else dd.any(cancelled()):
                 stopped = "cancelled"
                 break
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            win = draw([curves[i] for i in idx], window, rng)
+            win = draw([curves[i] for i in idx], window, win_rng)
             inp, tim, mi, tgt, prb, w = (None if x is None else x.to(device, non_blocking=True)
-                                         for x in _masked_inputs(win, cfg, gen))
+                                         for x in _masked_inputs(win, cfg, mask_gen))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                pred = model(inp, tim, mi)
+                pred = net(inp, tim, mi)
             per = _per_sample_sq(pred, tgt, prb, w)
             loss = torch.sqrt(per.mean())  # = masked_rmse(pred, tgt, prb, w)
             opt.zero_grad(set_to_none=True)
@@ -413,12 +428,16 @@ def pretrain(
                 last_report = now
                 report(step, f"epoch {epoch}/{cfg.epochs} step {s + 1}/{steps_per_epoch}",
                        {"epoch": epoch, "train_rmse": math.sqrt(sum_sq / n_seen)})
-            if cfg.max_minutes is not None and now - t_start > cfg.max_minutes * 60:
+            over = cfg.max_minutes is not None and now - t_start > cfg.max_minutes * 60
+            if over if dd is None or cfg.max_minutes is None else dd.any(over):
                 out_of_time = True
                 break
         if stopped == "cancelled":
             break
         seconds = time.monotonic() - t_epoch
+        if dd is not None:  # every rank's windows and squared errors
+            sum_sq, n_seen = dd.all_sum([sum_sq, float(n_seen)])
+            n_seen = int(n_seen)
         train_windows += n_seen
         train_seconds += seconds
         v_rmse, v_loss = evaluate()
@@ -433,15 +452,20 @@ def pretrain(
             stopped = "early_stopping"
         elif out_of_time:
             stopped = "max_minutes"
-        _save_checkpoint(out, model, opt, {
-            **meta_base, "epoch": epoch, "history": history, "best_val_loss": best, "best_epoch": best_epoch,
-            "bad_epochs": bad_epochs, "stopped": stopped if stopped != "max_epochs" else None,
-        }, rng, gen)
+        if lead:
+            _save_checkpoint(out, model, opt, {
+                **meta_base, "epoch": epoch, "history": history, "best_val_loss": best,
+                "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "stopped": stopped if stopped != "max_epochs" else None,
+            }, rng, gen)
         report(step, f"epoch {epoch}: val RMSE {v_rmse:.4f} (best epoch {best_epoch})",
                {"epoch": epoch, "train_rmse": history[-1]["train_rmse"], "val_rmse": v_rmse,
                 "best_val_rmse": _best_rmse(history, best_epoch)})
         if stopped != "max_epochs":
             break
+    if dd is not None:  # no rank leaves before rank 0 has written the last checkpoint
+        dd.barrier()
+        dd.close()
 
     return {
         "history": history,
@@ -457,6 +481,7 @@ def pretrain(
         "n_val": len(val_curves),
         "windows_per_s": train_windows / train_seconds if train_seconds > 0 else None,
         "n_params": sum(p.numel() for p in model.parameters()),
+        "world_size": 1 if dd is None else dd.world,
     }
 
 

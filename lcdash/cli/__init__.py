@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "lcdash.cli.evaluate",  # evaluate
     "lcdash.cli.jobs",  # jobs list / cancel
     "lcdash.cli.rnn",  # rnn-train, update (Becker 2020 incremental update)
+    "lcdash.cli.scale",  # embed-catalog, import-embeddings
 ]
 
 

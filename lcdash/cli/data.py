@@ -11,7 +11,14 @@ from lcdash.errors import LcdashError
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="create a store holding a synthetic demo survey")
-    p.add_argument("--db", required=True, help="store file (created if missing)")
+    p.add_argument("--db", help="store file (created if missing)")
+    p.add_argument("--out-parquet", metavar="DIR",
+                   help="instead of a store, stream the survey to a partitioned Parquet dataset in DIR "
+                   "(bounded memory, any --n-objects; input for embed-catalog)")
+    p.add_argument("--out-hats", metavar="DIR",
+                   help="instead, stream it to a HATS catalogue (nested lightcurve column; needs hats)")
+    p.add_argument("--partition-size", type=int, default=10_000,
+                   help="objects per Parquet partition (about per HEALPix pixel for --out-hats)")
     p.add_argument("--n-objects", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bands", nargs="+", default=None, help="band names (default: the simulator's)")
@@ -84,6 +91,23 @@ def _tqdm_progress(desc: str):
 def cmd_demo(args) -> int:
     from lcdash.store.demo import create_demo_store
 
+    if sum(map(bool, (args.db, args.out_parquet, args.out_hats))) != 1:
+        raise LcdashError("give one of --db (a store), --out-parquet (a Parquet dataset) or --out-hats")
+    if args.out_parquet or args.out_hats:
+        from lcdash import simulate
+
+        write, path = ((simulate.write_survey_parquet, args.out_parquet) if args.out_parquet
+                       else (simulate.write_survey_hats, args.out_hats))
+        progress = _tqdm_progress("demo")
+        try:
+            kw = {"bands": tuple(args.bands)} if args.bands else {}
+            res = write(path, args.n_objects, seed=args.seed, objects_per_partition=args.partition_size,
+                        progress=progress, **kw)
+        finally:
+            progress.close()
+        print(f"{path}: {res['objects']:,} objects, {res['observations']:,} observations in "
+              f"{res['partitions']} partitions")
+        return 0
     progress = _tqdm_progress("demo")
     try:
         store = create_demo_store(

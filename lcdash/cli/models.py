@@ -178,7 +178,13 @@ def _run_training(args, init_from=None, model_cfg=None) -> int:
         from lcdash.train import FINETUNE_LR
 
         cfg.lr = FINETUNE_LR
-    print(f"training on {len(batch)} light curves from {args.db} -> {args.out}", file=sys.stderr)
+    from lcdash.ddp import is_rank_zero, world_size
+
+    if not is_rank_zero():  # under torchrun the other ranks train silently; rank 0 reports and registers
+        pretrain(batch, None, cfg, model_cfg, args.out, init_from=init_from, resume=args.resume)
+        return 0
+    on = f" on {world_size()} processes (DistributedDataParallel)" if world_size() > 1 else ""
+    print(f"training on {len(batch)} light curves from {args.db} -> {args.out}{on}", file=sys.stderr)
     bar = _Progress("pretrain" if init_from is None else "finetune", "step")
     try:
         result = pretrain(batch, None, cfg, model_cfg, args.out, init_from=init_from, progress=bar,
