@@ -272,12 +272,21 @@ class Store:
         synthetic: bool = False,
         validation=None,
         progress=None,
+        cursor=None,
     ):
-        """Add observations (+ catalogue rows) in one transaction; see `lcdash.store.ingest.ingest`."""
+        """Add observations (+ catalogue rows) in one transaction (or the caller's, `cursor`); see
+        `lcdash.store.ingest.ingest`."""
         from lcdash.store.ingest import ingest
 
         return ingest(
-            self, observations, objects, survey, synthetic=synthetic, validation=validation, progress=progress
+            self,
+            observations,
+            objects,
+            survey,
+            synthetic=synthetic,
+            validation=validation,
+            progress=progress,
+            cursor=cursor,
         )
 
     # -- objects ------------------------------------------------------------------------------
