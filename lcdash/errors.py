@@ -21,6 +21,15 @@ class JobError(LcdashError):
     """A background job failed, was cancelled, or cannot be started."""
 
 
+def one_line(exc_or_text, width: int = 300) -> str:
+    """An exception (or text) as one short line: readers and torch put tables, tracebacks and
+    whole state dicts in their messages."""
+    text = " ".join(str(exc_or_text).split())
+    if not text and isinstance(exc_or_text, BaseException):
+        text = type(exc_or_text).__name__
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 _PLAIN = {
     MemoryError: "not enough memory for this input",
     OverflowError: "a number is too large",

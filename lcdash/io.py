@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lcdash.errors import ValidationError
+from lcdash.errors import ValidationError, one_line
 
 OBS_ROLES = ("object_id", "time", "mag", "mag_err", "band")
 OBJECT_ROLES = ("object_id", "label", "period", "ra", "dec", "survey")
@@ -337,16 +337,6 @@ MAX_ROWS = 50_000_000  # rows of one ingest, all files together
 MAX_COLUMNS = 1_000  # columns of one table
 MAX_LINE_BYTES = 64 * 2**10  # one line of a text table
 MAX_FILES = 100_000  # files in one folder or zip
-_MESSAGE_WIDTH = 300
-
-
-def one_line(exc_or_text, width: int = _MESSAGE_WIDTH) -> str:
-    """An exception (or text) as one short line: readers put tables and tracebacks in messages."""
-    text = str(exc_or_text).strip() if not isinstance(exc_or_text, BaseException) else str(exc_or_text)
-    text = " ".join(text.split()) or (
-        type(exc_or_text).__name__ if isinstance(exc_or_text, BaseException) else ""
-    )
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _short(value, width: int = 40) -> str:
