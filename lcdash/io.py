@@ -18,7 +18,7 @@ Three steps the Data page and the CLI share:
    missing_column            error: time or mag (or the object id for a long table) not found
    unknown_column            error: the mapping names a column the file does not have
    non_numeric               error: time/mag/mag_err (or period/ra/dec) values that are not
-                             numbers; the rows are named
+                             numbers (text, booleans, dates, lists); the rows are named
    flux                      error: the magnitude column looks like a flux (by name or values);
                              the hint says how to convert
    negative_error            error: mag_err < 0 (usually a wrong column)
@@ -27,7 +27,7 @@ Three steps the Data page and the CLI share:
    missing_mag               fixed: rows whose mag is NaN/inf are dropped
    sentinel_mag              fixed: rows whose |mag| >= 90 (99, 99.999, -99: "no measurement"
                              codes) are dropped, when they are a minority of the rows
-   missing_error             fixed: NaN/inf errors are stored as NULL
+   missing_error             fixed: NaN/inf errors (and errors beyond float32) are stored as NULL
    zero_error                fixed: errors equal to 0 are stored as NULL (no information)
    unsorted_time             fixed: observations are sorted by time
    duplicate_row             fixed: exact duplicate (object, band, time, mag, mag_err) rows dropped
@@ -36,10 +36,27 @@ Three steps the Data page and the CLI share:
                              ``duplicates="error"``
    too_few_observations      fixed: (object, band) series with fewer than ``min_obs`` points are
                              dropped, and objects left without observations
+   nothing_left              error: no observation is left after the fixes
+   empty_table               error: no data rows at all (a header only); a header-only file among
+                             several is skipped
+   timestamp_time            fixed: a time column of timestamps is converted to MJD (UTC)
+   bad_id                    error: an id or band column of lists, structs, booleans or binary
+                             values that are not UTF-8 text
+   ambiguous_object          error: no id column (the file name is the id) but times repeat or go
+                             backwards: several stars in one table? (``allow_merge`` overrides)
+   same_object_files         error: two files give the same object id (a/star.csv, b/star.csv)
+                             (``allow_merge`` overrides)
+   possible_band_column      warning: times repeat within light curves, no band column is mapped,
+                             and an unmapped text column has 2-10 values (a band column missed?)
    unknown_object            fixed: objects-table rows without observations are ignored
    ========================  ==================================================================
 
 Row numbers in the report count data rows from 1 in each file (the header is not a row).
+
+Before any of this, `read_table` / `read_inputs` refuse input beyond the limits MAX_INPUT_BYTES
+(one file after decompression, or all members of a zip), MAX_ROWS (one ingest), MAX_COLUMNS,
+MAX_LINE_BYTES (one line of a text table) and MAX_FILES (one folder or zip), each with one line
+naming the file.
 """
 
 from __future__ import annotations
@@ -627,7 +644,7 @@ def read_zip(path_or_buffer, name: str | None = None) -> list[tuple[str, pd.Data
             if len(data) > budget:
                 raise _too_big(label)
             budget -= len(data)
-            out.append((short, read_table(_io.BytesIO(data), m.filename)))
+            out.append((short, read_table(_io.BytesIO(data), f"{label}:{m.filename}")))
             _check_total_rows(out, label)
         return out
 
@@ -831,6 +848,14 @@ def prepare(
 
     file_names = [p[0] for p in pairs]
     obs = _clean_rows(parts, file_names, min_obs, duplicates, report, allow_merge)
+    if report.ok and len(obs) == 0:
+        report.add(
+            file_names[0] if len(file_names) == 1 else name,
+            None,
+            "nothing_left",
+            "error",
+            f"no observations are left after the fixes above ({report.n_rows_read:,} row(s) read)",
+        )
     if not report.ok:
         return _empty_obs(), _empty_objects(), report
     kept_ids = obs["object_id"].cat.categories
