@@ -44,8 +44,9 @@ Three steps the Data page and the CLI share:
                              values that are not UTF-8 text
    ambiguous_object          error: no id column (the file name is the id) but times repeat or go
                              backwards: several stars in one table? (``allow_merge`` overrides)
-   same_object_files         error: two files give the same object id (a/star.csv, b/star.csv)
-                             (``allow_merge`` overrides)
+   same_object_files         error: two files give the same object id (a/star.csv, b/star.csv),
+                             or two files hold one (object, band, time) with different values
+                             (two stars with one id; ``allow_merge`` overrides both)
    possible_band_column      warning: times repeat within light curves, no band column is mapped,
                              and an unmapped text column has 2-10 values (a band column missed?)
    unknown_object            fixed: objects-table rows without observations are ignored
@@ -1281,6 +1282,24 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report, allow_merge=Fals
                     count=later.size,
                 )
             avg = later[differing[gid]]
+            # the same (object, band, time) with other values in another file: two stars that
+            # share an id, not a re-export of one (exact copies were dropped above)
+            other = avg[file_all[idx[avg]] != file_all[idx[head_of[differing[gid]]]]] if avg.size else avg
+            if other.size and not allow_merge:
+                i = int(other[0])
+                f1, f2 = int(file_all[idx[head_of[np.searchsorted(later, i)]]]), int(file_all[idx[i]])
+                report.add(
+                    file_names[f2],
+                    col_of["time"][f2],
+                    "same_object_files",
+                    "error",
+                    f"object {_short(str(ouniq[series[i] // nb]))} has other values at the same times in "
+                    f"{file_names[f1]} and {file_names[f2]} ({other.size} row(s)): two stars with one id? "
+                    "Give them distinct ids, or pass --allow-merge if they are one star",
+                    row_all[idx[other]],
+                    other.size,
+                )
+                return _empty_obs()
             if avg.size:
                 if duplicates == "error":
                     report_rows(

@@ -313,6 +313,15 @@ def test_same_file_name_in_two_folders_or_zip_folders(tmp_path, capsys, filled_d
         assert store.objects(survey="m")["n_obs"].tolist() == [16]
 
 
+def test_one_id_with_other_values_at_the_same_times_in_two_files():
+    a = long_table(n_obj=1)
+    _, _, report = io.prepare([("x/1.csv", a), ("y/2.csv", a.assign(mag=a["mag"] + 1))])
+    assert [p.rule for p in report.errors] == ["same_object_files"]
+    assert "x/1.csv and y/2.csv" in report.errors[0].message
+    _, _, report = io.prepare([("x/1.csv", a), ("y/2.csv", a)])  # a re-export: exact copies dropped
+    assert report.ok and report.n_rows_kept == len(a)
+
+
 def test_unsorted_times_in_a_file_named_object(tmp_path):
     one = long_table(n_obj=1).drop(columns="object_id").iloc[::-1]
     _, _, report = io.prepare([("star.csv", one)])
