@@ -39,7 +39,7 @@ _PLAIN = {
 }
 
 
-def user_message(exc: BaseException, width: int = 300) -> str:
+def user_message(exc: BaseException, width: int = 600) -> str:
     """One plain line for any exception, for the CLI's stderr and the app's st.error: a
     LcdashError's own message; for anything else what went wrong in words and the first line of
     its text, never a traceback or a bare 'OverflowError: ...'."""
