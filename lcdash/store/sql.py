@@ -5,8 +5,7 @@ Two walls, either of which alone keeps user SQL inside the store:
 1. DuckDB itself. Every `Store` connection is opened with `enable_external_access=false` (no file,
    URL, ATTACH, COPY or Python-variable access: lcdash reads files with pyarrow/pandas and hands
    DuckDB Arrow tables), extension auto-install/auto-load off and `lock_configuration=true`, so no
-   statement can switch any of this back on (see `lcdash.store.DUCKDB_CONFIG`). The store's
-   `memory_limit` bounds what a query can allocate.
+   statement can switch any of this back on (see `lcdash.store.duckdb_config`).
 2. A check of the query before it runs: `extract_statements` must give exactly one SELECT, and its
    parse tree (`json_serialize_sql`) may name only the store's own tables and views, CTEs *in
    scope* where they are referenced, three `information_schema` views and a short list of harmless
@@ -14,9 +13,14 @@ Two walls, either of which alone keeps user SQL inside the store:
    databases and functions with side effects are refused.
 
 Bounds: at most MAX_QUERY_CHARS of query text (parsing is not interruptible), the whole run
-(parse, check, execute, fetch, close) inside `timeout_s` plus INTERRUPT_GRACE_S for DuckDB to
-notice the interrupt, at most `limit` rows and MAX_RESULT_BYTES of result. Anything refused, failed
-or stopped raises SQLSandboxError with a one-line message; the store keeps working.
+(parse, check, execute, fetch, close) in a thread the caller leaves after `timeout_s` plus
+INTERRUPT_GRACE_S, at most `limit` rows and MAX_RESULT_BYTES of result. Memory: the store's DuckDB
+`memory_limit` covers what DuckDB's buffer manager sees (joins, sorts, aggregates, spilling where it
+can); what it does not see is bounded by the other rules: the values of one vector (2,048 rows of
+`repeat(x, n)` are allocated before any limit or interrupt is consulted, hence SIZE_ARGUMENTS),
+the result (MAX_RESULT_BYTES), and a watchdog that interrupts a query once this process has grown
+by more than the memory limit. Anything refused, failed or stopped raises SQLSandboxError with a
+one-line message; the store keeps working.
 """
 
 from __future__ import annotations
