@@ -344,6 +344,28 @@ def read_table(path_or_buffer, name: str | None = None) -> pd.DataFrame:
     except Exception as exc:  # readers raise many types; the user needs the file and the reason
         raise ValidationError(f"{label}: cannot read as {fmt}: {one_line(exc)}") from exc
     _check_shape(frame, label)
+    return _tame_big_integers(frame)
+
+
+def _tame_big_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integers beyond int64 (a 400-digit number in a CSV) become floats (inf when beyond float64):
+    as Python ints they break Arrow, so the app's preview and every later step."""
+    for c in frame.columns:
+        col = frame[c]
+        if col.dtype != object or pd.api.types.infer_dtype(col, skipna=True) not in (
+            "integer",
+            "mixed-integer",
+            "mixed-integer-float",
+        ):
+            continue
+        big = col.map(lambda v: isinstance(v, int) and not -(2**63) <= v < 2**63).to_numpy(dtype=bool)
+        if big.any():
+            values = col.to_numpy(dtype=object).copy()
+            values[big] = [_to_float(v) for v in values[big]]
+            try:
+                frame[c] = pd.to_numeric(pd.Series(values, index=frame.index))
+            except (ValueError, TypeError):  # text as well: keep the column as objects
+                frame[c] = values
     return frame
 
 
