@@ -18,7 +18,7 @@ Three steps the Data page and the CLI share:
    missing_column            error: time or mag (or the object id for a long table) not found
    unknown_column            error: the mapping names a column the file does not have
    non_numeric               error: time/mag/mag_err (or period/ra/dec) values that are not
-                             numbers; the rows are named
+                             numbers (text, booleans, dates, lists); the rows are named
    flux                      error: the magnitude column looks like a flux (by name or values);
                              the hint says how to convert
    negative_error            error: mag_err < 0 (usually a wrong column)
@@ -27,7 +27,7 @@ Three steps the Data page and the CLI share:
    missing_mag               fixed: rows whose mag is NaN/inf are dropped
    sentinel_mag              fixed: rows whose |mag| >= 90 (99, 99.999, -99: "no measurement"
                              codes) are dropped, when they are a minority of the rows
-   missing_error             fixed: NaN/inf errors are stored as NULL
+   missing_error             fixed: NaN/inf errors (and errors beyond float32) are stored as NULL
    zero_error                fixed: errors equal to 0 are stored as NULL (no information)
    unsorted_time             fixed: observations are sorted by time
    duplicate_row             fixed: exact duplicate (object, band, time, mag, mag_err) rows dropped
@@ -36,10 +36,28 @@ Three steps the Data page and the CLI share:
                              ``duplicates="error"``
    too_few_observations      fixed: (object, band) series with fewer than ``min_obs`` points are
                              dropped, and objects left without observations
+   nothing_left              error: no observation is left after the fixes
+   empty_table               error: no data rows at all (a header only); a header-only file among
+                             several is skipped
+   timestamp_time            fixed: a time column of timestamps is converted to MJD (UTC)
+   bad_id                    error: an id or band column of lists, structs, booleans or binary
+                             values that are not UTF-8 text
+   ambiguous_object          error: no id column (the file name is the id) but times repeat or go
+                             backwards: several stars in one table? (``allow_merge`` overrides)
+   same_object_files         error: two files give the same object id (a/star.csv, b/star.csv),
+                             or two files hold one (object, band, time) with different values
+                             (two stars with one id; ``allow_merge`` overrides both)
+   possible_band_column      warning: times repeat within light curves, no band column is mapped,
+                             and an unmapped text column has 2-10 values (a band column missed?)
    unknown_object            fixed: objects-table rows without observations are ignored
    ========================  ==================================================================
 
 Row numbers in the report count data rows from 1 in each file (the header is not a row).
+
+Before any of this, `read_table` / `read_inputs` refuse input beyond the limits MAX_INPUT_BYTES
+(one file after decompression, or all members of a zip), MAX_ROWS (one ingest), MAX_COLUMNS,
+MAX_LINE_BYTES (one line of a text table) and MAX_FILES (one folder or zip), each with one line
+naming the file.
 """
 
 from __future__ import annotations
@@ -54,7 +72,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lcdash.errors import ValidationError
+from lcdash.errors import ValidationError, one_line
 
 OBS_ROLES = ("object_id", "time", "mag", "mag_err", "band")
 OBJECT_ROLES = ("object_id", "label", "period", "ra", "dec", "survey")
@@ -183,6 +201,10 @@ class Problem:
     def is_error(self) -> bool:
         return self.action == "error"
 
+    @property
+    def is_warning(self) -> bool:
+        return self.action.startswith("warning")
+
     def __str__(self) -> str:
         where = self.file + (f", column {self.column!r}" if self.column else "")
         if self.rows:
@@ -220,7 +242,12 @@ class ValidationReport:
 
     @property
     def fixes(self) -> list[Problem]:
-        return [p for p in self.problems if not p.is_error]
+        return [p for p in self.problems if not p.is_error and not p.is_warning]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        """Findings that change nothing but may mean the mapping is wrong (read them)."""
+        return [p for p in self.problems if p.is_warning]
 
     @property
     def ok(self) -> bool:
@@ -249,6 +276,7 @@ class ValidationReport:
         head = (
             f"{self.n_rows_read:,} rows read, {self.n_rows_kept:,} kept, {self.n_objects:,} objects; "
             f"{len(self.errors)} error(s), {len(self.fixes)} fix(es)"
+            + (f", {len(self.warnings)} warning(s)" if self.warnings else "")
         )
         return "\n".join([head] + [f"  - {p}" for p in self.problems])
 
@@ -274,7 +302,10 @@ def table_format(name: str) -> str:
 def read_table(path_or_buffer, name: str | None = None) -> pd.DataFrame:
     """Read one table (CSV/TSV/TXT, Parquet, FITS, VOTable, ECSV) from a path or a file-like object.
 
-    `name` gives the file name (and so the format) for buffers, e.g. a Streamlit upload.
+    `name` gives the file name (and so the format) for buffers, e.g. a Streamlit upload. Gzip input
+    (a .gz name or gzip bytes) is decompressed first. The limits (MAX_INPUT_BYTES, MAX_COLUMNS,
+    MAX_LINE_BYTES, MAX_ROWS) are checked before the bulk of the work; every failure is one
+    ValidationError line naming the file.
     """
     if name is None:
         if isinstance(path_or_buffer, (str, Path)):
@@ -284,43 +315,192 @@ def read_table(path_or_buffer, name: str | None = None) -> pd.DataFrame:
             if name is None:
                 raise ValidationError("read_table: a buffer needs a file name to tell its format")
     fmt = table_format(name)
+    label = _label(name)
     src = path_or_buffer
-    if hasattr(src, "read") and not isinstance(src, (str, Path)):
-        data = src.read()
-        src = _io.BytesIO(data if isinstance(data, bytes) else data.encode())
     try:
+        if hasattr(src, "read") and not isinstance(src, (str, Path)):
+            data = src.read(MAX_INPUT_BYTES + 1)
+            data = data if isinstance(data, bytes) else str(data).encode()
+            if len(data) > MAX_INPUT_BYTES:
+                raise _too_big(label)
+            src = _io.BytesIO(data)
+        elif Path(src).stat().st_size > MAX_INPUT_BYTES:
+            raise _too_big(label)
+        if _is_gzip(src):  # decompress once, within the limit: a small .gz can hold gigabytes
+            src = _io.BytesIO(_gunzip(src, label))
         if fmt == "parquet":
-            return _read_parquet(src)
-        if fmt in ("csv", "tsv", "txt"):
-            if str(name).lower().endswith(".gz"):  # decompress once: buffers carry no name to infer from
-                import gzip
-
-                with gzip.open(src) as fh:
-                    src = _io.BytesIO(fh.read())
-            return _read_text(src, fmt)
-        from astropy.table import Table  # heavy import, only when needed
-
-        astro_fmt = {"fits": "fits", "votable": "votable", "ecsv": "ascii.ecsv"}[fmt]
-        return _table_to_frame(Table.read(src, format=astro_fmt))
+            frame = _read_parquet(src, label)
+        elif fmt in ("csv", "tsv", "txt"):
+            _check_lines(src, label)
+            frame = _read_text(src, fmt, label)
+        else:
+            if fmt == "ecsv":
+                _check_lines(src, label)
+            frame = _read_astropy(src, fmt, label)
     except ValidationError:
         raise
+    except MemoryError as exc:
+        raise ValidationError(f"{label}: too large to read into memory") from exc
     except Exception as exc:  # readers raise many types; the user needs the file and the reason
-        raise ValidationError(f"{Path(str(name)).name}: cannot read as {fmt}: {exc}") from exc
+        raise ValidationError(f"{label}: cannot read as {fmt}: {one_line(exc)}") from exc
+    _check_shape(frame, label)
+    return _tame_big_integers(frame)
 
 
-def _read_parquet(src) -> pd.DataFrame:
+def _tame_big_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integers beyond int64 (a 400-digit number in a CSV) become floats (inf when beyond float64):
+    as Python ints they break Arrow, so the app's preview and every later step."""
+    for c in frame.columns:
+        col = frame[c]
+        if col.dtype != object or pd.api.types.infer_dtype(col, skipna=True) not in (
+            "integer",
+            "mixed-integer",
+            "mixed-integer-float",
+        ):
+            continue
+        big = col.map(lambda v: isinstance(v, int) and not -(2**63) <= v < 2**63).to_numpy(dtype=bool)
+        if big.any():
+            values = col.to_numpy(dtype=object).copy()
+            values[big] = [_to_float(v) for v in values[big]]
+            try:
+                frame[c] = pd.to_numeric(pd.Series(values, index=frame.index))
+            except (ValueError, TypeError):  # text as well: keep the column as objects
+                frame[c] = values
+    return frame
+
+
+# Limits for untrusted input (README "Ingestion rules"); module constants so a deployment can
+# change them. A small compressed file can expand a thousandfold, and one very wide row can cost
+# minutes in the CSV parser, so each is checked before the expensive step.
+MAX_INPUT_BYTES = 2 * 2**30  # one file after decompression; all members of one zip together
+MAX_ROWS = 50_000_000  # rows of one ingest, all files together
+MAX_COLUMNS = 1_000  # columns of one table
+MAX_LINE_BYTES = 64 * 2**10  # one line of a text table
+MAX_FILES = 100_000  # files in one folder or zip
+
+
+def _short(value, width: int = 40) -> str:
+    """repr of a value from the data, cut to `width` characters for messages."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 4] + "...'"
+
+
+def _columns_text(cols, n: int = 20) -> str:
+    cols = [one_line(c, 40) for c in cols]
+    more = f", ... ({len(cols)} columns)" if len(cols) > n else ""
+    return ", ".join(cols[:n]) + more
+
+
+def _label(name) -> str:
+    return one_line(str(name), 120)
+
+
+def _too_big(label: str) -> ValidationError:
+    return ValidationError(
+        f"{label}: more than {_size_text(MAX_INPUT_BYTES)} of data (after decompression); "
+        "split it into several files or use Parquet"
+    )
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 2**30:g} GB" if n >= 2**30 else f"{n / 2**20:g} MB"
+
+
+def _is_gzip(src) -> bool:
+    if isinstance(src, (str, Path)):
+        with open(src, "rb") as fh:
+            head = fh.read(2)
+    else:
+        pos = src.tell()
+        head = src.read(2)
+        src.seek(pos)
+    return head == b"\x1f\x8b"
+
+
+def _gunzip(src, label: str) -> bytes:
+    """Decompress gzip in chunks, stopping as soon as the output passes MAX_INPUT_BYTES."""
+    import gzip
+    import zlib
+
+    out = _io.BytesIO()
+    try:
+        with gzip.open(src) as fh:
+            while chunk := fh.read(16 * 2**20):
+                out.write(chunk)
+                if out.tell() > MAX_INPUT_BYTES:
+                    raise _too_big(label)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValidationError(f"{label}: not valid gzip data ({one_line(exc)})") from exc
+    return out.getvalue()
+
+
+def _check_lines(src, label: str) -> None:
+    """Refuse text tables with a line longer than MAX_LINE_BYTES (scanned in chunks with numpy)."""
+    fh = open(src, "rb") if isinstance(src, (str, Path)) else src
+    pos = None if isinstance(src, (str, Path)) else src.tell()
+    try:
+        run, line = 0, 1
+        while chunk := fh.read(16 * 2**20):
+            nl = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
+            lengths = np.diff(np.r_[-1, nl]) - 1 if nl.size else np.zeros(0, np.int64)
+            if lengths.size:
+                lengths[0] += run
+            longest = int(lengths.max()) if lengths.size else 0
+            run = (len(chunk) - 1 - int(nl[-1])) if nl.size else run + len(chunk)
+            if max(longest, run) > MAX_LINE_BYTES:
+                where = (
+                    line + int(np.argmax(lengths > MAX_LINE_BYTES))
+                    if longest > MAX_LINE_BYTES
+                    else line + nl.size
+                )
+                raise ValidationError(
+                    f"{label}: line {where} is longer than {MAX_LINE_BYTES // 1024} KB; a light-curve "
+                    "table has short rows (is this the right file, or the right separator?)"
+                )
+            line += nl.size
+    finally:
+        if pos is None:
+            fh.close()
+        else:
+            src.seek(pos)
+
+
+def _check_shape(frame: pd.DataFrame, label: str) -> None:
+    if frame.shape[1] > MAX_COLUMNS:
+        raise ValidationError(f"{label}: {frame.shape[1]:,} columns; the limit is {MAX_COLUMNS:,}")
+    if len(frame) > MAX_ROWS:
+        raise ValidationError(f"{label}: {len(frame):,} rows; the limit for one ingest is {MAX_ROWS:,}")
+    cols = [str(c) for c in frame.columns]
+    if len(set(cols)) < len(cols):
+        dup = next(c for c in cols if cols.count(c) > 1)
+        raise ValidationError(f"{label}: the column name {_short(dup)} appears more than once")
+
+
+def _read_parquet(src, label: str = "") -> pd.DataFrame:
     """Parquet with string columns read as categoricals (dictionary-encoded): ids repeat on every
-    row, and codes make grouping millions of observations cheap."""
+    row, and codes make grouping millions of observations cheap. The footer's row, column and
+    uncompressed-byte counts are checked before any data is read."""
     import pyarrow.parquet as pq
 
-    schema = pq.read_schema(src)
+    meta = pq.ParquetFile(src).metadata
     if hasattr(src, "seek"):
         src.seek(0)
+    if meta.num_columns > MAX_COLUMNS:
+        raise ValidationError(f"{label}: {meta.num_columns:,} columns; the limit is {MAX_COLUMNS:,}")
+    if meta.num_rows > MAX_ROWS:
+        raise ValidationError(f"{label}: {meta.num_rows:,} rows; the limit for one ingest is {MAX_ROWS:,}")
+    if sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) > MAX_INPUT_BYTES:
+        raise _too_big(label)
+    schema = meta.schema.to_arrow_schema()
+    names = list(schema.names)
+    if len(set(names)) < len(names):
+        dup = next(c for c in names if names.count(c) > 1)
+        raise ValidationError(f"{label}: the column name {_short(dup)} appears more than once")
     strings = [f.name for f in schema if str(f.type) in ("string", "large_string", "string_view")]
     return pq.read_table(src, read_dictionary=strings).to_pandas()
 
 
-def _read_text(src, fmt: str) -> pd.DataFrame:
+def _read_text(src, fmt: str, label: str = "") -> pd.DataFrame:
     """CSV/TSV/TXT. Id and band columns are read as text, so ids such as 00123 keep their zeros."""
     if fmt == "txt":
         # comma separated if the header has commas, else whitespace; '#' starts a comment
@@ -335,17 +515,55 @@ def _read_text(src, fmt: str) -> pd.DataFrame:
         kwargs = {"sep": "," if "," in first else r"\s+", "comment": "#"}
     else:
         kwargs = {"sep": "\t" if fmt == "tsv" else ","}
+    kwargs["encoding_errors"] = "replace"
     pos = None if isinstance(src, (str, Path)) else src.tell()
     header = pd.read_csv(src, nrows=0, **kwargs).columns
     if pos is not None:
         src.seek(pos)
+    if len(header) > MAX_COLUMNS:
+        raise ValidationError(f"{label}: {len(header):,} columns; the limit is {MAX_COLUMNS:,}")
     text_cols = {
         c
         for g in (guess_mapping(header), guess_mapping(header, kind="objects"))
         for role, c in g.items()
         if c is not None and role in ("object_id", "band")
     }
-    return pd.read_csv(src, dtype={c: str for c in text_cols}, **kwargs)
+    # index_col=False: a row with more fields than the header is an error, not an index
+    return pd.read_csv(src, dtype={c: str for c in text_cols}, index_col=False, **kwargs)
+
+
+def _read_astropy(src, fmt: str, label: str) -> pd.DataFrame:
+    from astropy.table import Table  # heavy import, only when needed
+
+    if fmt != "fits":
+        astro_fmt = {"votable": "votable", "ecsv": "ascii.ecsv"}[fmt]
+        return _table_to_frame(Table.read(src, format=astro_fmt))
+    return _table_to_frame(_fits_table(src, label))
+
+
+def _fits_table(src, label: str):
+    """The FITS table HDU that holds rows: the first one, or the only non-empty one when the first
+    is empty; several tables with rows are an error (which one is meant is not ours to guess)."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    with fits.open(src, memmap=False) as hdul:
+        tables = [(i, h) for i, h in enumerate(hdul) if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
+        if not tables:
+            raise ValidationError(f"{label}: the FITS file has no table HDU")
+        for _, h in tables:
+            if h.header.get("TFIELDS", 0) > MAX_COLUMNS:
+                raise ValidationError(f"{label}: more than {MAX_COLUMNS:,} columns")
+            if h.header.get("NAXIS2", 0) > MAX_ROWS:
+                raise ValidationError(f"{label}: more than {MAX_ROWS:,} rows")
+        full = [(i, h) for i, h in tables if h.header.get("NAXIS2", 0) > 0]
+        if len(full) > 1 and full[0][0] != tables[0][0]:
+            raise ValidationError(
+                f"{label}: the first table HDU is empty and HDUs {', '.join(str(i) for i, _ in full)} "
+                "hold rows; save the light curves in one table"
+            )
+        i, hdu = full[0] if full else tables[0]
+        return Table.read(hdu)
 
 
 def _table_to_frame(table) -> pd.DataFrame:
@@ -371,42 +589,96 @@ def _table_to_frame(table) -> pd.DataFrame:
 def read_inputs(paths: Iterable[str | Path] | str | Path) -> list[tuple[str, pd.DataFrame]]:
     """Read files, folders (every readable file inside, sorted) and zips into (name, frame) pairs.
 
-    The name is the file name; for one-file-per-object inputs its stem becomes the object id.
+    The name is the file name, with its folder inside a given folder or zip (``a/star.csv``); for
+    one-file-per-object inputs its stem becomes the object id. At most MAX_ROWS rows in all.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     frames: list[tuple[str, pd.DataFrame]] = []
     for p in map(Path, paths):
         if not p.exists():
-            raise ValidationError(f"{p}: no such file or folder")
+            raise ValidationError(f"{_label(p)}: no such file or folder")
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and _readable(f.name))
             if not files:
-                raise ValidationError(f"{p}: the folder holds no readable table files")
-            frames += [(f.name, read_table(f)) for f in files]
+                raise ValidationError(f"{_label(p)}: the folder holds no readable table files")
+            if len(files) > MAX_FILES:
+                raise ValidationError(f"{_label(p)}: {len(files):,} files; the limit is {MAX_FILES:,}")
+            for f in files:
+                frames.append((f.relative_to(p).as_posix(), read_table(f)))
+                _check_total_rows(frames, p)
         elif p.suffix.lower() == ".zip":
             frames += read_zip(p)
         else:
             frames.append((p.name, read_table(p)))
+        _check_total_rows(frames, p)
     return frames
 
 
+def _check_total_rows(frames, where) -> None:
+    total = sum(len(f) for _, f in frames)
+    if total > MAX_ROWS:
+        raise ValidationError(f"{_label(where)}: more than {MAX_ROWS:,} rows in one ingest; ingest in parts")
+
+
 def read_zip(path_or_buffer, name: str | None = None) -> list[tuple[str, pd.DataFrame]]:
-    """Every readable table inside a zip (path or buffer), as (file name, frame) pairs."""
-    label = name or str(getattr(path_or_buffer, "name", path_or_buffer))
+    """Every readable table inside a zip (path or buffer), as (member path, frame) pairs.
+
+    The members' sizes count against MAX_INPUT_BYTES together, checked from the directory and
+    again while decompressing (the directory can lie)."""
+    import zlib
+
+    label = _label(name or str(getattr(path_or_buffer, "name", path_or_buffer)))
     try:
         zf = zipfile.ZipFile(path_or_buffer)
-    except zipfile.BadZipFile as exc:
-        raise ValidationError(f"{label}: not a zip file ({exc})") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise ValidationError(f"{label}: not a zip file ({one_line(exc)})") from exc
     with zf:
-        members = sorted(
-            m
-            for m in zf.namelist()
-            if not m.endswith("/") and not Path(m).name.startswith(".") and _readable(m)
+        infos = sorted(
+            (
+                m
+                for m in zf.infolist()
+                if not m.is_dir() and not Path(m.filename).name.startswith(".") and _readable(m.filename)
+            ),
+            key=lambda m: m.filename,
         )
-        if not members:
+        if not infos:
             raise ValidationError(f"{label}: the zip holds no readable table files")
-        return [(Path(m).name, read_table(_io.BytesIO(zf.read(m)), Path(m).name)) for m in members]
+        if len(infos) > MAX_FILES:
+            raise ValidationError(f"{label}: {len(infos):,} files; the limit is {MAX_FILES:,}")
+        if sum(m.file_size for m in infos) > MAX_INPUT_BYTES:
+            raise _too_big(label)
+        out, budget = [], MAX_INPUT_BYTES
+        shown = _without_common_folder([m.filename for m in infos])
+        for m, short in zip(infos, shown, strict=True):
+            member = f"{label}:{m.filename}"
+            try:
+                with zf.open(m) as fh:
+                    data = fh.read(budget + 1)
+            except (
+                zipfile.BadZipFile,
+                zlib.error,
+                OSError,
+                EOFError,
+                RuntimeError,
+                NotImplementedError,
+            ) as exc:
+                raise ValidationError(f"{_label(member)}: cannot unpack ({one_line(exc)})") from exc
+            if len(data) > budget:
+                raise _too_big(label)
+            budget -= len(data)
+            out.append((short, read_table(_io.BytesIO(data), f"{label}:{m.filename}")))
+            _check_total_rows(out, label)
+        return out
+
+
+def _without_common_folder(names: list[str]) -> list[str]:
+    """Member paths without the folders every member shares (a zipped folder 'lcs/a.csv' -> 'a.csv')."""
+    parts = [n.split("/") for n in names]
+    k = 0
+    while all(len(p) > k + 1 for p in parts) and len({p[k] for p in parts}) == 1:
+        k += 1
+    return ["/".join(p[k:]) for p in parts]
 
 
 def _readable(name: str) -> bool:
@@ -489,10 +761,25 @@ def _as_frames(frames: FramesLike, name: str) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _numeric(series: pd.Series, file: str, column: str, report: ValidationReport) -> np.ndarray:
-    """Column as float64; values that are present but not numbers are an error naming the rows."""
-    if series.dtype.kind in "iufb":
+    """Column as float64; values that are present but not numbers are an error naming the rows.
+    Booleans, dates and nested values are not numbers; numbers too large for a float become inf."""
+    kind = series.dtype.kind
+    what = {"b": "true/false values", "M": "dates", "m": "time spans"}.get(kind)
+    if what is None and kind == "O":
+        first = series.dropna().head(1).tolist()
+        if first and isinstance(first[0], (bool, np.bool_)):
+            what = "true/false values"
+        elif first and isinstance(first[0], (list, tuple, dict, np.ndarray, bytes)):
+            what = "lists, structs or binary values"
+    if what is not None:
+        report.add(file, column, "non_numeric", "error", f"the column holds {what}, not numbers")
+        return np.full(len(series), np.nan)
+    if kind in "iuf":
         return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    conv = pd.to_numeric(series, errors="coerce")
+    try:
+        conv = pd.to_numeric(series, errors="coerce")
+    except (OverflowError, TypeError, ValueError):  # e.g. a 400-digit integer
+        conv = pd.Series([_to_float(v) for v in series.tolist()], index=series.index, dtype=float)
     values = conv.to_numpy(dtype=np.float64, na_value=np.nan)
     present = np.array(series.notna(), dtype=bool)
     if series.dtype.kind in "OUST" or str(series.dtype).startswith(("str", "string")):
@@ -502,7 +789,7 @@ def _numeric(series: pd.Series, file: str, column: str, report: ValidationReport
         )
     bad = np.flatnonzero(present & np.isnan(values))
     if bad.size:
-        examples = ", ".join(repr(series.iloc[i]) for i in bad[:3])
+        examples = ", ".join(_short(series.iloc[i]) for i in bad[:3])
         report.add(
             file,
             column,
@@ -513,6 +800,15 @@ def _numeric(series: pd.Series, file: str, column: str, report: ValidationReport
             bad.size,
         )
     return values
+
+
+def _to_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+    except OverflowError:
+        return np.inf
 
 
 def prepare(
@@ -526,6 +822,7 @@ def prepare(
     min_obs: int = 5,
     duplicates: str = "average",
     name: str = "observations",
+    allow_merge: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, ValidationReport]:
     """Validate and tidy observations (+ an optional objects table) for `Store.ingest`.
 
@@ -534,6 +831,9 @@ def prepare(
     observation frames, overriding `guess_mapping` (a role mapped to None is switched off).
     band: the band name for frames without a band column (default "default").
     duplicates: "average" (rows sharing a time are averaged) or "error".
+    allow_merge: when object ids come from file names (no id column), rows whose times repeat or
+    go backwards, and files of the same name in different folders, are one object anyway (by
+    default an error: they are usually several stars).
 
     Returns (observations, objects, report). observations: object_id, band (categoricals), time
     (float64), mag (float64), mag_err (float64, NaN = none), sorted by (object_id, band, time) with
@@ -555,6 +855,14 @@ def prepare(
         if part is not None:
             part["file"] = np.full(len(part["time"]), file_no, np.int32)
             parts.append(part)
+    if report.ok and report.n_rows_read == 0:
+        report.add(
+            pairs[0][0] if len(pairs) == 1 else name,
+            None,
+            "empty_table",
+            "error",
+            "no data rows: the table has a header only" if len(pairs) == 1 else "no table has data rows",
+        )
     obj_frame = None
     if objects is not None:
         obj_frame = _prepare_objects(objects, objects_mapping, objects_name, report)
@@ -562,7 +870,15 @@ def prepare(
         return _empty_obs(), _empty_objects(), report
 
     file_names = [p[0] for p in pairs]
-    obs = _clean_rows(parts, file_names, min_obs, duplicates, report)
+    obs = _clean_rows(parts, file_names, min_obs, duplicates, report, allow_merge)
+    if report.ok and len(obs) == 0:
+        report.add(
+            file_names[0] if len(file_names) == 1 else name,
+            None,
+            "nothing_left",
+            "error",
+            f"no observations are left after the fixes above ({report.n_rows_read:,} row(s) read)",
+        )
     if not report.ok:
         return _empty_obs(), _empty_objects(), report
     kept_ids = obs["object_id"].cat.categories
@@ -598,6 +914,10 @@ def _prepare_frame(fname, frame, user_map, band, many, report):
     m = _column_roles(cols, user_map, "observations", fname, report)
     if m is None:
         return None
+    if len(frame) == 0:
+        if many:
+            report.add(fname, None, "empty_table", "fixed: skipped", "no data rows (a header only)")
+        return None
     flux_cols = [c for c in cols if looks_like_flux_name(c)]
     if m["mag"] is None:
         if flux_cols:
@@ -615,7 +935,7 @@ def _prepare_frame(fname, frame, user_map, band, many, report):
                 None,
                 "missing_column",
                 "error",
-                f"no magnitude column found among {', '.join(cols)}; map one (e.g. --map mag=COLUMN)",
+                f"no magnitude column found among {_columns_text(cols)}; map one (e.g. --map mag=COLUMN)",
             )
         return None
     if looks_like_flux_name(m["mag"]):
@@ -634,12 +954,15 @@ def _prepare_frame(fname, frame, user_map, band, many, report):
             None,
             "missing_column",
             "error",
-            f"no time column found among {', '.join(cols)}; map one (e.g. --map time=COLUMN)",
+            f"no time column found among {_columns_text(cols)}; map one (e.g. --map time=COLUMN)",
         )
         return None
     n = len(frame)
+    from_name = m["object_id"] is None
     if m["object_id"] is not None:
-        ids = _as_id_strings(frame[m["object_id"]])
+        ids = _id_column(frame[m["object_id"]], fname, m["object_id"], report)
+        if ids is None:
+            return None
         missing = np.flatnonzero(ids.isna().to_numpy())
         if missing.size:
             report.add(
@@ -661,16 +984,29 @@ def _prepare_frame(fname, frame, user_map, band, many, report):
             None,
             "missing_column",
             "error",
-            f"no object id column found among {', '.join(cols)}; map one (e.g. --map object_id=COLUMN)",
+            f"no object id column found among {_columns_text(cols)}; map one (e.g. --map object_id=COLUMN)",
         )
         return None
     if m["band"] is not None:
-        bands = _as_id_strings(frame[m["band"]])
+        bands = _id_column(frame[m["band"]], fname, m["band"], report)
+        if bands is None:
+            return None
         if bands.isna().any():
             bands = bands.astype("string").fillna(band or "default")
     else:
         bands = pd.Series(np.full(n, band or "default", dtype=object), dtype="string")
-    time = _numeric(frame[m["time"]], fname, m["time"], report)
+    tcol = frame[m["time"]]
+    if tcol.dtype.kind == "M":  # Parquet / FITS timestamps: MJD in UTC, as astronomers use
+        time = _timestamps_to_mjd(tcol)
+        report.add(
+            fname,
+            m["time"],
+            "timestamp_time",
+            "fixed: converted to MJD",
+            "the time column holds timestamps; stored as MJD (days since 1858-11-17, UTC)",
+        )
+    else:
+        time = _numeric(tcol, fname, m["time"], report)
     mag = _numeric(frame[m["mag"]], fname, m["mag"], report)
     err = (
         _numeric(frame[m["mag_err"]], fname, m["mag_err"], report)
@@ -687,7 +1023,67 @@ def _prepare_frame(fname, frame, user_map, band, many, report):
         "mag_err": err,
         "row": np.arange(1, n + 1),
         "cols": m,
+        "from_name": from_name,
+        "band_hint": _band_candidates(frame, m) if m["band"] is None else [],
     }
+
+
+def _timestamps_to_mjd(col: pd.Series) -> np.ndarray:
+    values = col.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(col.dt, "tz", None) else col
+    ns = values.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+    mjd = ns / 86_400e9 + 40_587.0  # 1970-01-01 is MJD 40587
+    mjd[values.isna().to_numpy()] = np.nan
+    return mjd
+
+
+def _band_candidates(frame: pd.DataFrame, m) -> list[str]:
+    """Unmapped text columns with 2-10 distinct values: perhaps a band column the guess missed."""
+    used = {c for c in m.values() if c}
+    out = []
+    head = frame.head(100_000)
+    for c in head.columns:
+        col = head[c]
+        if c in used or not (
+            isinstance(col.dtype, pd.CategoricalDtype)
+            or col.dtype.kind in "OSU"
+            or str(col.dtype).startswith("str")
+        ):
+            continue
+        try:
+            k = col.nunique(dropna=True)
+        except TypeError:  # unhashable values
+            continue
+        if 2 <= k <= 10:
+            out.append(str(c))
+    return out
+
+
+def _id_column(col: pd.Series, fname, column, report) -> pd.Series | None:
+    """An id or band column as strings; lists, structs, floats with fractions and undecodable
+    binary values are an error (None, with the problem in `report`)."""
+    bad = None
+    if col.dtype.kind == "O":
+        sample = col.dropna()
+        kinds = {type(v) for v in sample.head(1000).tolist()}
+        if kinds & {list, tuple, dict, np.ndarray}:
+            bad = "lists or structs"
+        elif bytes in kinds:
+            try:
+                col = col.map(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v)
+            except UnicodeDecodeError:
+                bad = "binary values that are not text"
+    elif col.dtype.kind == "b":
+        bad = "true/false values"
+    if bad is not None:
+        report.add(
+            fname,
+            column,
+            "bad_id",
+            "error",
+            f"the column holds {bad}; ids and bands must be text or integers",
+        )
+        return None
+    return _as_id_strings(col)
 
 
 def _as_id_strings(s: pd.Series) -> pd.Series:
@@ -727,7 +1123,7 @@ def _codes(s: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return rank[codes], pd.Index(np.asarray(cats, dtype=object)[order], dtype="string")
 
 
-def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
+def _clean_rows(parts, file_names, min_obs, duplicates, report, allow_merge=False) -> pd.DataFrame:
     """Drop/fix bad rows, sort, resolve duplicates and short light curves (vectorised over all files)."""
     if len(parts) > 1:
         ids = pd.concat([p["object_id"].astype("string") for p in parts], ignore_index=True)
@@ -776,15 +1172,17 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
         "mag",
     )
     if any(c is not None for c in col_of["mag_err"]):
-        bad_e = ~np.isfinite(err) & ~bad_t & ~bad_m
+        # errors are stored as float32: beyond its range they would become inf
+        finite_e = np.isfinite(err) & (np.abs(err) <= np.finfo(np.float32).max)
+        bad_e = ~finite_e & ~bad_t & ~bad_m
         report_rows(
             np.flatnonzero(bad_e),
             "missing_error",
             "fixed: stored as NULL",
-            "{n} row(s) with a missing or infinite error",
+            "{n} row(s) with a missing, infinite or out-of-range error",
             "mag_err",
         )
-        err = np.where(np.isfinite(err), err, np.nan)
+        err = np.where(finite_e, err, np.nan)
         zero = err == 0
         report_rows(
             np.flatnonzero(zero),
@@ -839,6 +1237,12 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
     idx = np.arange(time.size)  # position in the concatenated input, for row numbers in reports
     if not keep.all():
         series, time, mag, err, idx = series[keep], time[keep], mag[keep], err[keep], idx[keep]
+    if not allow_merge and any(p["from_name"] for p in parts):
+        _check_file_objects(
+            parts, file_names, series // nb, series, time, idx, file_all, row_all, ouniq, report
+        )
+        if not report.ok:
+            return _empty_obs()
 
     # sort by (object, band, time); report light curves whose times were out of order
     if series.size > 1:
@@ -885,7 +1289,39 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
                 "{n} exact duplicate row(s) of (object, band, time, mag, mag_err)",
                 None,
             )
+            hints = sorted({c for p in parts for c in p["band_hint"]})
+            if hints:
+                f = int(file_all[idx[later[0]]])
+                report.add(
+                    file_names[f],
+                    None,
+                    "possible_band_column",
+                    "warning: check the band mapping",
+                    f"{later.size} row(s) repeat a time within a light curve and no band column is mapped, "
+                    f"but {', '.join(repr(h) for h in hints[:3])} hold{'s' if len(hints) == 1 else ''} a few "
+                    "text values: if that is the band, map it (--map band=COLUMN), or the bands are merged "
+                    "into one light curve",
+                    count=later.size,
+                )
             avg = later[differing[gid]]
+            # the same (object, band, time) with other values in another file: two stars that
+            # share an id, not a re-export of one (exact copies were dropped above)
+            other = avg[file_all[idx[avg]] != file_all[idx[head_of[differing[gid]]]]] if avg.size else avg
+            if other.size and not allow_merge:
+                i = int(other[0])
+                f1, f2 = int(file_all[idx[head_of[np.searchsorted(later, i)]]]), int(file_all[idx[i]])
+                report.add(
+                    file_names[f2],
+                    col_of["time"][f2],
+                    "same_object_files",
+                    "error",
+                    f"object {_short(str(ouniq[series[i] // nb]))} has other values at the same times in "
+                    f"{file_names[f1]} and {file_names[f2]} ({other.size} row(s)): two stars with one id? "
+                    "Give them distinct ids, or pass --allow-merge if they are one star",
+                    row_all[idx[other]],
+                    other.size,
+                )
+                return _empty_obs()
             if avg.size:
                 if duplicates == "error":
                     report_rows(
@@ -955,6 +1391,57 @@ def _clean_rows(parts, file_names, min_obs, duplicates, report) -> pd.DataFrame:
         },
         copy=False,  # no consolidation copy of millions of rows
     )
+
+
+def _check_file_objects(parts, file_names, oc, series, time, idx, file_all, row_all, ouniq, report) -> None:
+    """Objects named after their file must be one star: an error when two files give the same
+    name (a/star.csv, b/star.csv) or when times repeat or go backwards inside one (band of a)
+    file, the sign of a long table whose id column was not recognised."""
+    from_name = np.zeros(len(file_names), bool)
+    time_col = {}
+    for p in parts:
+        if len(p["file"]):
+            from_name[p["file"][0]] = p["from_name"]
+            time_col[int(p["file"][0])] = p["cols"]["time"]
+    rows_file = file_all[idx]
+    named = from_name[rows_file]
+    if not named.any():
+        return
+    # one object, several files
+    pairs = np.unique(np.c_[oc[named], rows_file[named]], axis=0)
+    objs, counts = np.unique(pairs[:, 0], return_counts=True)
+    if (counts > 1).any():
+        o = objs[counts > 1][0]
+        files = [file_names[int(f)] for f in pairs[pairs[:, 0] == o, 1]]
+        report.add(
+            files[1],
+            None,
+            "same_object_files",
+            "error",
+            f"{len(files)} files give the object id {_short(str(ouniq[o]))} "
+            f"({', '.join(files[:3])}): object ids come from file names, so these would be merged into "
+            "one star; rename the files, ingest them separately, or pass --allow-merge if they are one star",
+            count=int((counts > 1).sum()),
+        )
+        return
+    # repeated or backward times within one file's light curve, in file order
+    sel = np.flatnonzero(named)
+    order = sel[np.argsort(series[sel], kind="stable")]
+    s, t = series[order], time[order]
+    bad = np.flatnonzero((s[1:] == s[:-1]) & (t[1:] <= t[:-1])) + 1
+    if bad.size:
+        f = int(rows_file[order[bad[0]]])
+        report.add(
+            file_names[f],
+            time_col.get(f),
+            "ambiguous_object",
+            "error",
+            f"no object id column, so the file is one object {_short(file_stem(file_names[f]))}, but its "
+            f"times repeat or go backwards in {bad.size} row(s): it looks like several stars in one table. "
+            "Map the id column (--map object_id=COLUMN), or pass --allow-merge if it is one star",
+            row_all[idx[order[bad]]],
+            bad.size,
+        )
 
 
 def _prepare_objects(objects, objects_mapping, fname, report) -> pd.DataFrame | None:

@@ -70,6 +70,7 @@ RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
 CANCEL_FILE = "cancel"
 LOG_FILE = "log.txt"
+WORKER_FILE = "worker.json"  # pid and start time of the worker, for readers without the store
 
 _WORKER_CMD = "import sys; from lcdash.jobs import _worker_main; _worker_main(sys.argv[1])"
 
@@ -378,7 +379,15 @@ def job_from_folder(folder: Path) -> Job | None:
     elif error is not None:
         state = "failed"
     else:
-        state = "running" if prog else "queued"
+        state = "running" if prog or (folder / WORKER_FILE).exists() else "queued"
+    lost = None
+    if state == "running" and not _worker_alive(folder):
+        # the worker is gone without result.json / error.json: killed (OOM, kill -9) or crashed
+        lost = "worker lost: the worker process ended without a result (killed, or out of memory)"
+        tail = log_tail(folder, 5)
+        state = "cancelled" if (folder / CANCEL_FILE).exists() else "failed"
+        if tail and state == "failed":
+            lost += "\nlast lines of its log:\n" + tail
     return Job(
         job_id=spec["job_id"],
         kind=spec["kind"],
@@ -388,7 +397,7 @@ def job_from_folder(folder: Path) -> Job | None:
         total=prog.get("total"),
         message=prog.get("message"),
         metrics=prog.get("metrics"),
-        error=(error or {}).get("message"),
+        error=(error or {}).get("message") or (lost if state == "failed" else None),
         result=result,
         workdir=str(folder),
         created_at=datetime.fromtimestamp((folder / JOB_FILE).stat().st_mtime),
@@ -407,6 +416,28 @@ def request_cancel(folder: Path) -> None:
     """Leave the cancel flag in a job folder: the worker stops at its next progress call, and the
     app's manager terminates it after the grace period (used by `jobs cancel` while the app runs)."""
     (Path(folder) / CANCEL_FILE).touch()
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid
+    it tells a worker from a later process that reuses its pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _worker_alive(folder: Path) -> bool:
+    """Whether the worker recorded in the job folder still runs (True when nothing is recorded:
+    a job from before worker.json, or one whose worker is starting)."""
+    info = read_json(Path(folder) / WORKER_FILE)
+    if not isinstance(info, dict) or not info.get("pid"):
+        return True
+    pid = int(info["pid"])
+    if not _pid_alive(pid):
+        return False
+    start = info.get("start")
+    return start is None or _proc_start(pid) in (None, start)
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -667,6 +698,7 @@ class JobManager:
                 start_new_session=True,
             )
         self._procs[job_id] = proc
+        write_json_atomic(folder / WORKER_FILE, {"pid": proc.pid, "start": _proc_start(proc.pid)})
         jobs_table.update_job(
             self.store,
             job_id,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lcdash.errors import ModelError
+from lcdash.errors import ModelError, one_line
 
 BASE_URL = "https://github.com/astromer-science/weights/raw/main"
 
@@ -451,27 +451,43 @@ def _safe_target(root: Path, name: str) -> Path:
     return target
 
 
+MAX_ARCHIVE_BYTES = 4 * 2**30  # official archives unpack to a few MB
+
+
 def extract_archive(path: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Extract a .zip / .tar(.gz) into dest, refusing absolute paths, '..' escapes and links."""
     path, root = Path(path), Path(dest).resolve()
     root.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            for info in z.infolist():
-                target = _safe_target(root, info.filename)
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+        import zlib
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                if sum(i.file_size for i in z.infolist()) > MAX_ARCHIVE_BYTES:
+                    raise ModelError(f"{path.name}: unpacks to more than {MAX_ARCHIVE_BYTES // 2**30} GB")
+                for info in z.infolist():
+                    target = _safe_target(root, info.filename)
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+            raise ModelError(f"{path.name}: a damaged zip archive ({one_line(exc)})") from exc
         return root
     try:
         tf = tarfile.open(path)
     except (tarfile.TarError, OSError) as exc:
         raise ModelError(f"{path} is neither a zip nor a tar archive") from exc
     with tf:
-        for m in tf.getmembers():
+        try:
+            members = tf.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ModelError(f"{path.name}: a damaged tar archive ({one_line(exc)})") from exc
+        if sum(m.size for m in members) > MAX_ARCHIVE_BYTES:
+            raise ModelError(f"{path.name}: unpacks to more than {MAX_ARCHIVE_BYTES // 2**30} GB")
+        for m in members:
             target = _safe_target(root, m.name)
             if m.isdir():
                 target.mkdir(parents=True, exist_ok=True)
@@ -523,7 +539,7 @@ def import_official(path: str | os.PathLike, out_dir: str | os.PathLike, name: s
     (model.safetensors + config.json). Returns out_dir."""
     import torch
 
-    from lcdash.models.astromer import Astromer, AstromerConfig
+    from lcdash.models.astromer import Astromer
 
     path = Path(path)
     if not path.exists():
@@ -538,29 +554,48 @@ def import_official(path: str | os.PathLike, out_dir: str | os.PathLike, name: s
         if why:
             raise ModelError(why)
         kind, src = _find_source(root)
-        if kind == "ckpt":
-            sd, n_layers = astromer1_state_from_checkpoint(read_tf_checkpoint(src))
-        else:
-            sd, n_layers = astromer1_state_from_h5(src)
+        try:
+            if kind == "ckpt":
+                sd, n_layers = astromer1_state_from_checkpoint(read_tf_checkpoint(src))
+            else:
+                sd, n_layers = astromer1_state_from_h5(src)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - struct, h5py, KeyError...: a damaged file
+            raise ModelError(f"{src.name}: cannot read the weights ({one_line(exc)})") from exc
         conf = {}
         for cj in (src.parent / "conf.json",) if src.parent.is_dir() else ():
             if cj.exists():
-                conf = json.loads(cj.read_text())
-    d_ff = int(sd["blocks.0.ffn.fc1.weight"].shape[0])
-    d_model = int(sd["inp_transform.weight"].shape[0])
-    cfg = AstromerConfig.astromer1(
-        n_layers=n_layers,
-        d_model=d_model,
-        d_ff=d_ff,
-        n_heads=int(conf.get("heads", 4)),
-        window=int(conf.get("max_obs", 200)),
+                conf = _reference_conf(cj)
+    try:
+        d_ff = int(sd["blocks.0.ffn.fc1.weight"].shape[0])
+        d_model = int(sd["inp_transform.weight"].shape[0])
+    except (KeyError, IndexError, AttributeError) as exc:
+        raise ModelError(f"{path.name}: the weights lack the Astromer 1 input layer or first block") from exc
+    cfg = config_from_dict(
+        {
+            "arch": "astromer1",
+            "n_layers": n_layers,
+            "d_model": d_model,
+            "d_ff": d_ff,
+            "n_heads": conf.get("heads", 4),
+            "window": conf.get("max_obs", 200),
+        },
+        f"{path.name} (conf.json)",
     )
+    _check_shapes({k: tuple(np.shape(v)) for k, v in sd.items()}, cfg, path.name, exact=False)
     model = Astromer(cfg)
     state = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in sd.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    _check_finite(state, path.name)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"{path.name}: the weights do not fit the Astromer 1 model ({one_line(exc)})"
+        ) from exc
     if missing or unexpected:
         raise ModelError(
-            f"weights do not fit the Astromer 1 model: missing {missing}, unexpected {unexpected}"
+            one_line(f"weights do not fit the Astromer 1 model: missing {missing}, unexpected {unexpected}")
         )
     extra = {
         "source": {
@@ -599,37 +634,170 @@ def save_encoder(model, cfg, out_dir: str | os.PathLike, extra: dict | None = No
 
 
 def read_encoder_config(model_dir: str | os.PathLike) -> dict:
+    """config.json of an encoder folder as a dict (a folder may come from anyone: anything else
+    is a ModelError)."""
     path = Path(model_dir) / "config.json"
     if not path.exists():
         raise ModelError(f"{model_dir} is not an lcdash encoder folder (no config.json)")
+    if path.stat().st_size > 10 * 2**20:
+        raise ModelError(f"{path} is larger than 10 MB; not an encoder config")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
+        meta = json.loads(path.read_text(errors="replace"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"{path} is not valid JSON: {one_line(exc)}") from exc
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path} must hold a JSON object, not {type(meta).__name__}")
+    return meta
+
+
+# Bounds on an encoder configuration from an untrusted folder; the published models sit far
+# inside them (Astromer 2: 6 blocks, d_model 256).
+CONFIG_INTS = {
+    "n_layers": (1, 48),
+    "n_heads": (1, 64),
+    "d_model": (1, 4096),
+    "d_ff": (1, 16384),
+    "window": (1, 10_000),
+}
+CONFIG_FLOATS = {"dropout": (0.0, 1.0), "ln_eps": (0.0, 1.0), "pe_base": (1.0, 1e12)}
+
+
+def config_from_dict(d, where: str):
+    """AstromerConfig from untrusted JSON: every value of the right type and within CONFIG_INTS /
+    CONFIG_FLOATS, else a one-line ModelError naming the key."""
+    import math
+
+    from lcdash.models.astromer import AstromerConfig
+
+    if not isinstance(d, dict):
+        raise ModelError(f"{where}: the model configuration must be a JSON object, not {type(d).__name__}")
+    for key, (lo, hi) in CONFIG_INTS.items():
+        if key in d:
+            v = d[key]
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ModelError(f"{where}: {key} must be a whole number, got {one_line(repr(v), 40)}")
+            if not lo <= v <= hi:
+                raise ModelError(f"{where}: {key} must be between {lo} and {hi:,}, got {v:,}")
+    for key, (lo, hi) in CONFIG_FLOATS.items():
+        if key in d:
+            v = d[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ModelError(f"{where}: {key} must be a number, got {one_line(repr(v), 40)}")
+            if not lo <= v <= hi or (key == "ln_eps" and v <= 0):
+                raise ModelError(f"{where}: {key} must be in [{lo}, {hi}], got {v}")
+    if "arch" in d and not isinstance(d["arch"], str):
+        raise ModelError(f"{where}: arch must be text, got {one_line(repr(d['arch']), 40)}")
+    try:
+        return AstromerConfig.from_dict(d)
+    except ModelError as exc:
+        raise ModelError(f"{where}: {one_line(exc)}") from exc
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ModelError(f"{where}: not a valid model configuration ({one_line(exc)})") from exc
+
+
+def _reference_conf(path: Path) -> dict:
+    """An official archive's conf.json (heads, max_obs, ...), checked like any untrusted JSON."""
+    try:
+        conf = json.loads(path.read_text(errors="replace"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"{path.name} is not valid JSON: {one_line(exc)}") from exc
+    if not isinstance(conf, dict):
+        raise ModelError(f"{path.name} must hold a JSON object, not {type(conf).__name__}")
+    return conf
+
+
+def _expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of Astromer(cfg), from a model on the meta device (no memory used)."""
+    import torch
+
+    from lcdash.models.astromer import Astromer
+
+    with torch.device("meta"):
+        model = Astromer(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_shapes(found: dict[str, tuple], cfg, where: str, exact: bool = True) -> None:
+    """The weights' tensor shapes against what cfg builds; `exact`: no other tensors allowed."""
+    expected = _expected_shapes(cfg)
+    for name, shape in found.items():
+        if name in expected and tuple(shape) != expected[name]:
+            raise ModelError(
+                f"{where} does not match its configuration: tensor {name} has shape {list(shape)}, "
+                f"d_model {cfg.d_model} / d_ff {cfg.d_ff} need {list(expected[name])}"
+            )
+    if exact:
+        missing = sorted(set(expected) - set(found))
+        extra = sorted(set(found) - set(expected))
+        if missing or extra:
+            what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+            n = len(missing) + len(extra)
+            raise ModelError(f"{where} does not match its configuration ({what}; {n} tensor(s) differ)")
+
+
+def _safetensors_shapes(path: Path) -> dict[str, tuple]:
+    """Tensor shapes from a safetensors header (8-byte length + JSON), read before any tensor."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise ModelError(f"cannot read {path}: not a safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > min(size - 8, 100 * 2**20):
+            raise ModelError(f"cannot read {path}: not a safetensors file (bad header length)")
+        try:
+            header = json.loads(fh.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise ModelError(f"cannot read {path}: not a safetensors file ({one_line(exc)})") from exc
+    if not isinstance(header, dict):
+        raise ModelError(f"cannot read {path}: not a safetensors file (header is not a JSON object)")
+    out = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ModelError(f"{path.name}: tensor {one_line(name, 60)} has no valid shape")
+        out[name] = tuple(shape)
+    return out
+
+
+def _check_finite(state: dict, where: str) -> None:
+    import torch
+
+    for name, t in state.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelError(f"{where}: tensor {name} holds NaN or infinite values; the weights are damaged")
 
 
 def load_encoder(model_dir: str | os.PathLike, device=None):
-    """(model in eval mode, AstromerConfig) from a folder written by `save_encoder`."""
+    """(model in eval mode, AstromerConfig) from a folder written by `save_encoder`.
+
+    The folder may come from anyone, so before anything is allocated the configuration is
+    checked (types, bounds) and the safetensors header's shapes are compared with what it builds;
+    weights with NaN or inf are refused."""
     from safetensors.torch import load_file
 
-    from lcdash.models.astromer import Astromer, AstromerConfig
+    from lcdash.models.astromer import Astromer
 
     meta = read_encoder_config(model_dir)
     if "config" not in meta:
         raise ModelError(f"{model_dir}/config.json has no 'config' section")
-    cfg = AstromerConfig.from_dict(meta["config"])
+    cfg = config_from_dict(meta["config"], f"{model_dir}/config.json")
     weights = Path(model_dir) / "model.safetensors"
     if not weights.exists():
         raise ModelError(f"{model_dir} has no model.safetensors")
+    _check_shapes(_safetensors_shapes(weights), cfg, str(weights))
     try:
         state = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises its own error types
-        raise ModelError(f"cannot read {weights}: {exc}") from exc
+        raise ModelError(f"cannot read {weights}: {one_line(exc)}") from exc
+    _check_finite(state, str(weights))
     model = Astromer(cfg)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelError(f"{weights} does not match its config.json: {exc}") from exc
+        raise ModelError(f"{weights} does not match its config.json: {one_line(exc)}") from exc
     model.eval()
     if device is not None:
         model.to(device)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from lcdash import workspace
-from lcdash.errors import LcdashError
+from lcdash.errors import LcdashError, user_message
 
 ACTIVE = ("queued", "running")
 _ROUTER = {"ran": False}  # has app.py's router run in this process (see _ensure_router)
@@ -121,10 +121,7 @@ def device_name() -> str:
 def show_error(exc: BaseException, what: str = "") -> None:
     """One st.error naming the problem; library errors carry a message meant for users."""
     prefix = f"{what}: " if what else ""
-    if isinstance(exc, LcdashError):
-        st.error(f"{prefix}{exc}")
-    else:
-        st.error(f"{prefix}{type(exc).__name__}: {exc}")
+    st.error(f"{prefix}{user_message(exc)}")
 
 
 @contextmanager

@@ -152,11 +152,14 @@ with upload:
         min_obs = o3.number_input("Minimum observations per light curve", min_value=1, value=5,
                                   key=f"upload_min_obs_{sig}")
 
+        allow_merge = st.checkbox("Allow merge (--allow-merge): files without an id column are one star each "
+                                  "even when times repeat or names recur in several folders",
+                                  key=f"upload_allow_merge_{sig}")
         report = None
         with _ui.guard("Validating"):
             obs, objs, report = lcio.prepare(frames, mapping, objects=catalogue,
                                              band=band or None, min_obs=int(min_obs),
-                                             name=first_name)
+                                             name=first_name, allow_merge=allow_merge)
         if report is not None:
             st.markdown("**Validation report**")
             head = (f"{report.n_rows_read:,} rows read, {report.n_rows_kept:,} kept, "

@@ -130,8 +130,15 @@ else:
                 "numba: about a minute). Meanwhile: a **PCA preview** of the same embeddings.")
         _ui.watch_job(job, key="explore_project")
     else:
+        match = {"encoder": encoder, "embedding": embedding, **params}
+        failed = next((j for j in _ui.jobs().list(states=["failed"], kinds=["project"], limit=20)
+                       if all((j.params or {}).get(k) == v for k, v in match.items())), None)
+        if failed is not None:  # e.g. its worker was killed: say why, and offer the retry
+            reason = (failed.error or "no reason recorded").splitlines()[0]
+            st.error(f"The UMAP job for these settings failed: {reason}")
         st.info("No stored UMAP for these settings yet. Meanwhile: a **PCA preview**.")
-        if st.button("Compute UMAP (background job)", type="primary", key="explore_project_go"):
+        if st.button("Retry the UMAP job" if failed is not None else "Compute UMAP (background job)",
+                     type="primary", key="explore_project_go"):
             with _ui.guard("Starting the UMAP job"):
                 _ui.jobs().submit("project", {"encoder": encoder, "embedding": embedding, **params})
                 st.rerun()

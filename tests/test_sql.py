@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,3 +145,221 @@ def test_timeout_interrupts_and_store_recovers(store):
 def test_runtime_errors_are_sandbox_errors(store):
     with pytest.raises(SQLSandboxError, match="query failed"):
         store.sql("SELECT no_such_column FROM objects")
+
+
+# -- issue 17: DuckDB itself refuses, the check is a second wall; bounded time, memory, text ---------
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory):
+    """Real files outside the store, one per format DuckDB could read."""
+    import duckdb
+
+    d = tmp_path_factory.mktemp("outside")
+    (d / "secret.csv").write_text("x\n42\n")
+    (d / "conf.json").write_text('{"d_model": 42}')
+    pd.DataFrame({"x": [42]}).to_parquet(d / "secret.parquet")
+    con = duckdb.connect(str(d / "other.duckdb"))
+    con.execute("CREATE TABLE t AS SELECT 42 AS x")
+    con.close()
+    return d
+
+
+def escapes(d):
+    return [
+        f"SELECT * FROM read_csv('{d}/secret.csv')",
+        f"SELECT * FROM '{d}/secret.csv'",
+        f"SELECT * FROM read_json_auto('{d}/conf.json')",
+        f"SELECT * FROM '{d}/*.parquet'",
+        f"SELECT * FROM read_text('{d}/conf.json')",
+        f"ATTACH '{d}/other.duckdb' AS other",
+        "SELECT * FROM 'https://example.org/x.parquet'",
+        "INSTALL httpfs",
+        "SET enable_external_access = true",
+        "SET lock_configuration = false",
+    ]
+
+
+def test_duckdb_itself_refuses_outside_access(store, outside):
+    """The first wall: the store's connection cannot read files, fetch URLs or unlock itself."""
+    import duckdb
+
+    for q in escapes(outside):
+        cur = store.cursor()
+        try:
+            with pytest.raises(duckdb.Error):
+                cur.execute(q).fetchall()
+        finally:
+            cur.close()
+    cur = store.cursor()
+    try:
+        settings = dict(
+            cur.execute(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
+                "'autoinstall_known_extensions', 'autoload_known_extensions', 'lock_configuration')"
+            ).fetchall()
+        )
+    finally:
+        cur.close()
+    assert settings == {
+        "enable_external_access": "false",
+        "autoinstall_known_extensions": "false",
+        "autoload_known_extensions": "false",
+        "lock_configuration": "true",
+    }
+
+
+def test_sql_box_without_the_parser_check_still_reads_nothing(store, outside, monkeypatch):
+    """What the app's SQL box calls (Store.sql), with the second wall switched off."""
+    from lcdash.store import sql as sandbox
+
+    monkeypatch.setattr(sandbox, "check_query", lambda con, query, tables: None)
+    for q in escapes(outside)[:5]:
+        with pytest.raises(SQLSandboxError) as info:
+            store.sql(q)
+        assert "42" not in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+CTE_ESCAPE = "SELECT (WITH \"{f}\" AS (SELECT 1) SELECT 1) AS k, * FROM '{f}'"
+
+
+def test_cte_name_counts_only_in_its_scope(store, outside):
+    f = outside / "secret.csv"
+    for q in (
+        CTE_ESCAPE.format(f=f),
+        f"SELECT * FROM (WITH \"{f}\" AS (SELECT 1) SELECT 1) a, '{f}' b",
+        f"WITH a AS (WITH \"{f}\" AS (SELECT 1) SELECT 1) SELECT * FROM a, '{f}'",
+    ):
+        with pytest.raises(SQLSandboxError, match="not a table of this store"):
+            store.sql(q)
+    # a CTE still works where it is in scope, nested and recursive ones too
+    assert store.sql("WITH a AS (SELECT 1 AS x) SELECT (SELECT x FROM a) AS y FROM a")["y"][0] == 1
+    rec = store.sql(
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM r"
+    )
+    assert rec["n"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_cte_escape_through_the_cli(capsys, store, outside, tmp_path):
+    import shutil
+
+    from lcdash.cli import main
+
+    db = tmp_path / "copy.duckdb"
+    store.con.execute("CHECKPOINT")
+    shutil.copy(store.path, db)
+    code = main(["sql", CTE_ESCAPE.format(f=outside / "secret.csv"), "--db", str(db)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "42" not in out and len(err.strip().splitlines()) == 1
+    assert "not a table of this store" in err
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT * FROM pg_catalog.pg_settings",
+        "SELECT * FROM pg_settings",
+        "SELECT * FROM pg_catalog.pg_database",
+        "SELECT * FROM information_schema.schemata",
+        "SELECT * FROM duckdb_databases()",
+        "SELECT * FROM duckdb_extensions()",
+        "SELECT current_setting('memory_limit')",
+    ],
+)
+def test_settings_and_attached_databases_hidden(store, query):
+    with pytest.raises(SQLSandboxError, match="refused"):
+        store.sql(query)
+
+
+def test_query_text_is_capped(store):
+    from lcdash.store.sql import MAX_QUERY_CHARS
+
+    big = "SELECT count(*) AS n FROM objects WHERE oid IN (" + ",".join(["1"] * (MAX_QUERY_CHARS // 2)) + ")"
+    with pytest.raises(SQLSandboxError, match="characters long"):
+        store.sql(big)
+
+
+def test_deep_nesting_is_one_line(store):
+    q = "SELECT " + "CASE WHEN oid > 0 THEN " * 400 + "1" + " ELSE 0 END" * 400 + " AS x FROM objects"
+    with pytest.raises(SQLSandboxError) as info:
+        store.sql(q)
+    assert len(str(info.value).splitlines()) == 1 and "Error" not in str(info.value)[:20]
+
+
+def test_result_size_is_capped(store):
+    with pytest.raises(SQLSandboxError, match="larger than"):
+        store.sql("SELECT repeat('x', 100000) || i::VARCHAR AS s FROM range(1000) t(i)", limit=1000)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT repeat('x', 400000000) FROM range(6)",
+        "SELECT lpad('x', oid::INT * 100000000, ' ') FROM objects",
+        "SELECT range(1000000000)",
+        "SELECT system.main.repeat('x', 3)",
+    ],
+)
+def test_one_call_cannot_allocate_gigabytes(store, query):
+    with pytest.raises(SQLSandboxError, match="refused"):
+        store.sql(query)
+    assert store.sql("SELECT repeat('ab', 3) AS s")["s"][0] == "ababab"
+
+
+def test_time_limit_covers_the_whole_run(store):
+    """A runaway recursive CTE: the caller regains control within the limit plus the interrupt
+    grace period (generous margin for a loaded machine)."""
+    import time
+
+    from lcdash.store.sql import INTERRUPT_GRACE_S
+
+    t0 = time.monotonic()
+    with pytest.raises(SQLSandboxError, match="time limit"):
+        store.sql(
+            "WITH RECURSIVE r(n, s) AS (SELECT 1, 'x' UNION ALL SELECT n + 1, s || s FROM r, range(2) "
+            "WHERE n < 40) SELECT max(length(s)) FROM r",
+            timeout_s=1,
+        )
+    assert time.monotonic() - t0 < 1 + INTERRUPT_GRACE_S + 10
+    assert store.sql("SELECT count(*) AS n FROM objects")["n"][0] == 3
+
+
+def test_memory_is_bounded_in_a_fresh_process(store, tmp_path):
+    """A 2 GB aggregate: the store's memory limit stops the query and the process stays far
+    below what it would need. (Peak memory is VmHWM: ru_maxrss of a child process starts from
+    the parent's peak, which is pytest's.)"""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    db = tmp_path / "mem.duckdb"
+    store.con.execute("CHECKPOINT")
+    shutil.copy(store.path, db)
+    code = """if True:
+        import json, sys
+        from lcdash.store import Store
+        from lcdash.errors import SQLSandboxError
+        s = Store(sys.argv[1], read_only=True)
+        q = "SELECT length(string_agg(repeat('x', 100000) || i::VARCHAR, ',')) FROM range(20000) t(i)"
+        try:
+            s.sql(q, timeout_s=60)
+            msg = "no error"
+        except SQLSandboxError as exc:
+            msg = str(exc)
+        rss = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024
+        print(json.dumps({"msg": msg, "rss_mb": rss}))
+    """
+    env = {**os.environ, "LCDASH_MEMORY_LIMIT": "300MB"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(db)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "memory" in got["msg"], got
+    assert got["rss_mb"] < 1200, got

@@ -2,17 +2,19 @@
 
 Each module in COMMAND_MODULES has `register(subparsers)` that adds its subcommands and sets
 `func` on each; heavy imports (torch, umap) happen inside the command functions so that
-`python -m lcdash info` stays fast. A LcdashError becomes a one-line message on stderr and
-exit status 1.
+`python -m lcdash info` stays fast. Any error becomes a one-line message on stderr and exit
+status 1 (LCDASH_DEBUG=1 adds the traceback of unexpected ones).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
-from lcdash.errors import LcdashError
+from lcdash.errors import LcdashError, user_message
 
 COMMAND_MODULES = [
     "lcdash.cli.data",  # demo, ingest, sql, info
@@ -47,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except LcdashError as exc:
-        print(f"lcdash {args.command}: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a one-line reason, never a traceback
+        print(f"lcdash {args.command}: {user_message(exc)}", file=sys.stderr)
+        if os.environ.get("LCDASH_DEBUG") and not isinstance(exc, LcdashError):
+            traceback.print_exc()
         return 1
     except KeyboardInterrupt:
         print(f"lcdash {args.command}: interrupted", file=sys.stderr)

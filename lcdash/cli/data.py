@@ -30,7 +30,8 @@ def register(subparsers) -> None:
         description="PATH: a folder holding observations.* (+ objects.*), a long table, or files / a "
         "folder / a zip of one file per object (id from the file name). "
         "Formats: CSV, Parquet, FITS, VOTable, ECSV. "
-        "All files of one call are one transaction; a dataset folder is its own transaction.",
+        "One command is one transaction: if any PATH fails, nothing is ingested. "
+        "Limits on input size are listed in the README (Ingestion rules).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--db", required=True, help="store file (created if missing)")
@@ -55,6 +56,13 @@ def register(subparsers) -> None:
         choices=("average", "error"),
         default="average",
         help="rows sharing (object, band, time) with other values: average them or fail",
+    )
+    p.add_argument(
+        "--allow-merge",
+        action="store_true",
+        help="files without an id column are one object each even when their times repeat or go "
+        "backwards, and files of the same name in different folders are one object "
+        "(by default both stop the ingest: they are usually several stars)",
     )
     p.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
     p.set_defaults(func=cmd_ingest)
@@ -151,13 +159,18 @@ def _plan(args) -> list[dict]:
             raise LcdashError(f"{path}: no such file or folder")
         ds = _dataset_files(path) if path.is_dir() else None
         if ds is not None:
-            units.append({"paths": [ds[0]], "objects": ds[1], "name": path.name})
+            units.append({"paths": [ds[0]], "objects": ds[1], "name": path.name, "source": str(path)})
         else:
             loose.append(path)
     if loose:
         name = loose[0].name if len(loose) == 1 else (loose[0].parent.name or loose[0].stem)
         units.append(
-            {"paths": loose, "objects": None, "name": Path(name).stem if Path(name).suffix else name}
+            {
+                "paths": loose,
+                "objects": None,
+                "name": Path(name).stem if Path(name).suffix else name,
+                "source": ", ".join(map(str, loose)),
+            }
         )
     if args.objects:
         if len(units) > 1:
@@ -167,65 +180,112 @@ def _plan(args) -> list[dict]:
 
 
 def cmd_ingest(args) -> int:
-    from lcdash.io import guess_mapping, parse_mapping, prepare, read_inputs, read_table, split_mapping
+    """Every PATH in one transaction: a failure in any of them leaves the store as it was, and the
+    message names the dataset that failed."""
+    from lcdash.io import parse_mapping, split_mapping
 
     obs_map, obj_map = split_mapping(parse_mapping(args.map))
     units = _plan(args)
-    store = None
+    store, created = None, False
+    results = []
     try:
-        for unit in units:
-            frames = read_inputs(unit["paths"])
-            objects = read_table(unit["objects"]) if unit["objects"] else None
-            guess = {**guess_mapping(frames[0][1].columns), **obs_map}
-            print(
-                f"{unit['name']}: {len(frames)} file(s); columns "
-                + ", ".join(f"{r}={c}" for r, c in guess.items() if c),
-                file=sys.stderr,
-            )
-            obs, objs, report = prepare(
-                frames,
-                obs_map,
-                objects=objects,
-                objects_mapping=obj_map,
-                objects_name=unit["objects"].name if unit["objects"] else "objects table",
-                band=args.band,
-                min_obs=args.min_obs,
-                duplicates=args.duplicates,
-            )
-            print(report.summary(), file=sys.stderr)
-            report.raise_if_errors()
-            # an object's survey: --survey, else the objects table's survey column, else the name
-            if args.survey is not None:
-                objs = objs.assign(survey=args.survey)
-            if args.dry_run:
-                print(
-                    f"{unit['name']}: dry run, {len(objs):,} objects and {len(obs):,} observations would be "
-                    "ingested",
-                    file=sys.stderr,
-                )
-                continue
-            if store is None:
-                from lcdash.store import Store
+        if not args.dry_run:
+            from lcdash.store import Store
 
-                store = Store(args.db)
-            progress = _tqdm_progress(f"ingest {unit['name']}")
-            try:
-                result = store.ingest(
-                    obs, objs, survey=args.survey or unit["name"], validation=report, progress=progress
-                )
-            finally:
-                progress.close()
-            print(result.summary())
+            created = not Path(args.db).exists()
+            store = Store(args.db)
+        with store.transaction() if store is not None else _nothing() as cur:
+            for unit in units:
+                try:
+                    results.append(_ingest_unit(args, unit, obs_map, obj_map, store, cur))
+                except LcdashError as exc:
+                    where = unit["source"] if len(units) > 1 else ""
+                    note = "; nothing was ingested" if store is not None else ""
+                    raise type(exc)(f"{where + ': ' if where else ''}{exc}{note}") from exc
+                except Exception as exc:  # a reader or DuckDB failure: one line, the dataset named
+                    from lcdash.io import one_line
+
+                    raise LcdashError(
+                        f"{unit['source']}: {one_line(exc)}"
+                        + ("; nothing was ingested" if store is not None else "")
+                    ) from exc
+    except BaseException:
         if store is not None:
+            store.close()
+            if created:
+                _remove_store(Path(args.db))
+            store = None
+        raise
+    finally:
+        if store is not None:
+            for result in results:
+                print(result.summary())
             info = store.info()
             print(
                 f"{args.db}: {info['objects']:,} objects, {info['observations']:,} observations, "
                 f"{len(info['classes'])} classes, {len(info['surveys'])} survey(s)"
             )
-    finally:
-        if store is not None:
             store.close()
     return 0
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _remove_store(path: Path) -> None:
+    """Delete a store this command created and could not fill (it was not there before)."""
+    import shutil
+
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(path.with_name(path.name + ".tmp"), ignore_errors=True)
+
+
+def _ingest_unit(args, unit, obs_map, obj_map, store, cur):
+    from lcdash.io import guess_mapping, prepare, read_inputs, read_table
+
+    frames = read_inputs(unit["paths"])
+    objects = read_table(unit["objects"]) if unit["objects"] else None
+    guess = {**guess_mapping(frames[0][1].columns), **obs_map}
+    print(
+        f"{unit['name']}: {len(frames)} file(s); columns "
+        + ", ".join(f"{r}={c}" for r, c in guess.items() if c),
+        file=sys.stderr,
+    )
+    obs, objs, report = prepare(
+        frames,
+        obs_map,
+        objects=objects,
+        objects_mapping=obj_map,
+        objects_name=unit["objects"].name if unit["objects"] else "objects table",
+        band=args.band,
+        min_obs=args.min_obs,
+        duplicates=args.duplicates,
+        allow_merge=args.allow_merge,
+    )
+    print(report.summary(), file=sys.stderr)
+    report.raise_if_errors()
+    # an object's survey: --survey, else the objects table's survey column, else the name
+    if args.survey is not None:
+        objs = objs.assign(survey=args.survey)
+    if store is None:
+        print(
+            f"{unit['name']}: dry run, {len(objs):,} objects and {len(obs):,} observations would be ingested",
+            file=sys.stderr,
+        )
+        return None
+    progress = _tqdm_progress(f"ingest {unit['name']}")
+    try:
+        return store.ingest(
+            obs, objs, survey=args.survey or unit["name"], validation=report, progress=progress, cursor=cur
+        )
+    finally:
+        progress.close()
 
 
 def cmd_sql(args) -> int:

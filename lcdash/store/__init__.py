@@ -11,6 +11,7 @@ the measurement behind that choice); `observations` is a long-form view for SQL 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -142,22 +143,52 @@ def _pad(oid, band, n, flat_t, flat_m, flat_e) -> LightCurveBatch:
 SMALL_BATCH = 256  # up to this many oids, read_batch looks them up through the oid index
 
 
+def default_memory_limit() -> str:
+    """DuckDB's memory limit for a store: $LCDASH_MEMORY_LIMIT (e.g. "2GB"), else a quarter of
+    the machine's memory, at least 1 GB and at most 4 GB. Bounds any one query (the SQL box
+    included) inside the app process; larger sorts and joins spill to <store>.tmp/."""
+    env = os.environ.get("LCDASH_MEMORY_LIMIT", "").strip()
+    if env:
+        return env
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    return f"{int(min(max(total // 4, 2**30), 4 * 2**30) // 2**20)}MB"
+
+
+def duckdb_config(memory: str | None = None) -> dict:
+    """Settings of every store connection. lcdash reads files with pyarrow / pandas and hands DuckDB
+    Arrow tables, so DuckDB itself needs no file, URL or extension access: switching it off (and
+    locking the configuration) is what keeps user SQL (the SQL box, `lcdash sql`) inside the store."""
+    return {
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "memory_limit": memory or default_memory_limit(),
+        "lock_configuration": True,
+    }
+
+
 class Store:
     """A DuckDB file of light curves; see docs/DESIGN.md for the interface."""
 
-    def __init__(self, path: str | Path, read_only: bool = False):
+    def __init__(self, path: str | Path, read_only: bool = False, memory_limit: str | None = None):
         self.path = str(path)
         self.read_only = read_only
+        self.memory_limit = memory_limit or default_memory_limit()
         if self.path != ":memory:":
             p = Path(self.path)
             if read_only and not p.exists():
                 raise LcdashError(f"{p}: no such store")
             p.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
+            self.con = duckdb.connect(self.path, read_only=read_only, config=duckdb_config(self.memory_limit))
         except duckdb.Error as exc:  # lock held by another process, not a DuckDB file, mixed modes
             hint = "; another process has it open (one writer or many readers)" if "lock" in str(exc) else ""
-            raise LcdashError(f"{self.path}: cannot open the store: {exc}{hint}") from exc
+            first = " ".join(str(exc).split())
+            raise LcdashError(f"{self.path}: cannot open the store: {first}{hint}") from exc
         self._lock = threading.Lock()  # serialises writers inside this process
         self._migrate()
 
@@ -241,12 +272,21 @@ class Store:
         synthetic: bool = False,
         validation=None,
         progress=None,
+        cursor=None,
     ):
-        """Add observations (+ catalogue rows) in one transaction; see `lcdash.store.ingest.ingest`."""
+        """Add observations (+ catalogue rows) in one transaction (or the caller's, `cursor`); see
+        `lcdash.store.ingest.ingest`."""
         from lcdash.store.ingest import ingest
 
         return ingest(
-            self, observations, objects, survey, synthetic=synthetic, validation=validation, progress=progress
+            self,
+            observations,
+            objects,
+            survey,
+            synthetic=synthetic,
+            validation=validation,
+            progress=progress,
+            cursor=cursor,
         )
 
     # -- objects ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ ingesting the same data twice adds nothing and the report says how much was alre
 from __future__ import annotations
 
 import time as _time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -202,6 +203,7 @@ def ingest(
     synthetic: bool = False,
     validation=None,
     progress=None,
+    cursor=None,
 ) -> IngestReport:
     """Write observations (long: object_id, band, time, mag[, mag_err]) and catalogue rows.
 
@@ -209,6 +211,8 @@ def ingest(
     object's survey comes from its `survey` column, else from `survey`. Existing objects keep their
     oid; catalogue values given here replace stored ones (NULLs do not erase). Raises
     ValidationError for data that breaks the store's invariants; any exception rolls back.
+    `cursor`: a transaction the caller holds (`with store.transaction() as cur`), so that several
+    ingests commit or roll back together (`lcdash ingest DS1 DS2`).
     """
     t0 = _time.perf_counter()
     if validation is not None and not validation.ok:
@@ -218,7 +222,7 @@ def ingest(
     series, n_rows = _series_table(observations)
     objs = _objects_table(series, objects, survey, synthetic)
     report = IngestReport(surveys=sorted(set(objs.column("survey").to_pylist())), validation=validation)
-    with store.transaction() as cur:
+    with _transaction(store, cursor) as cur:
         cur.register("_in_obj", objs)
         _step(progress, 1, total, "writing objects")
         existing = cur.sql(
@@ -312,6 +316,16 @@ def ingest(
     _step(progress, total, total, "done")
     report.seconds = _time.perf_counter() - t0
     return report
+
+
+@contextmanager
+def _transaction(store, cursor):
+    """The caller's open transaction, or a new one."""
+    if cursor is not None:
+        yield cursor
+    else:
+        with store.transaction() as cur:
+            yield cur
 
 
 def _update_object_counts(cur) -> None:

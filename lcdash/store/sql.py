@@ -1,32 +1,44 @@
 """The sandboxed, read-only SQL runner behind `Store.sql`, the app's SQL box and `lcdash sql`.
 
-DuckDB's `enable_external_access=false` is database-wide and cannot be switched back on, so the
-store itself cannot use it without taking file access away from every other part of lcdash; and
-a second DuckDB instance cannot open a file this process already holds. The sandbox therefore
-checks a query before it runs:
+Two walls, either of which alone keeps user SQL inside the store:
 
-1. `extract_statements` must give exactly one statement, of type SELECT (no COPY, ATTACH,
-   PRAGMA, SET, INSTALL/LOAD, DDL or DML, no second statement);
-2. the parse tree (`json_serialize_sql`) may reference only the store's own tables and views, the
-   query's CTEs and a short list of harmless table functions (unnest, range, generate_series,
-   catalogue listings): `read_csv`, `read_parquet`, `glob`, `'/path/file.csv'` and URL
-   "replacement scans", `query()` and everything else that reaches outside are refused, and so are
-   scalar functions with side effects or host access (nextval, setval, getenv, ...);
-3. it runs on its own cursor with Python replacement scans off, a timer that calls
-   `interrupt()` after `timeout_s`, and at most `limit` rows are fetched.
+1. DuckDB itself. Every `Store` connection is opened with `enable_external_access=false` (no file,
+   URL, ATTACH, COPY or Python-variable access: lcdash reads files with pyarrow/pandas and hands
+   DuckDB Arrow tables), extension auto-install/auto-load off and `lock_configuration=true`, so no
+   statement can switch any of this back on (see `lcdash.store.duckdb_config`).
+2. A check of the query before it runs: `extract_statements` must give exactly one SELECT, and its
+   parse tree (`json_serialize_sql`) may name only the store's own tables and views, CTEs *in
+   scope* where they are referenced, three `information_schema` views and a short list of harmless
+   table functions; settings (`pg_settings`, `duckdb_settings()`, `current_setting`), attached
+   databases and functions with side effects are refused.
 
-Anything refused or timed out raises SQLSandboxError; the store keeps working.
+Bounds: at most MAX_QUERY_CHARS of query text (parsing is not interruptible), the whole run
+(parse, check, execute, fetch, close) in a thread the caller leaves after `timeout_s` plus
+INTERRUPT_GRACE_S, at most `limit` rows and MAX_RESULT_BYTES of result. Memory: the store's DuckDB
+`memory_limit` covers what DuckDB's buffer manager sees (joins, sorts, aggregates, spilling where it
+can); what it does not see is bounded by the other rules: the values of one vector (2,048 rows of
+`repeat(x, n)` are allocated before any limit or interrupt is consulted, hence SIZE_ARGUMENTS),
+the result (MAX_RESULT_BYTES), and a watchdog that interrupts a query once this process has grown
+by more than the memory limit. Anything refused, failed or stopped raises SQLSandboxError with a
+one-line message; the store keeps working.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from lcdash.errors import SQLSandboxError
+
+MAX_QUERY_CHARS = 100_000  # a 3 MB IN-list took 20 s to parse, outside any interrupt
+MAX_RESULT_BYTES = 64 * 2**20  # Arrow bytes fetched into the app / CLI
+INTERRUPT_GRACE_S = 2.0  # after the time limit: how long DuckDB gets to stop before we give up
 
 ALLOWED_TABLE_FUNCTIONS = frozenset(
     {
@@ -43,6 +55,9 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
         "pragma_show",
     }
 )
+# catalogue views a user may read; pg_catalog (pg_settings, pg_database, ...) and the rest of
+# information_schema (schemata lists attached databases) are refused
+ALLOWED_SYSTEM_VIEWS = frozenset({"tables", "columns", "views"})
 # scalar functions that change state or reach the host; everything that reads files is a table
 # function (refused above) but a few scalar ones exist too
 FORBIDDEN_FUNCTIONS = frozenset(
@@ -51,6 +66,7 @@ FORBIDDEN_FUNCTIONS = frozenset(
         "setval",
         "currval",
         "getenv",
+        "getvariable",
         "read_text",
         "read_blob",
         "glob",
@@ -80,7 +96,15 @@ _FORBIDDEN_PREFIXES = (
     "s3",
     "pragma_",
     "duckdb_secret",
+    "duckdb_setting",
+    "duckdb_database",
+    "duckdb_extension",
 )
+# functions whose output size is an argument: one call can allocate gigabytes inside one vector,
+# before any memory limit or interrupt is consulted, so the size must be a constant within bounds
+SIZE_ARGUMENTS = {"repeat": (1,), "lpad": (1,), "rpad": (1,), "list_resize": (1,), "array_resize": (1,)}
+RANGE_FUNCTIONS = frozenset({"range", "generate_series"})  # as scalar (list) functions
+MAX_GENERATED = 100_000
 _TABLE_REF_TYPES = frozenset(
     {
         "BASE_TABLE",
@@ -100,6 +124,11 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str, allowed_tables: set[
     """Raise SQLSandboxError unless `query` is one SELECT touching only `allowed_tables`."""
     if not query or not query.strip():
         raise SQLSandboxError("empty query")
+    if len(query) > MAX_QUERY_CHARS:
+        raise SQLSandboxError(
+            f"the query is {len(query):,} characters long; the limit is {MAX_QUERY_CHARS:,} "
+            "(put long value lists in a label set instead)"
+        )
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
@@ -111,36 +140,41 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str, allowed_tables: set[
         name = str(kind).split(".")[-1]
         raise SQLSandboxError(f"only SELECT queries are allowed (this is {name}); the SQL box is read-only")
     raw = con.execute("SELECT json_serialize_sql($q)", {"q": query}).fetchall()[0][0]
-    tree = json.loads(raw)
+    try:
+        tree = json.loads(raw)
+    except RecursionError as exc:
+        raise SQLSandboxError("the query is nested too deeply") from exc
     if tree.get("error"):
-        raise SQLSandboxError(f"query refused: {tree.get('error_message', 'not a plain SELECT')}")
-    ctes: set[str] = set()
-    _collect_ctes(tree, ctes)
-    allowed = {t.lower() for t in allowed_tables} | {c.lower() for c in ctes}
-    _walk(tree, allowed)
+        raise SQLSandboxError(f"query refused: {_one_line(tree.get('error_message', 'not a plain SELECT'))}")
+    _walk(tree, frozenset(t.lower() for t in allowed_tables))
 
 
-def _collect_ctes(node, out: set[str]) -> None:
-    if isinstance(node, dict):
-        cte_map = node.get("cte_map")
-        if isinstance(cte_map, dict):
-            for entry in cte_map.get("map", []):
-                if isinstance(entry, dict) and "key" in entry:
-                    out.add(str(entry["key"]))
-        for v in node.values():
-            _collect_ctes(v, out)
-    elif isinstance(node, list):
-        for v in node:
-            _collect_ctes(v, out)
+def _cte_names(node: dict) -> set[str]:
+    cte_map = node.get("cte_map")
+    if not isinstance(cte_map, dict):
+        return set()
+    return {str(e["key"]).lower() for e in cte_map.get("map", []) if isinstance(e, dict) and "key" in e}
 
 
-def _walk(node, allowed: set[str]) -> None:
-    if isinstance(node, list):
-        for v in node:
-            _walk(v, allowed)
-        return
-    if not isinstance(node, dict):
-        return
+def _walk(tree, tables: frozenset[str]) -> None:
+    """Check every node of the parse tree; a CTE name counts only inside the query node that
+    defines it (its body included, for recursive CTEs). Iterative: deep trees cannot overflow."""
+    stack = [(tree, tables)]
+    while stack:
+        node, allowed = stack.pop()
+        if isinstance(node, list):
+            stack.extend((v, allowed) for v in node if isinstance(v, (dict, list)))
+            continue
+        if not isinstance(node, dict):
+            continue
+        ctes = _cte_names(node)
+        if ctes:
+            allowed = allowed | ctes
+        _check_node(node, allowed)
+        stack.extend((v, allowed) for v in node.values() if isinstance(v, (dict, list)))
+
+
+def _check_node(node: dict, allowed: frozenset[str]) -> None:
     # table refs carry alias + sample; query nodes (SELECT_NODE, ...) carry modifiers instead
     is_table_ref = (
         "sample" in node
@@ -157,21 +191,25 @@ def _walk(node, allowed: set[str]) -> None:
             name = str(node.get("table_name", ""))
             schema = str(node.get("schema_name", "") or "").lower()
             catalog = str(node.get("catalog_name", "") or "").lower()
-            ok_schema = schema in ("", "main", "information_schema", "pg_catalog")
-            if schema in ("information_schema", "pg_catalog") and catalog in ("", "system", "temp"):
-                pass
-            elif not ok_schema or catalog not in ("",) or name.lower() not in allowed:
+            system_view = (
+                schema == "information_schema"
+                and catalog in ("", "system")
+                and name.lower() in ALLOWED_SYSTEM_VIEWS
+            )
+            if not system_view and (schema not in ("", "main") or catalog or name.lower() not in allowed):
                 shown = ".".join(p for p in (catalog, schema, name) if p)
                 raise SQLSandboxError(
-                    f"query refused: {shown!r} is not a table of this store "
+                    f"query refused: {_one_line(repr(shown))} is not a table of this store "
                     f"(tables: {', '.join(sorted(allowed))})"
                 )
         elif ref == "TABLE_FUNCTION":
             fn = node.get("function") or {}
+            if isinstance(fn, dict):
+                fn["_table_function"] = True  # range() as a table streams: no size check below
             fname = str(fn.get("function_name", "")).lower()
             if fname not in ALLOWED_TABLE_FUNCTIONS:
                 raise SQLSandboxError(
-                    f"query refused: table function {fname}() reads outside the store "
+                    f"query refused: table function {_one_line(fname)}() reads outside the store "
                     "or is not allowed in the SQL box"
                 )
     if node.get("class") == "FUNCTION" or node.get("type") == "FUNCTION":
@@ -179,14 +217,47 @@ def _walk(node, allowed: set[str]) -> None:
         if fname in FORBIDDEN_FUNCTIONS or (
             fname.startswith(_FORBIDDEN_PREFIXES) and fname not in ALLOWED_TABLE_FUNCTIONS
         ):
-            raise SQLSandboxError(f"query refused: function {fname}() is not allowed in the SQL box")
-    for v in node.values():
-        if isinstance(v, (dict, list)):
-            _walk(v, allowed)
+            raise SQLSandboxError(
+                f"query refused: function {_one_line(fname)}() is not allowed in the SQL box"
+            )
+        if node.get("schema") or node.get("catalog"):
+            raise SQLSandboxError(
+                f"query refused: qualified function names ({_one_line(fname)}) are not allowed"
+            )
+        sizes = SIZE_ARGUMENTS.get(fname) or (
+            range(len(node.get("arguments") or []))
+            if fname in RANGE_FUNCTIONS and not node.get("_table_function")
+            else ()
+        )
+        args = node.get("arguments") or []
+        for i in sizes:
+            if i < len(args) and not _small_constant(args[i]):
+                raise SQLSandboxError(
+                    f"query refused: the size given to {fname}() must be a number of at most "
+                    f"{MAX_GENERATED:,} written in the query"
+                )
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _small_constant(arg) -> bool:
+    expr = arg.get("expression", arg) if isinstance(arg, dict) else arg
+    while isinstance(expr, dict) and expr.get("class") == "CAST":
+        expr = expr.get("child")
+    if not isinstance(expr, dict) or expr.get("class") != "CONSTANT":
+        return False
+    try:
+        return abs(float((expr.get("literal") or {}).get("text"))) <= MAX_GENERATED
+    except (TypeError, ValueError):
+        return False
+
+
+def _one_line(text: str, width: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return _one_line(lines[0]) if lines else type(exc).__name__
 
 
 def store_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -200,45 +271,140 @@ def store_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def run_sql(store, query: str, limit: int = 10_000, timeout_s: float = 10) -> pd.DataFrame:
-    """Run one read-only SELECT; at most `limit` rows (df.attrs['truncated'] says if there were more)."""
-    query = query.strip().rstrip(";").strip() if query else query
-    cur = store.cursor()
-    try:
-        check_query(cur, query, store_tables(cur))
-        try:
-            cur.execute("SET python_enable_replacements = false")
-        except duckdb.Error:  # older DuckDB: the table allow-list already covers Python objects
-            pass
-        timed_out = threading.Event()
+    """Run one read-only SELECT; at most `limit` rows (df.attrs['truncated'] says if there were more).
 
-        def stop():
-            timed_out.set()
-            cur.interrupt()
+    The query runs in its own thread on its own cursor, so the caller regains control after
+    `timeout_s` (+ INTERRUPT_GRACE_S) whatever DuckDB is doing: parsing, executing, or closing.
+    """
+    query = query.strip().rstrip(";").strip() if isinstance(query, str) else query
+    if not isinstance(query, str) or not query:
+        raise SQLSandboxError("empty query")
+    if len(query) > MAX_QUERY_CHARS:  # before DuckDB parses anything
+        raise SQLSandboxError(
+            f"the query is {len(query):,} characters long; the limit is {MAX_QUERY_CHARS:,}"
+        )
+    limit = None if limit is None else max(int(limit), 0)
+    state: dict = {}
+    started = threading.Event()
 
-        timer = threading.Timer(timeout_s, stop)
-        timer.daemon = True
-        timer.start()
+    def work():
         try:
-            cur.execute(query)
-            columns = [d[0] for d in cur.description] if cur.description else []
-            rows = cur.fetchmany(int(limit) + 1) if limit is not None else cur.fetchall()
-        except duckdb.Error as exc:
-            if timed_out.is_set():
-                raise SQLSandboxError(f"query stopped after the {timeout_s:g} s time limit") from exc
-            raise SQLSandboxError(f"query failed: {_first_line(exc)}") from exc
+            cur = store.cursor()
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            state["error"] = exc
+            started.set()
+            return
+        state["cur"] = cur
+        started.set()
+        try:
+            check_query(cur, query, store_tables(cur))
+            state["result"] = _execute(cur, query, limit)
+        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+            state["error"] = exc
         finally:
-            timer.cancel()
-        if timed_out.is_set():
-            raise SQLSandboxError(f"query stopped after the {timeout_s:g} s time limit")
-    finally:
-        cur.close()
-    truncated = limit is not None and len(rows) > limit
-    if truncated:
-        rows = rows[:limit]
-    df = pd.DataFrame.from_records(rows, columns=_unique(columns))
+            try:
+                cur.close()
+            except duckdb.Error:
+                pass
+
+    thread = threading.Thread(target=work, name="lcdash-user-sql", daemon=True)
+    budget = max(_size_bytes(getattr(store, "memory_limit", None)), 256 * 2**20)
+    base = _rss()
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    why = f"query stopped after the {timeout_s:g} s time limit"
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(min(0.05, max(deadline - time.monotonic(), 0)))
+        if base and _rss() - base > budget:  # memory DuckDB's limit does not see (results, strings)
+            why = f"query stopped: it used more than {budget // 2**20:,} MB of memory"
+            break
+    if thread.is_alive():
+        started.wait(INTERRUPT_GRACE_S)
+        cur = state.get("cur")
+        for _ in range(int(INTERRUPT_GRACE_S / 0.05)):  # the flag may be cleared by a starting statement
+            if cur is not None:
+                try:
+                    cur.interrupt()
+                except duckdb.Error:
+                    pass
+            thread.join(0.05)
+            if not thread.is_alive():
+                break
+        raise SQLSandboxError(why)
+    exc = state.get("error")
+    if exc is not None:
+        raise _as_sandbox_error(exc) from exc
+    columns, rows, truncated = state["result"]
+    df = pd.DataFrame(dict(enumerate(rows)), columns=range(len(columns)))
+    df.columns = _unique(columns)
     df.attrs["truncated"] = truncated
     df.attrs["limit"] = limit
     return df
+
+
+def _execute(cur, query: str, limit: int | None):
+    """Fetch at most limit + 1 rows and MAX_RESULT_BYTES: (columns, column values, truncated)."""
+    rel = cur.sql(query)
+    columns = list(rel.columns)
+    reader = rel.to_arrow_reader(1024)  # streams: rows past the limit are never computed
+    batches, n_rows, n_bytes = [], 0, 0
+    want = None if limit is None else limit + 1
+    for batch in reader:
+        if want is not None and n_rows + batch.num_rows > want:
+            batch = batch.slice(0, want - n_rows)
+        batches.append(batch)
+        n_rows += batch.num_rows
+        n_bytes += batch.nbytes
+        if n_bytes > MAX_RESULT_BYTES:
+            raise SQLSandboxError(
+                f"the result is larger than {MAX_RESULT_BYTES // 2**20} MB; select fewer rows or columns"
+            )
+        if want is not None and n_rows >= want:
+            break
+    reader.close()
+    table = pa.Table.from_batches(batches, schema=reader.schema)
+    truncated = limit is not None and table.num_rows > limit
+    if truncated:
+        table = table.slice(0, limit)
+    return columns, [col.to_pylist() for col in table.columns], truncated
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _size_bytes(text: str | None) -> int:
+    """'300MB', '2GB', '4096MiB' -> bytes (0 when unknown)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)i?b?\s*", str(text or ""), re.I)
+    if not m:
+        return 0
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " "))
+
+
+def _as_sandbox_error(exc: BaseException) -> SQLSandboxError:
+    if isinstance(exc, SQLSandboxError):
+        return exc
+    if isinstance(exc, RecursionError):
+        return SQLSandboxError("the query is nested too deeply")
+    if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory" in str(exc):
+        return SQLSandboxError(
+            "query stopped: it needs more memory than the store's limit "
+            "(select fewer rows or columns, or aggregate first)"
+        )
+    if isinstance(exc, duckdb.PermissionException):
+        return SQLSandboxError(f"query refused: {_first_line(exc)}")
+    if isinstance(exc, duckdb.InterruptException):
+        return SQLSandboxError("query interrupted")
+    if isinstance(exc, duckdb.Error):
+        return SQLSandboxError(f"query failed: {_first_line(exc)}")
+    return SQLSandboxError(f"query failed: {_first_line(exc) if str(exc).strip() else type(exc).__name__}")
 
 
 def _unique(columns: list[str]) -> list[str]:
