@@ -132,7 +132,9 @@ def gather_windows(curves: FlatCurves, owner, start, n_obs, window: int = WINDOW
 def flatten_curves(batch) -> FlatCurves:
     """`batch` (see `iter_curves`) as FlatCurves. A LightCurveBatch-like object (padded rows and a
     `mask`) is flattened with one boolean gather; a sequence is checked item by item and
-    concatenated."""
+    concatenated. FlatCurves pass through."""
+    if isinstance(batch, FlatCurves):
+        return batch
     if hasattr(batch, "time") and hasattr(batch, "mask"):
         mask = np.asarray(batch.mask, bool)
         length = mask.sum(1).astype(np.int64) if mask.ndim == 2 else np.zeros(0, np.int64)
