@@ -6,10 +6,11 @@ then averaged over the object's windows -> [L+1, d]. Windows of many light curve
 fixed-size model batches and per-object sums are accumulated, so memory stays bounded by one model
 batch plus the [N, L+1, d] result whatever the light curves' lengths.
 
-Streaming: the window table of a whole batch comes from the light curves' lengths alone; a
-background thread gathers and standardises the next model batch (vectorised numpy, which releases
-the GIL) while the model runs on the current one, and `embed_store` reads the next chunk of light
-curves from the store the same way. Full windows are batched apart from padded ones, so most model
+Streaming: the window table of a whole batch comes from the light curves' lengths alone, and each
+model batch is gathered and standardised in one vectorised step (about 150k windows per CPU-second,
+against about 1k for the model on 2 cores). On a GPU a background thread gathers the next batch while
+the device computes (numpy releases the GIL); `embed_store` reads the next chunk of light curves from
+the store while the current one is embedded. Full windows are batched apart from padded ones, so most model
 batches need no attention bias (`Astromer.fused_bias`); the per-object sums do not depend on the
 order.
 
@@ -186,7 +187,10 @@ def embed_batch(
     done = 0
     try:
         with torch.inference_mode(), autocast:
-            for mag, tim, mi, own in prefetch(batches):
+            # on a GPU the next batch is gathered while the device computes; on a CPU the model
+            # already keeps every core busy and the gather is ~0.3% of its time, so a thread only
+            # competes with it (bench: end to end / model 0.91 with it, 1.07 without, 1 thread)
+            for mag, tim, mi, own in (batches if device.type == "cpu" else prefetch(batches)):
                 if _cancelled(progress):
                     raise JobError("embedding cancelled")
                 mag, tim, mi = (x.to(device, non_blocking=True) for x in (mag, tim, mi))
