@@ -114,8 +114,10 @@ def window_layer_means(model, mag, time, mask_in):
     valid = (1.0 - mask_in.float()).unsqueeze(1)  # [B, 1, T]
     count = valid.sum(-1).clamp(min=1.0)  # [B, 1]
     hidden = model.encode(mag, time, mask_in)
-    # one batched matrix product per layer: [B, 1, T] @ [B, T, d] -> [B, 1, d]
-    means = [torch.bmm(valid.to(h.dtype), h).squeeze(1).float() / count for h in hidden]
+    # one batched matrix product per layer: [B, 1, T] @ [B, T, d] -> [B, 1, d]; in float32 under
+    # bf16 autocast too (a bf16 sum of 200 steps alone moved the pooled input embedding by 1%)
+    with torch.autocast(mag.device.type, enabled=False):
+        means = [torch.bmm(valid, h.float()).squeeze(1) / count for h in hidden]
     return torch.stack(means, 1)
 
 

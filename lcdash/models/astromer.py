@@ -270,7 +270,8 @@ class Astromer(nn.Module):
 
     def encode(self, mag, time, mask_in) -> list[torch.Tensor]:
         mag, time, mask_in = _flat(mag), _flat(time), _flat(mask_in)
-        h = self.embed_input(mag, time, mask_in)
+        with torch.autocast(mag.device.type, enabled=False):  # E0 in float32 under bf16 autocast too:
+            h = self.embed_input(mag, time, mask_in)  # a Dense of width 1, the cost is the PE
         bias = self.fused_bias(mask_in)
         bias = None if bias is None else bias.to(h.dtype)
         hidden = [h]
