@@ -310,6 +310,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds of alternating calls")
     ap.add_argument("--e2e-objects", type=int, default=1000,
                     help="light curves for the end-to-end embed_batch")
+    ap.add_argument("--no-inference", action="store_true")
     ap.add_argument("--no-e2e", action="store_true")
     ap.add_argument("--train-batch", type=int, default=64)
     ap.add_argument("--train-steps", type=int, default=4)
@@ -349,7 +350,7 @@ def main(argv=None) -> int:
     native = {d.type: has_native_bf16(d) for d in devices}
     print(f"CPU flags: {', '.join(has) or 'unknown'}; native bf16: "
           + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in native.items()))
-    gflops = gemm_gflops(threads)
+    gflops = gemm_gflops(threads, rounds=3 if args.no_inference else 7)
     ceiling = gflops / GFLOP_PER_WINDOW_A1
     print(f"float32 matrix products on the CPU: {gflops:.0f} GFLOP/s -> Astromer 1 ceiling "
           f"{ceiling:.0f} LC/s ({GFLOP_PER_WINDOW_A1} GFLOP per window)")
@@ -370,7 +371,7 @@ def main(argv=None) -> int:
               f"'before' and 'now' alternate, {args.rounds} rounds (median)")
         print(f"{'model':<34} {'device':<6} {'prec':<8} {'path':<6} {'batch':>5} {'LC/s':>7} {'ms':>7} "
               f"{'LC/cpu-s':>8} {'x before':>8} {'xTF eager':>9} {'xTF graph':>9} {'peak MB':>8}  bf16 error")
-        for label, model, _ in models:
+        for label, model, _ in models if not args.no_inference else []:
             for device in devices:
                 precs = args.precisions or (["float32", "bf16"] if native[device.type] else ["float32"])
                 model.to(device)
