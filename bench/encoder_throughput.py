@@ -367,10 +367,12 @@ def main(argv=None) -> int:
         print(f"data: {source}, first windows of {len(curves)} light curves with >= 200 observations")
         models = build_models(args.models.split(","), args.shared, tmp)
 
-        print(f"\ninference: encoder + per-layer pooling on a ready batch of 200-step windows; "
-              f"'before' and 'now' alternate, {args.rounds} rounds (median)")
-        print(f"{'model':<34} {'device':<6} {'prec':<8} {'path':<6} {'batch':>5} {'LC/s':>7} {'ms':>7} "
-              f"{'LC/cpu-s':>8} {'x before':>8} {'xTF eager':>9} {'xTF graph':>9} {'peak MB':>8}  bf16 error")
+        if not args.no_inference:
+            print(f"\ninference: encoder + per-layer pooling on a ready batch of 200-step windows; "
+                  f"'before' and 'now' alternate, {args.rounds} rounds (median)")
+            print(f"{'model':<34} {'device':<6} {'prec':<8} {'path':<6} {'batch':>5} {'LC/s':>7} {'ms':>7} "
+                  f"{'LC/cpu-s':>8} {'x before':>8} {'xTF eager':>9} {'xTF graph':>9} {'peak MB':>8}  "
+                  "error")
         for label, model, _ in models if not args.no_inference else []:
             for device in devices:
                 precs = args.precisions or (["float32", "bf16"] if native[device.type] else ["float32"])
@@ -427,8 +429,9 @@ def main(argv=None) -> int:
                               f"{wall * 1000:>7.1f} {batch / cpu:>8.0f} {xb:>8} {row['x_tf_eager']:>9.2f} "
                               f"{row['x_tf_graph']:>9.2f} {peak:>8.0f}  {err}")
                 model.to("cpu")
-        print(f"TF reference (macho_a0, 2-core CPU): eager {TF_EAGER[64]:.0f} / {TF_EAGER[256]:.0f} LC/s, "
-              f"graph {TF_GRAPH[64]:.0f} / {TF_GRAPH[256]:.0f} LC/s at batch 64 / 256")
+        if not args.no_inference:
+            print(f"TF reference (macho_a0, 2-core CPU): eager {TF_EAGER[64]:.0f} / {TF_EAGER[256]:.0f} "
+                  f"LC/s, graph {TF_GRAPH[64]:.0f} / {TF_GRAPH[256]:.0f} LC/s at batch 64 / 256")
 
         if not args.no_e2e:
             print(f"\nend to end: embed_batch on {args.e2e_objects} whole light curves (windowing "
