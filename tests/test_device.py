@@ -64,8 +64,12 @@ def test_auto_precision_needs_native_bf16_and_a_measured_speedup(monkeypatch):
 
     monkeypatch.setattr(dev, "bf16_speedup", speedup)
     monkeypatch.setattr(dev, "_PRECISION_CACHE", {})
-    monkeypatch.setattr(dev, "has_native_bf16", lambda d: False)
     speed = 5.0
+    monkeypatch.setattr(dev, "has_native_bf16", lambda d: True)
+    monkeypatch.setattr(dev, "BF16_PROBE_F1_VERIFIED", False)  # the probe check has not passed
+    assert dev.resolve_precision("auto", cpu, model) == "float32" and not calls
+    monkeypatch.setattr(dev, "BF16_PROBE_F1_VERIFIED", True)
+    monkeypatch.setattr(dev, "has_native_bf16", lambda d: False)
     assert dev.resolve_precision("auto", cpu, model) == "float32" and not calls  # never timed
     monkeypatch.setattr(dev, "has_native_bf16", lambda d: True)
     speed = 1.1  # native but not faster enough

@@ -179,8 +179,8 @@ class Block(nn.Module):
 
     def forward(self, x, bias, trace: dict | None = None):
         if self.residual and trace is None and not (self.training and self.drop.p > 0):
-            # inference: each residual Dense accumulates into the product before it (same sums,
-            # two fewer passes over [B, T, d] per sublayer)
+            # inference: each residual Dense accumulates into the product before it (the same sums,
+            # rounded in another order; two fewer passes over [B, T, d] per sublayer)
             h = self.ln1(self.attn(x, bias, residual=self.res1)[0])
             f = self.ffn.fc2(torch.tanh(self.ffn.fc1(h)))
             d = f.shape[-1]
