@@ -87,8 +87,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument(
         "--encoder",
-        default=str(REPO / "data" / "encoders" / "astromer2-demo"),
-        help="encoder folder (default: the shipped astromer2-demo)",
+        default=str(REPO / "data" / "encoders" / "astromer2-logpe-folded-demo"),
+        help="encoder folder (default: the shipped demo encoder)",
     )
     ap.add_argument("--out", default=str(REPO / "docs" / "results" / "cost_vs_length"))
     args = ap.parse_args()

@@ -1,31 +1,45 @@
-"""Encoder speed: inference light curves per second, pretraining windows per second, peak memory.
+"""Encoder speed: inference light curves per second beside the TensorFlow reference, the speed-up of
+this version over the previous attention code measured in the same run, end-to-end embedding against
+the model alone, bf16 where the CPU has it, pretraining windows per second, peak memory.
 
     .venv/bin/python bench/encoder_throughput.py [--shared ../shared] [--batches 64 256]
-        [--precisions float32 bf16] [--models a1,a2,demo] [--threads N] [--json OUT]
+        [--precisions float32 bf16] [--models a1,a2,demo] [--threads N] [--rounds 7]
+        [--probe-check] [--no-train] [--json OUT]
 
 Inference is timed the way ../shared/golden/README.md section 8 timed the official TensorFlow code:
 one 200-step window per light curve (the first window of the first Catalina objects with >= 200
-observations, or simulated ones when ../shared is absent), 3 warm-up calls, then the median of 5
-timed calls of the encoder on a ready batch (here: `model.encode` + the per-layer masked means that
-lcdash stores, i.e. all L+1 layers pooled, and the result copied to the host); the data pipeline is
-timed separately ("end to end": `embed_batch` on whole light curves, windowing included).
-Models: Astromer 1 with the official macho_a0 weights (converted into a temporary folder; random
-weights of the same shape without ../shared), Astromer 2 at the paper's size (6 x 256, random
-weights: no official Astromer 2 weights are available here) and the shipped astromer2-logpe-folded-demo.
-bf16 rows also give the error of the pooled embedding against float32 on the same windows.
+observations, or simulated ones when ../shared is absent), warm-up calls, then the median over
+timed calls of the encoder on a ready batch (`lcdash.embed.window_layer_means`: `model.encode` +
+the per-layer masked means that lcdash stores, on the host). "before" is the previous attention code
+(three Q/K/V products, the full attention bias on every batch, separate residual products), kept in
+this script as `before_layer_means`; "before" and "now" calls alternate, and "now/before" is the
+median of the per-round ratios, so that a loaded machine slows both alike.
 
-The TensorFlow reference (same 2-core machine type, macho_a0): eager `encoder(batch)` 239 / 379 LC/s
-at batch 64 / 256 (what `encode()` does), tf.function graph 601 / 576 LC/s. The machine may be
-shared: the load average is printed before and after, and each row also gives light curves per
-CPU-second (process CPU time, all threads), which contention distorts less than wall time.
-bf16 is only fast on CPUs with the avx512_bf16 / AMX instructions; the script says whether this one
-has them.
+End to end: `embed_batch` on whole light curves (windowing, transport and pooling included), timed
+alternately with the model alone on the very same windows (ready tensors, batch 64); both are
+given in windows/s, since light curves have 1 to many windows.
+
+The TensorFlow reference (another host of the same 2-core machine type, macho_a0): eager
+`encoder(batch)` 239 / 379 LC/s at batch 64 / 256 (what `encode()` does), tf.function graph 601 /
+576 LC/s. A second host of that type measured 113 / 202 and 269 / 305 (golden README section 9):
+ratios against these fixed figures only mean something on a quiet machine; the in-run ratios do.
+The load average is printed before and after; each row also gives light curves per CPU-second
+(process CPU time, all threads), which contention distorts less than wall time. The float32
+matrix-product rate of this machine is measured in the same run: the encoder does about 0.344 GFLOP
+per 200-step window (Astromer 1), so GFLOP/s / 0.344 is the float32 ceiling in LC/s.
+
+bf16 is measured where the CPU has native bf16 (avx512_bf16 / AMX, `lcdash.device`) or a GPU is
+present, or when asked with --precisions bf16; rows give the error of the pooled embedding against
+float32 on the same windows. `--probe-check` embeds labelled Catalina objects in float32 and bf16
+and compares the probe's macro F1 (lcdash.evaluation, 3 folds, 100 per class), the second condition
+for `precision="auto"` to choose bf16.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -41,6 +55,10 @@ sys.path.insert(0, str(REPO))
 DEFAULT_SHARED = REPO.parent / "shared"
 TF_EAGER = {64: 239.0, 256: 379.0}
 TF_GRAPH = {64: 601.0, 256: 576.0}
+GFLOP_PER_WINDOW_A1 = 0.344  # macho_a0: 2 blocks of Q, K, V, out (4 x 256 x 256), attention, FFN 128
+TARGET_GRAPH_F32 = 1.2  # x TF graph at batch 64, float32
+TARGET_GRAPH_BF16 = 2.5  # x TF graph at batch 64, bf16 where native
+TARGET_E2E = 0.9  # end to end / model alone
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,33 +170,118 @@ def build_models(names, shared: Path, tmp: Path):
 # ------------------------------------------------------------------------------------------------
 # measurements
 # ------------------------------------------------------------------------------------------------
-def time_inference(model, x, device, precision: str, warmup: int, repeats: int):
-    """(LC/s, median seconds, median CPU seconds, pooled result on the host)."""
+def before_layer_means(model, mag, time, mask_in):
+    """The previous inference path, for the in-run comparison: Q, K and V as three products, the
+    attention bias materialised for every batch (Astromer 1: [B, 1, T, T]), residual Dense layers as
+    separate products and sums, `0 + x` where there is none."""
+    import torch
+    import torch.nn.functional as F
+
+    h = model.embed_input(mag, time, mask_in)
+    bias = model.attention_bias(mask_in).to(h.dtype)
+    hidden = [h]
+    for blk in model.blocks:
+        at = blk.attn
+        B, T, d = h.shape
+        H = at.n_heads
+
+        def split(y, B=B, T=T, H=H, d=d):
+            return y.view(B, T, H, d // H).transpose(1, 2)
+
+        q, k, v = split(at.wq(h)), split(at.wk(h)), split(at.wv(h))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(B, T, d)
+        a = at.out(y)
+        x = blk.ln1((blk.res1(h) if blk.residual else 0) + a)
+        f = blk.ffn(x)
+        h = blk.ln2((blk.res2(x) if blk.residual else 0) + f)
+        hidden.append(h)
+    valid = (1.0 - mask_in.float()).unsqueeze(1)
+    count = valid.sum(-1).clamp(min=1.0)
+    return torch.stack([torch.bmm(valid.to(t.dtype), t).squeeze(1).float() / count for t in hidden], 1)
+
+
+def alternate(calls: dict, warmup: int, rounds: int, sync=None) -> dict:
+    """Run the named zero-argument calls in turn, `rounds` times after `warmup` rounds. Returns per
+    name {"wall": [s], "cpu": [s]} (process CPU time, all threads)."""
+    out = {k: {"wall": [], "cpu": []} for k in calls}
+    for r in range(warmup + rounds):
+        for k, f in calls.items():
+            if sync:
+                sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            f()
+            if sync:
+                sync()
+            if r >= warmup:
+                out[k]["wall"].append(time.perf_counter() - t0)
+                out[k]["cpu"].append(time.process_time() - c0)
+    return out
+
+
+def median_ratio(a: list, b: list) -> float:
+    """Median over rounds of a[i] / b[i] (how many times b is faster than a)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def gemm_gflops(threads: int, rounds: int = 7) -> float:
+    """float32 GFLOP/s of a [12800, 256] x [256, 256] product (one Q projection of 64 windows)."""
     import torch
 
-    from lcdash.embed import window_layer_means
+    a, w = torch.randn(12800, 256), torch.randn(256, 256)
+    r = alternate({"mm": lambda: a @ w}, 3, rounds)
+    return 2 * 12800 * 256 * 256 / statistics.median(r["mm"]["wall"]) / 1e9
 
-    model.to(device)
-    x = tuple(t.to(device) for t in x)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    def call():
-        with torch.inference_mode(), amp:
-            r = window_layer_means(model, *x).float().cpu()
-        return r
+def bf16_error(out, ref32) -> dict:
+    import torch
 
-    for _ in range(warmup):
-        out = call()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = call()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    med = statistics.median(walls)
-    return x[0].shape[0] / med, med, statistics.median(cpus), out
+    d = (out - ref32).abs()
+    cos = torch.nn.functional.cosine_similarity(out[:, -1], ref32[:, -1], dim=-1)
+    return {"bf16_max_abs": float(d.max()), "bf16_mean_abs": float(d.mean()),
+            "bf16_min_cosine_last": float(cos.min()), "float32_mean_abs_value": float(ref32.abs().mean())}
+
+
+def probe_check(model, shared: Path, per_class: int, device, seed: int = 0) -> dict | None:
+    """Macro F1 of lcdash's probe (3 folds, 100 train per class) on float32 and on bf16 embeddings of
+    the same Catalina objects (up to `per_class` per class, whole light curves)."""
+    import pyarrow.parquet as pq
+
+    from lcdash.embed import embed_batch
+    from lcdash.evaluation import EvalConfig, EvalData, run_evaluation
+    from lcdash.store import LightCurveBatch
+
+    base = shared / "data" / "catalina_train"
+    if not (base / "objects.parquet").exists():
+        return None
+    objs = pq.read_table(base / "objects.parquet", columns=["object_id", "label"]).to_pandas()
+    objs = (objs.sample(frac=1.0, random_state=seed).groupby("label", sort=True).head(per_class)
+            .sort_values("object_id"))
+    obs = pq.read_table(base / "observations.parquet", columns=["object_id", "time_mjd", "mag"]).to_pandas()
+    obs = obs[obs["object_id"].isin(set(objs["object_id"]))].sort_values(["object_id", "time_mjd"],
+                                                                         kind="stable")
+    groups = {k: g for k, g in obs.groupby("object_id", sort=True)}
+    objs = objs[objs["object_id"].isin(groups)]
+    batch = LightCurveBatch.from_arrays([groups[o]["time_mjd"].to_numpy() for o in objs["object_id"]],
+                                        [groups[o]["mag"].to_numpy(np.float32) for o in objs["object_id"]])
+    labels = objs["label"].to_numpy()
+    out = {"objects": len(labels), "classes": int(len(set(labels)))}
+    for prec in ("float32", "bf16"):
+        t0 = time.perf_counter()
+        _, layers = embed_batch(model, batch, device=device, precision=prec)
+        out[f"{prec}_embed_s"] = time.perf_counter() - t0
+        res = run_evaluation(EvalData(batch=batch, labels=labels, layers=layers),
+                             EvalConfig(models=["probe"], spc=[100], folds=3, test_per_class=100,
+                                        seed=seed, device=str(device)))
+        f1 = [r["macro_f1"] for r in res.records]
+        out[f"{prec}_macro_f1"] = f1
+        if prec == "float32":
+            ref = layers
+        else:
+            out["bf16_max_abs_layers"] = float(np.abs(layers - ref).max())
+    d = np.asarray(out["bf16_macro_f1"]) - np.asarray(out["float32_macro_f1"])
+    out["f1_diff_mean"], out["f1_diff_per_fold"] = float(d.mean()), d.tolist()
+    out["f1_fold_std_float32"] = float(np.std(out["float32_macro_f1"]))
+    return out
 
 
 def bench_training(cfg, curves, device, batch: int, steps: int, tmp: Path) -> dict:
@@ -197,111 +300,178 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256])
-    ap.add_argument("--precisions", nargs="+", default=["float32", "bf16"], choices=["float32", "bf16"])
+    ap.add_argument("--precisions", nargs="+", default=None, choices=["float32", "bf16"],
+                    help="default: float32, and bf16 on devices with native bf16")
     ap.add_argument("--models", default="a1,a2,demo")
+    ap.add_argument("--devices", nargs="+", default=None, choices=["cpu", "cuda", "mps"],
+                    help="default: the CPU and the best accelerator, if any")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds of alternating calls")
     ap.add_argument("--e2e-objects", type=int, default=1000,
                     help="light curves for the end-to-end embed_batch")
+    ap.add_argument("--no-inference", action="store_true")
+    ap.add_argument("--no-e2e", action="store_true")
     ap.add_argument("--train-batch", type=int, default=64)
     ap.add_argument("--train-steps", type=int, default=4)
     ap.add_argument("--no-train", action="store_true")
+    ap.add_argument("--probe-check", action="store_true",
+                    help="probe macro F1 on float32 vs bf16 embeddings of Catalina objects (minutes)")
+    ap.add_argument("--probe-per-class", type=int, default=220)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
     import torch
 
-    from lcdash.device import describe_device, pick_device
-    from lcdash.embed import embed_batch
+    from lcdash.device import cpu_flags, describe_device, has_native_bf16, pick_device
+    from lcdash.embed import embed_batch, window_layer_means
+    from lcdash.windows import batch_windows
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = [torch.device("cpu")]
-    best = pick_device()
-    if best.type != "cpu":
-        devices.append(best)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, devices: "
+    if args.devices:
+        devices = [torch.device(d) for d in args.devices]
+    else:
+        devices = [torch.device("cpu")]
+        best = pick_device()
+        if best.type != "cpu":
+            devices.append(best)
+    for d in devices:
+        if d.type == "cuda" and not torch.cuda.is_available():
+            raise SystemExit("--devices cuda: torch sees no CUDA device")
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} CPU threads, devices: "
           + ", ".join(describe_device(d) for d in devices))
-    print(f"load average before: {os.getloadavg()}")
-    flags = set()
-    try:
-        flags = set(next(ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")).split())
-    except (OSError, StopIteration):
-        pass
-    has = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    native = "avx512_bf16" in flags or "amx_bf16" in flags
-    print(f"CPU bf16-relevant flags: {', '.join(has) or 'unknown'}"
-          + ("" if native else " (no native bf16: expect bf16 to be slow)"))
-    results: dict = {"inference": [], "end_to_end": [], "training": [], "threads": torch.get_num_threads(),
-                     "load_before": os.getloadavg()}
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
+          f"on {os.cpu_count()} CPUs")
+    flags = cpu_flags()
+    has = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    native = {d.type: has_native_bf16(d) for d in devices}
+    print(f"CPU flags: {', '.join(has) or 'unknown'}; native bf16: "
+          + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in native.items()))
+    gflops = gemm_gflops(threads, rounds=3 if args.no_inference else 7)
+    ceiling = gflops / GFLOP_PER_WINDOW_A1
+    print(f"float32 matrix products on the CPU: {gflops:.0f} GFLOP/s -> Astromer 1 ceiling "
+          f"{ceiling:.0f} LC/s ({GFLOP_PER_WINDOW_A1} GFLOP per window)")
+    results: dict = {"inference": [], "end_to_end": [], "training": [], "threads": threads,
+                     "load_before": load_before, "cpu_flags": has, "native_bf16": native,
+                     "gemm_gflops": gflops, "a1_ceiling_lc_per_s": ceiling}
+
+    def sync_for(device):
+        return torch.cuda.synchronize if device.type == "cuda" else None
+
     with tempfile.TemporaryDirectory(prefix="lcdash-bench-") as tmpdir:
         tmp = Path(tmpdir)
         curves, source = load_curves(args.shared, max(args.batches), min_obs=200)
         print(f"data: {source}, first windows of {len(curves)} light curves with >= 200 observations")
         models = build_models(args.models.split(","), args.shared, tmp)
 
-        print("\ninference (encoder + per-layer pooling on a ready batch of 200-step windows)")
-        head = (f"{'model':<36} {'device':<6} {'prec':<8} {'batch':>5} {'LC/s':>7} {'ms':>7} {'LC/cpu-s':>8} "
-                f"{'xTF eager':>9} {'xTF graph':>9} {'peak RSS MB':>11}  bf16 error vs float32")
-        print(head)
-        for label, model, _ in models:
+        if not args.no_inference:
+            print(f"\ninference: encoder + per-layer pooling on a ready batch of 200-step windows; "
+                  f"'before' and 'now' alternate, {args.rounds} rounds (median)")
+            print(f"{'model':<34} {'device':<6} {'prec':<8} {'path':<6} {'batch':>5} {'LC/s':>7} {'ms':>7} "
+                  f"{'LC/cpu-s':>8} {'x before':>8} {'xTF eager':>9} {'xTF graph':>9} {'peak MB':>8}  "
+                  "error")
+        for label, model, _ in models if not args.no_inference else []:
             for device in devices:
+                precs = args.precisions or (["float32", "bf16"] if native[device.type] else ["float32"])
+                model.to(device)
                 for batch in args.batches:
-                    x = first_windows(curves, batch)
-                    ref32 = None
-                    for prec in args.precisions:
-                        if device.type == "cuda":
-                            torch.cuda.reset_peak_memory_stats()
-                        reset_peak_rss()
-                        lcps, med, cpu, out = time_inference(model, x, device, prec, args.warmup,
-                                                             args.repeats)
-                        peak = peak_rss_mb()
-                        row = {"model": label, "device": device.type, "precision": prec, "batch": batch,
-                               "lc_per_s": lcps, "ms": med * 1000, "cpu_s": cpu, "lc_per_cpu_s": batch / cpu,
-                               "peak_rss_mb": peak,
-                               "x_tf_eager": lcps / TF_EAGER.get(batch, np.nan),
-                               "x_tf_graph": lcps / TF_GRAPH.get(batch, np.nan)}
-                        if device.type == "cuda":
-                            row["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-                        err = ""
-                        if prec == "float32":
-                            ref32 = out
-                        elif ref32 is not None:
-                            d = (out - ref32).abs()
-                            cos = torch.nn.functional.cosine_similarity(out[:, -1], ref32[:, -1], dim=-1)
-                            row.update(bf16_max_abs=float(d.max()), bf16_mean_abs=float(d.mean()),
-                                       bf16_last_layer_max_abs=float(d[:, -1].max()),
-                                       bf16_min_cosine_last=float(cos.min()),
-                                       float32_mean_abs_value=float(ref32.abs().mean()))
-                            err = (f"max {row['bf16_max_abs']:.3g} mean {row['bf16_mean_abs']:.2g} "
-                                   f"(|x| ~{row['float32_mean_abs_value']:.2g}), "
-                                   f"min cos {row['bf16_min_cosine_last']:.5f}")
-                        results["inference"].append(row)
-                        print(f"{label:<36} {device.type:<6} {prec:<8} {batch:>5} {lcps:>7.0f} "
-                              f"{med * 1000:>7.1f} {batch / cpu:>8.0f} {row['x_tf_eager']:>9.2f} "
-                              f"{row['x_tf_graph']:>9.2f} {peak:>11.0f}  {err}")
-            model.to("cpu")
-        print(f"TF reference (macho_a0, 2-core CPU): eager {TF_EAGER[64]:.0f} / {TF_EAGER[256]:.0f} LC/s, "
-              f"graph {TF_GRAPH[64]:.0f} / {TF_GRAPH[256]:.0f} LC/s at batch 64 / 256")
+                    x = tuple(t.to(device) for t in first_windows(curves, batch))
+                    outs: dict = {}
 
-        print(f"\nend to end: embed_batch on {args.e2e_objects} whole light curves "
-              "(windowing included), float32, the default batch (64 windows on CPU, 256 on a GPU)")
-        e2e, _ = load_curves(args.shared, args.e2e_objects)
-        for label, model, _ in models:
-            for device in devices:
-                reset_peak_rss()
-                t0 = time.perf_counter()
-                nw, _ = embed_batch(model, e2e, device=device)
-                dt = time.perf_counter() - t0
-                n_win = int(nw.sum())
-                row = {"model": label, "device": device.type, "objects": len(e2e), "windows": n_win,
-                       "seconds": dt, "lc_per_s": len(e2e) / dt, "windows_per_s": n_win / dt,
-                       "peak_rss_mb": peak_rss_mb()}
-                results["end_to_end"].append(row)
-                print(f"  {label:<36} {device.type:<6} {row['lc_per_s']:7.0f} LC/s "
-                      f"({n_win / dt:.0f} windows/s, {n_win} windows), peak RSS {row['peak_rss_mb']:.0f} MB")
+                    def run(fn, prec, key, x=x, device=device, model=model, outs=outs):
+                        amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16")
+
+                        def call():
+                            with torch.inference_mode(), amp:
+                                outs[key] = fn(model, *x).float().cpu()
+                        return call
+
+                    calls = {}
+                    for prec in precs:
+                        if prec == "float32":
+                            calls["before float32"] = run(before_layer_means, prec, "before float32")
+                        calls[f"now {prec}"] = run(window_layer_means, prec, f"now {prec}")
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    reset_peak_rss()
+                    r = alternate(calls, args.warmup, args.rounds, sync_for(device))
+                    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+                            else peak_rss_mb())
+                    for key, t in r.items():
+                        path, prec = key.split()
+                        wall, cpu = statistics.median(t["wall"]), statistics.median(t["cpu"])
+                        lcps = batch / wall
+                        row = {"model": label, "device": device.type, "precision": prec, "path": path,
+                               "batch": batch, "lc_per_s": lcps, "ms": wall * 1000,
+                               "lc_per_cpu_s": batch / cpu,
+                               "peak_mb": peak, "x_tf_eager": lcps / TF_EAGER.get(batch, math.nan),
+                               "x_tf_graph": lcps / TF_GRAPH.get(batch, math.nan)}
+                        xb = ""
+                        if key != "before float32" and "before float32" in r:
+                            row["x_before"] = median_ratio(r["before float32"]["wall"], t["wall"])
+                            row["x_before_cpu"] = median_ratio(r["before float32"]["cpu"], t["cpu"])
+                            xb = f"{row['x_before']:.2f}"
+                        err = ""
+                        if prec == "bf16" and "now float32" in outs:
+                            row.update(bf16_error(outs[key], outs["now float32"]))
+                            row["x_float32"] = median_ratio(r["now float32"]["wall"], t["wall"])
+                            err = (f"max {row['bf16_max_abs']:.3g} mean {row['bf16_mean_abs']:.2g} "
+                                   f"(|x| ~{row['float32_mean_abs_value']:.2g}), min cos "
+                                   f"{row['bf16_min_cosine_last']:.5f}; x float32 {row['x_float32']:.2f}")
+                        if key == "now float32" and "before float32" in outs:
+                            row["max_abs_vs_before"] = float((outs[key] - outs["before float32"]).abs().max())
+                            err = f"max |now - before| {row['max_abs_vs_before']:.2g}"
+                        results["inference"].append(row)
+                        print(f"{label:<34} {device.type:<6} {prec:<8} {path:<6} {batch:>5} {lcps:>7.0f} "
+                              f"{wall * 1000:>7.1f} {batch / cpu:>8.0f} {xb:>8} {row['x_tf_eager']:>9.2f} "
+                              f"{row['x_tf_graph']:>9.2f} {peak:>8.0f}  {err}")
                 model.to("cpu")
+        if not args.no_inference:
+            print(f"TF reference (macho_a0, 2-core CPU): eager {TF_EAGER[64]:.0f} / {TF_EAGER[256]:.0f} "
+                  f"LC/s, graph {TF_GRAPH[64]:.0f} / {TF_GRAPH[256]:.0f} LC/s at batch 64 / 256")
+
+        if not args.no_e2e:
+            print(f"\nend to end: embed_batch on {args.e2e_objects} whole light curves (windowing "
+                  "included, float32, default batch) against the model alone on the same windows "
+                  f"(batch 64 on CPU / 256 otherwise), alternating, {max(3, args.rounds // 2)} rounds")
+            e2e, _ = load_curves(args.shared, args.e2e_objects)
+            mag, tim, mi, _, _ = batch_windows(e2e)
+            n_win = len(mag)
+            for label, model, _ in models:
+                for device in devices:
+                    model.to(device)
+                    bs = 64 if device.type == "cpu" else 256
+                    xs = [tuple(torch.from_numpy(a[lo:lo + bs]).to(device) for a in (mag, tim, mi))
+                          for lo in range(0, n_win, bs)]
+
+                    def model_only(xs=xs, model=model):
+                        with torch.inference_mode():
+                            for x in xs:
+                                window_layer_means(model, *x).cpu()
+
+                    def end_to_end(device=device, model=model):
+                        embed_batch(model, e2e, device=device, precision="float32")
+
+                    reset_peak_rss()
+                    r = alternate({"model": model_only, "e2e": end_to_end}, 1, max(3, args.rounds // 2),
+                                  sync_for(device))
+                    wm, we = statistics.median(r["model"]["wall"]), statistics.median(r["e2e"]["wall"])
+                    row = {"model": label, "device": device.type, "objects": len(e2e), "windows": n_win,
+                           "e2e_windows_per_s": n_win / we, "model_windows_per_s": n_win / wm,
+                           "e2e_lc_per_s": len(e2e) / we,
+                           "e2e_over_model": median_ratio(r["model"]["wall"], r["e2e"]["wall"]),
+                           "e2e_over_model_cpu": median_ratio(r["model"]["cpu"], r["e2e"]["cpu"]),
+                           "peak_rss_mb": peak_rss_mb()}
+                    results["end_to_end"].append(row)
+                    print(f"  {label:<34} {device.type:<6} end to end {row['e2e_windows_per_s']:6.0f} "
+                          "windows/s "
+                          f"({row['e2e_lc_per_s']:.0f} LC/s, {n_win} windows), model alone "
+                          f"{row['model_windows_per_s']:6.0f} windows/s: end to end / model "
+                          f"{row['e2e_over_model']:.2f} (CPU time {row['e2e_over_model_cpu']:.2f})")
+                    model.to("cpu")
 
         if not args.no_train:
             print(f"\npretraining (lcdash.train.pretrain, batch {args.train_batch}, "
@@ -319,14 +489,67 @@ def main(argv=None) -> int:
                     results["training"].append(r)
                     cuda = (f", CUDA max allocated {r['cuda_max_allocated_mb']:.0f} MB"
                             if "cuda_max_allocated_mb" in r else "")
-                    print(f"  {label:<36} {device.type:<6} {r['windows_per_s']:7.1f} windows/s, "
+                    print(f"  {label:<34} {device.type:<6} {r['windows_per_s']:7.1f} windows/s, "
                           f"peak RSS {r['peak_rss_mb']:.0f} MB{cuda}")
-    results["load_after"] = os.getloadavg()
-    print(f"\nload average after: {results['load_after']}  (current RSS {rss_mb():.0f} MB)")
+
+        if args.probe_check:
+            a1 = [m for m in models if m[0].startswith("astromer1")]
+            label, model, _ = (a1 or models)[0]
+            print(f"\nprobe check ({label}): macro F1 on float32 vs bf16 embeddings, up to "
+                  f"{args.probe_per_class} Catalina objects per class, 3 folds, 100 per class")
+            pc = probe_check(model, args.shared, args.probe_per_class, devices[-1])
+            if pc is None:
+                print("  skipped: ../shared/data is absent")
+            else:
+                results["probe_check"] = pc
+                f1 = {k: ", ".join(f"{v * 100:.1f}" for v in pc[f"{k}_macro_f1"])
+                      for k in ("float32", "bf16")}
+                print(f"  {pc['objects']} objects, {pc['classes']} classes; macro F1 per fold: "
+                      f"float32 {f1['float32']}, bf16 {f1['bf16']}")
+                print(f"  bf16 - float32: {pc['f1_diff_mean'] * 100:+.2f} points (fold std of float32 "
+                      f"{pc['f1_fold_std_float32'] * 100:.2f}); max |layers diff| "
+                      f"{pc['bf16_max_abs_layers']:.3g}; embedding s: float32 {pc['float32_embed_s']:.0f}, "
+                      f"bf16 {pc['bf16_embed_s']:.0f}")
+
+    load_after = os.getloadavg()
+    results["load_after"] = load_after
+    print_summary(results)
+    print(f"\nload average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}  "
+          f"(current RSS {rss_mb():.0f} MB)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
         print(f"wrote {args.json}")
     return 0
+
+
+def print_summary(results: dict) -> None:
+    """The issue's targets, from this run's rows (Astromer 1, CPU, batch 64)."""
+    rows = {(r["model"].split()[0], r["device"], r["precision"], r["path"], r["batch"]): r
+            for r in results["inference"]}
+    print("\ntargets (Astromer 1 on the CPU; the TF figures come from another host, see the docstring)")
+    now = rows.get(("astromer1", "cpu", "float32", "now", 64))
+    if now:
+        print(f"  float32, batch 64: {now['lc_per_s']:.0f} LC/s = {now['x_tf_graph']:.2f}x TF graph "
+              f"(target {TARGET_GRAPH_F32}x), {now['x_tf_eager']:.2f}x TF eager; "
+              f"{now.get('x_before', math.nan):.2f}x the previous code in this run "
+              f"(CPU time {now.get('x_before_cpu', math.nan):.2f}x); "
+              f"{now['lc_per_s'] / results['a1_ceiling_lc_per_s']:.0%} of this run's float32 ceiling")
+    bf = rows.get(("astromer1", "cpu", "bf16", "now", 64))
+    if bf and results["native_bf16"].get("cpu"):
+        print(f"  bf16, batch 64: {bf['lc_per_s']:.0f} LC/s = {bf['x_tf_graph']:.2f}x TF graph "
+              f"(target {TARGET_GRAPH_BF16}x), {bf['x_float32']:.2f}x float32")
+    elif bf:
+        print(f"  bf16, batch 64: {bf['lc_per_s']:.0f} LC/s ({bf['x_float32']:.2f}x float32), but this "
+              "CPU has no native bf16: the bf16 target does not apply here")
+    else:
+        print("  bf16: not measured (no native bf16 on this CPU; --precisions bf16 forces it)")
+    for r in results["end_to_end"]:
+        if r["model"].startswith("astromer1"):
+            print(f"  end to end / model alone ({r['device']}): {r['e2e_over_model']:.2f} "
+                  f"(target {TARGET_E2E})")
+    lb, la = results["load_before"], results.get("load_after", (math.nan,) * 3)
+    print(f"  load average {lb[0]:.1f} before, {la[0]:.1f} after: on a loaded machine the absolute "
+          "rates and the TF ratios are low; the in-run ratios (x before, end to end / model) hold better")
 
 
 if __name__ == "__main__":

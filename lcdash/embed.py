@@ -6,18 +6,30 @@ then averaged over the object's windows -> [L+1, d]. Windows of many light curve
 fixed-size model batches and per-object sums are accumulated, so memory stays bounded by one model
 batch plus the [N, L+1, d] result whatever the light curves' lengths.
 
-Precision: float32 by default (the official weights' parity holds in float32). `precision="bf16"`
-runs the encoder under bfloat16 autocast. Its error is not small: on the golden Catalina windows
-with macho_a0, bf16 moves the last layer's pooled embedding by up to 0.5 (mean 0.004, values ~0.8;
-cosine >= 0.9993). It only pays on hardware with native bf16 (CUDA, CPUs with avx512_bf16 / AMX);
-on a CPU without it (avx512f + vnni only) bf16 matrix products ran about 3x slower than float32.
+Streaming: the window table of a whole batch comes from the light curves' lengths alone, and each
+model batch is gathered and standardised in one vectorised step (about 150k windows per CPU-second,
+against about 1k for the model on 2 cores). On a GPU a background thread gathers the next batch while
+the device computes (numpy releases the GIL); `embed_store` reads the next chunk of light curves from
+the store while the current one is embedded. Full windows are batched apart from padded ones, so most model
+batches need no attention bias (`Astromer.fused_bias`); the per-object sums do not depend on the
+order.
+
+Precision: `precision="auto"` (the default) resolves with `lcdash.device.resolve_precision`: bf16
+autocast only once the probe's F1 on bf16 embeddings is verified unchanged, on hardware with native
+bf16 (CUDA, CPUs with avx512_bf16 / AMX) and where a timed call shows it faster; float32 otherwise
+(today: everywhere). `"float32"` / `"bf16"` force one. bf16's error is not small: on the golden
+Catalina windows with macho_a0 the relative error of the pooled embeddings is 2.5e-2 at the middle
+layer and 9.3e-3 at the last (elements up to 0.46 off, values ~0.8; tests/test_device.py); on a CPU
+without native bf16 (avx512f + vnni only) it ran 0.77-1.01x as fast as float32.
 bench/encoder_throughput.py measures both.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,83 +38,60 @@ import pandas as pd
 from lcdash.errors import JobError, ModelError, ValidationError
 
 ProgressFn = Callable[..., None]
-PRECISIONS = ("float32", "bf16")
+PRECISIONS = ("auto", "float32", "bf16")
 
 
 def _cancelled(progress) -> bool:
     return bool(getattr(progress, "cancelled", False))
 
 
-def _curves(batch) -> list[tuple[np.ndarray, np.ndarray, None]]:
-    from lcdash.windows import iter_curves
+def prefetch(items: Iterable, depth: int = 2) -> Iterator:
+    """Iterate `items` in a background thread, up to `depth` items ahead (I/O and numpy release the
+    GIL, so producing the next item overlaps the consumer's work). An exception in the producer is
+    raised in the consumer; leaving the loop early stops the producer."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
 
-    return [(np.asarray(t, np.float64), np.asarray(m), None) for t, m, _ in iter_curves(batch)]
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
+    def run():
+        try:
+            for x in items:
+                if not put((None, x)):
+                    return
+        except BaseException as exc:  # handed to the consumer
+            put((exc, None))
+            return
+        put((None, done))
 
-def _window_chunks(curves, window: int, batch_size: int) -> Iterator:
-    """Yield Windows objects of exactly `batch_size` windows (the last one may be smaller), owner =
-    the curve's index in `curves`; empty curves are skipped."""
-    from lcdash.windows import batch_windows_full, window_starts
-
-    pending, pending_n, group, group_idx, group_n = [], 0, [], [], 0
-
-    def flush_group():
-        nonlocal group, group_idx, group_n, pending_n
-        if group:
-            w = batch_windows_full(group, window)
-            w.owner = np.asarray(group_idx, np.int64)[w.owner]
-            pending.append(w)
-            pending_n += len(w)
-        group, group_idx, group_n = [], [], 0
-
-    def take(k: int):
-        """Pop the first k pending windows as one Windows object."""
-        nonlocal pending_n
-        from lcdash.windows import Windows
-
-        parts, need = [], k
-        while need:
-            w = pending[0]
-            if len(w) <= need:
-                parts.append(w)
-                pending.pop(0)
-                need -= len(w)
-            else:
-                parts.append(_slice(w, 0, need))
-                pending[0] = _slice(w, need, len(w))
-                need = 0
-        pending_n -= k
-        return Windows(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS})
-
-    for i, (t, m, e) in enumerate(curves):
-        if len(t) == 0:
-            continue
-        group.append((t, m, e))
-        group_idx.append(i)
-        group_n += len(window_starts(len(t), window))
-        if group_n >= batch_size:
-            flush_group()
-            while pending_n >= batch_size:
-                yield take(batch_size)
-    flush_group()
-    while pending_n:
-        yield take(min(batch_size, pending_n))
-
-
-_FIELDS = ("mag", "time", "mask_in", "err", "start", "length", "owner")
-
-
-def _slice(w, lo: int, hi: int):
-    from lcdash.windows import Windows
-
-    return Windows(**{f: getattr(w, f)[lo:hi] for f in _FIELDS})
+    thread = threading.Thread(target=run, name="lcdash-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            exc, x = q.get()
+            if exc is not None:
+                raise exc
+            if x is done:
+                return
+            yield x
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def count_windows(batch, window: int = 200) -> int:
     """How many encoder windows `batch` makes (what embed_batch's progress counts)."""
-    from lcdash.windows import window_starts
+    from lcdash.windows import flatten_curves, windows_per_curve
 
-    return sum(len(window_starts(len(t), window)) for t, _, _ in _curves(batch) if len(t))
+    return int(windows_per_curve(flatten_curves(batch).length, window).sum())
 
 
 def _resolve_device(model, device):
@@ -126,8 +115,10 @@ def window_layer_means(model, mag, time, mask_in):
     valid = (1.0 - mask_in.float()).unsqueeze(1)  # [B, 1, T]
     count = valid.sum(-1).clamp(min=1.0)  # [B, 1]
     hidden = model.encode(mag, time, mask_in)
-    # one batched matrix product per layer: [B, 1, T] @ [B, T, d] -> [B, 1, d]
-    means = [torch.bmm(valid.to(h.dtype), h).squeeze(1).float() / count for h in hidden]
+    # one batched matrix product per layer: [B, 1, T] @ [B, T, d] -> [B, 1, d]; in float32 under
+    # bf16 autocast too (a bf16 sum of 200 steps alone moved the pooled input embedding by 1%)
+    with torch.autocast(mag.device.type, enabled=False):
+        means = [torch.bmm(valid, h.float()).squeeze(1) / count for h in hidden]
     return torch.stack(means, 1)
 
 
@@ -138,13 +129,35 @@ def default_batch_size(device) -> int:
     return 64 if getattr(device, "type", str(device)) == "cpu" else 256
 
 
+def _gather_in_background(device) -> bool:
+    """On a GPU the next batch is gathered while the device computes. On a CPU the model already
+    keeps every core busy and the gather is ~0.3% of its time, so a thread only competes with it
+    (2 cores: end to end / model alone 0.91 with the thread, 1.07 without, one torch thread)."""
+    return getattr(device, "type", str(device)) != "cpu"
+
+
+def _model_batches(curves, owner, start, n_obs, window: int, batch_size: int, pin: bool) -> Iterator:
+    """(mag, time, mask_in, owner) tensors of consecutive `batch_size` slices of the window table."""
+    import torch
+
+    from lcdash.windows import gather_windows
+
+    for lo in range(0, len(owner), batch_size):
+        hi = min(lo + batch_size, len(owner))
+        w = gather_windows(curves, owner[lo:hi], start[lo:hi], n_obs[lo:hi], window)
+        xs = [torch.from_numpy(x) for x in (w.mag, w.time, w.mask_in)]
+        if pin:
+            xs = [x.pin_memory() for x in xs]
+        yield (*xs, torch.from_numpy(w.owner))
+
+
 def embed_batch(
     model,
     batch,
     batch_size: int | None = None,
     device=None,
     progress: ProgressFn | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
     periods: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-object per-layer mean embeddings of the light curves in `batch` (a LightCurveBatch or a
@@ -156,9 +169,13 @@ def embed_batch(
 
     Returns (n_windows int32[N], layers float32[N, L+1, d]); a light curve without observations gets
     n_windows 0 and zeros. `batch_size` counts windows per model call (default: `default_batch_size`
-    of the device). `progress(done, total, message)`
-    counts windows; a cancelled progress (progress.cancelled) raises JobError."""
+    of the device). `precision`: "auto" (see `lcdash.device.resolve_precision`), "float32" or "bf16".
+    `progress(done, total, message)` counts windows; a cancelled progress (progress.cancelled)
+    raises JobError."""
     import torch
+
+    from lcdash.device import resolve_precision
+    from lcdash.windows import flatten_curves, window_table
 
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
@@ -172,33 +189,41 @@ def embed_batch(
         raise ModelError(f"batch_size must be >= 1, got {batch_size}")
     if next(model.parameters()).device != device:
         model.to(device)
+    curves = flatten_curves(batch)
+    n = len(curves)
+    owner, start, n_obs = window_table(curves.length, cfg.window)
+    order = np.argsort(n_obs < cfg.window, kind="stable")  # full windows first: bias-free batches
+    owner, start, n_obs = owner[order], start[order], n_obs[order]
+    n_windows = np.bincount(owner, minlength=n).astype(np.int32)
+    total = len(owner)
+    sums = torch.zeros(n, cfg.n_layers + 1, cfg.d_model, dtype=torch.float64)
     was_training = model.training
     model.eval()
-    curves = _curves(batch)
-    n = len(curves)
-    sums = torch.zeros(n, cfg.n_layers + 1, cfg.d_model, dtype=torch.float64)
-    n_windows = np.zeros(n, np.int32)
-    total = count_windows(curves, cfg.window) if progress is not None else 0
+    use_bf16 = total > 0 and resolve_precision(precision, device, model) == "bf16"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    batches = _model_batches(curves, owner, start, n_obs, cfg.window, batch_size, device.type == "cuda")
     done = 0
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     try:
         with torch.inference_mode(), autocast:
-            for w in _window_chunks(curves, cfg.window, batch_size):
+            for mag, tim, mi, own in (prefetch(batches) if _gather_in_background(device) else batches):
                 if _cancelled(progress):
                     raise JobError("embedding cancelled")
-                mag, tim, mi = (torch.from_numpy(x).to(device, non_blocking=True)
-                                for x in (w.mag, w.time, w.mask_in))
+                mag, tim, mi = (x.to(device, non_blocking=True) for x in (mag, tim, mi))
                 means = window_layer_means(model, mag, tim, mi)
-                owner = torch.from_numpy(w.owner)
-                sums.index_add_(0, owner, means.to("cpu", torch.float64))
-                np.add.at(n_windows, w.owner, 1)
-                done += len(w)
+                sums.index_add_(0, own, means.to("cpu", torch.float64))
+                done += len(own)
                 if progress is not None:
                     progress(done, total, f"embedded {done}/{total} windows")
     finally:
         model.train(was_training)
     layers = (sums / torch.from_numpy(np.maximum(n_windows, 1)).to(torch.float64)[:, None, None]).float()
     return n_windows, layers.numpy()
+
+
+def _curves(batch) -> list[tuple[np.ndarray, np.ndarray, None]]:
+    from lcdash.windows import iter_curves
+
+    return [(np.asarray(t, np.float64), np.asarray(m), None) for t, m, _ in iter_curves(batch)]
 
 
 def folding_periods(curves, periods=None) -> np.ndarray:
@@ -249,7 +274,7 @@ def embed_store(
     chunk_size: int = 1024,
     overwrite: bool = False,
     device=None,
-    precision: str = "float32",
+    precision: str = "auto",
     fold_periods: str = "catalogue",
 ) -> dict:
     """Embed objects of the store with a registered encoder into the embeddings table.
@@ -283,26 +308,38 @@ def embed_store(
     total = int(sum(len(s) for _, s in todo))
     t0 = time.monotonic()
     done = rows = windows = 0
-    for b, sel in todo:
-        for batch in store.iter_batches(sel, batch_size=chunk_size, band=b):
-            if _cancelled(progress):
-                raise JobError("embedding cancelled")
-            nw, layers = embed_batch(model, batch, batch_size=batch_size, device=device, precision=precision,
-                                     periods=catalogue_periods(store, batch.oid)
-                                     if cfg.fold and fold_periods == "catalogue" else None)
-            keep = nw > 0  # objects without observations in this band
-            if keep.any():
-                kept_bands = [bb for bb, k in zip(batch.band, keep, strict=True) if k]
-                save_embeddings(store, encoder_name, np.asarray(batch.oid)[keep], kept_bands, nw[keep],
-                                layers[keep])
-            done += len(nw)
-            rows += int(keep.sum())
-            windows += int(nw.sum())
-            if progress is not None:
-                progress(done, total, f"embedded {done}/{total} light curves (band {b})")
+    fold_at = None  # catalogue periods by oid, read here: the prefetch thread below reads the store too
+    if cfg.fold and fold_periods == "catalogue":
+        all_oids = np.concatenate([sel for _, sel in todo]) if todo else np.zeros(0, np.int64)
+        fold_at = pd.Series(catalogue_periods(store, all_oids), index=all_oids)
+        fold_at = fold_at[~fold_at.index.duplicated()]
+    reads = ((b, batch) for b, sel in todo
+             for batch in store.iter_batches(sel, batch_size=chunk_size, band=b))
+    for b, batch in prefetch(reads, depth=1):  # the next chunk is read while this one is embedded
+        if _cancelled(progress):
+            raise JobError("embedding cancelled")
+        nw, layers = embed_batch(model, batch, batch_size=batch_size, device=device, precision=precision,
+                                 periods=None if fold_at is None else fold_at.reindex(batch.oid).to_numpy())
+        keep = nw > 0  # objects without observations in this band
+        if keep.any():
+            kept_bands = [bb for bb, k in zip(batch.band, keep, strict=True) if k]
+            save_embeddings(store, encoder_name, np.asarray(batch.oid)[keep], kept_bands, nw[keep],
+                            layers[keep])
+        done += len(nw)
+        rows += int(keep.sum())
+        windows += int(nw.sum())
+        if progress is not None:
+            progress(done, total, f"embedded {done}/{total} light curves (band {b})")
     seconds = time.monotonic() - t0
     return {"encoder": encoder_name, "objects": done, "rows": rows, "windows": windows,
-            "seconds": seconds, "lc_per_s": done / seconds if seconds > 0 else None}
+            "seconds": seconds, "lc_per_s": done / seconds if seconds > 0 else None,
+            "precision": _resolved_precision(model, device, precision)}
+
+
+def _resolved_precision(model, device, precision: str) -> str:
+    from lcdash.device import resolve_precision
+
+    return resolve_precision(precision, _resolve_device(model, device), model)
 
 
 def catalogue_periods(store, oids) -> np.ndarray:
@@ -332,7 +369,7 @@ def embed_frame(
     batch_size: int | None = None,
     device=None,
     progress: ProgressFn | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """Embed a table of observations (object_id, time, mag[, mag_err][, band]; any row order).
 
@@ -341,6 +378,7 @@ def embed_frame(
     valid steps and windows; layer_0 is the input embedding). Rows with a missing time or magnitude
     are dropped; a duplicated (object, band, time) keeps its first row, as the store does."""
     from lcdash.weights import load_encoder
+    from lcdash.windows import FlatCurves
 
     missing = [c for c in ("object_id", "time", "mag") if c not in observations.columns]
     if missing:
@@ -358,23 +396,35 @@ def embed_frame(
     df = df[np.isfinite(df["time"].to_numpy(float)) & np.isfinite(df["mag"].to_numpy(float))]
     if df.empty:
         raise ValidationError("the light-curve table has no rows with a finite time and magnitude")
+    df = df[df["object_id"].notna()]  # as groupby did: no light curve for a missing id
+    if df.empty:
+        raise ValidationError("the light-curve table has no rows with an object_id")
     keys = ["object_id", "band"] if has_band else ["object_id"]
     if has_band:
         df["band"] = df["band"].astype(str)
     df = df.sort_values(keys + ["time"], kind="stable").drop_duplicates(keys + ["time"], keep="first")
-    groups = df.groupby(keys, sort=False)
-    index = list(groups.groups.keys())
-    curves = [(g["time"].to_numpy(np.float64), g["mag"].to_numpy(np.float32)) for _, g in groups]
+    # the rows are sorted by key: one light curve per run of equal keys, flattened without a loop
+    same = np.ones(len(df), bool)  # same key as the row before
+    for k in keys:
+        v = df[k].to_numpy()
+        same[1:] &= v[1:] == v[:-1]
+    first = ~same
+    first[0] = True
+    starts = np.flatnonzero(first)
+    length = np.diff(np.r_[starts, len(df)]).astype(np.int64)
+    curves = FlatCurves(time=df["time"].to_numpy(np.float64), mag=df["mag"].to_numpy(np.float32),
+                        err=np.full(len(df), np.nan, np.float32), length=length,
+                        offset=starts.astype(np.int64))
+    heads = df.iloc[starts]
+    index = heads["object_id"].tolist()
 
     model, cfg = load_encoder(model_dir)
     n_windows, layers = embed_batch(model, curves, batch_size=batch_size, device=device, progress=progress,
                                     precision=precision)
     out = {}
+    out["object_id"] = index
     if has_band:
-        out["object_id"] = [k[0] for k in index]
-        out["band"] = [k[1] for k in index]
-    else:
-        out["object_id"] = [k[0] if isinstance(k, tuple) else k for k in index]
+        out["band"] = heads["band"].tolist()
     out["n_windows"] = n_windows
     for layer in range(layers.shape[1]):
         out[f"layer_{layer}"] = list(layers[:, layer])

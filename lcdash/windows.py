@@ -13,6 +13,13 @@ every distinct window appears once (N = 200 -> one window, N = 400 -> two).
 
 Errors are not encoder inputs; they are returned raw (not mean-subtracted, unlike the reference,
 which subtracts the mean from all three columns) because they serve as loss weights (1/sigma).
+
+Everything is vectorised over windows (no Python loop per light curve): the light curves are
+concatenated into flat arrays (`FlatCurves`), a window table (owner, start, length) is computed from
+the lengths alone (`window_table`), and `gather_windows` builds any subset of windows with one
+fancy-indexing gather. The mean keeps the reference's summation order: numpy's float32 `mean(0)`
+of an [n, 3] array adds the rows one after the other and divides in float64, which
+`_sequential_mean` does for all windows at once (adding the zero padding changes no sum).
 """
 
 from __future__ import annotations
@@ -46,6 +53,20 @@ class Windows:
         return self.mag, self.time, self.mask_in, self.err, self.owner
 
 
+@dataclass
+class FlatCurves:
+    """Light curves concatenated: curve i is [offset[i], offset[i] + length[i]) of the flat arrays."""
+
+    time: np.ndarray  # float64 [N]
+    mag: np.ndarray  # float32 [N]
+    err: np.ndarray  # float32 [N], NaN where missing
+    length: np.ndarray  # int64 [B]
+    offset: np.ndarray  # int64 [B]
+
+    def __len__(self) -> int:
+        return len(self.length)
+
+
 def window_starts(n: int, window: int = WINDOW) -> list[int]:
     """Starts of the consecutive windows of an n-observation light curve (last clamped to n - window)."""
     if n <= window:
@@ -55,34 +76,92 @@ def window_starts(n: int, window: int = WINDOW) -> list[int]:
     return starts
 
 
-def _standardize(time, mag, err, lo: int, hi: int, window: int, out, row: int) -> None:
-    """Write window [lo, hi) of one light curve into row `row` of the output arrays."""
-    n = hi - lo
-    a = np.zeros((n, 3), np.float32)
-    a[:, 0] = time[lo:hi]  # float64 -> float32 cast first, as the reference does
-    a[:, 1] = mag[lo:hi]
-    a -= a.mean(0, dtype=np.float32)
-    out.time[row, :n] = a[:, 0]
-    out.mag[row, :n] = a[:, 1]
-    out.mask_in[row, n:window] = 1.0
-    out.err[row, :n] = err[lo:hi] if err is not None else np.nan
-    out.start[row] = lo
-    out.length[row] = n
+def windows_per_curve(length, window: int = WINDOW) -> np.ndarray:
+    """How many windows each light curve of `length` observations makes (0 for an empty one). int64"""
+    n = np.asarray(length, np.int64)
+    return np.where(n > window, -(-(n - window) // window) + 1, (n > 0).astype(np.int64))
 
 
-def _empty(n_windows: int, window: int) -> Windows:
+def window_table(length, window: int = WINDOW) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(owner, start, n_obs) int64 of every window of curves with these lengths, curve by curve in
+    `window_starts` order; empty curves make none."""
+    n = np.asarray(length, np.int64)
+    k = windows_per_curve(n, window)
+    owner = np.repeat(np.arange(len(n), dtype=np.int64), k)
+    first = np.cumsum(k) - k  # index of each curve's first window
+    j = np.arange(len(owner), dtype=np.int64) - first[owner]  # window number within its curve
+    start = np.minimum(j * window, np.maximum(n[owner] - window, 0))
+    return owner, start, np.minimum(n[owner] - start, window)
+
+
+def _sequential_mean(x: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """float32 mean over axis 0 of x [T, W] (zeros beyond each column's count), summed row after row
+    in float32 and divided in float64 like numpy's `mean(0, dtype=float32)` of an [n, 3] window."""
+    s = x[0].copy()
+    for row in x[1:]:  # a loop over the T steps, vectorised over all windows
+        s += row
+    return (s.astype(np.float64) / np.maximum(count, 1)).astype(np.float32)
+
+
+def gather_windows(curves: FlatCurves, owner, start, n_obs, window: int = WINDOW) -> Windows:
+    """The windows (owner, start, n_obs) of `curves`, standardised as the reference does: raw time
+    and magnitude cast to float32 first, then the window's float32 mean subtracted."""
+    owner = np.asarray(owner, np.int64)
+    start = np.asarray(start, np.int64)
+    n_obs = np.asarray(n_obs, np.int64)
+    steps = np.arange(window, dtype=np.int64)[:, None]  # [T, 1]: time-major for the sums
+    valid = steps < n_obs[None, :]  # [T, W]
+    pos = np.where(valid, curves.offset[owner][None, :] + start[None, :] + steps, 0)
+    out = {}
+    for name, values in (("time", curves.time), ("mag", curves.mag)):
+        x = np.where(valid, values[pos].astype(np.float32), np.float32(0))  # cast before the mean
+        x -= _sequential_mean(x, n_obs)[None, :]
+        out[name] = np.ascontiguousarray(np.where(valid, x, np.float32(0)).T)
+    err = np.where(valid, curves.err[pos], np.float32(0)).astype(np.float32, copy=False)
     return Windows(
-        mag=np.zeros((n_windows, window), np.float32),
-        time=np.zeros((n_windows, window), np.float32),
-        mask_in=np.zeros((n_windows, window), np.float32),
-        err=np.zeros((n_windows, window), np.float32),
-        start=np.zeros(n_windows, np.int64),
-        length=np.zeros(n_windows, np.int32),
-        owner=np.zeros(n_windows, np.int64),
+        mag=out["mag"],
+        time=out["time"],
+        mask_in=np.ascontiguousarray((~valid).T, dtype=np.float32),
+        err=np.ascontiguousarray(err.T),
+        start=start,
+        length=n_obs.astype(np.int32),
+        owner=owner,
     )
 
 
-def _check_curve(time, mag, err):
+def flatten_curves(batch) -> FlatCurves:
+    """`batch` (see `iter_curves`) as FlatCurves. A LightCurveBatch-like object (padded rows and a
+    `mask`) is flattened with one boolean gather; a sequence is checked item by item and
+    concatenated. FlatCurves pass through."""
+    if isinstance(batch, FlatCurves):
+        return batch
+    if hasattr(batch, "time") and hasattr(batch, "mask"):
+        mask = np.asarray(batch.mask, bool)
+        length = mask.sum(1).astype(np.int64) if mask.ndim == 2 else np.zeros(0, np.int64)
+        time = np.asarray(batch.time, np.float64)[mask] if mask.size else np.zeros(0)
+        mag = (np.asarray(batch.mag)[mask].astype(np.float32, copy=False) if mask.size
+               else np.zeros(0, np.float32))
+        errs = getattr(batch, "mag_err", None)
+        if errs is None or not mask.size:
+            err = np.full(len(time), np.nan, np.float32)
+        else:
+            err = np.asarray(errs)[mask].astype(np.float32, copy=False)
+    else:
+        curves = [_check_curve(*c, allow_empty=True) for c in iter_curves(batch)]
+        length = np.array([len(t) for t, _, _ in curves], np.int64)
+        if curves:
+            time = np.concatenate([t for t, _, _ in curves])
+            mag = np.concatenate([np.asarray(m, np.float32) for _, m, _ in curves])
+            nan = np.float32(np.nan)
+            err = np.concatenate([np.full(len(t), nan) if e is None else np.asarray(e, np.float32)
+                                  for t, _, e in curves])
+        else:
+            time, mag, err = np.zeros(0), np.zeros(0, np.float32), np.zeros(0, np.float32)
+    offset = np.cumsum(length) - length
+    return FlatCurves(time=time, mag=mag, err=err, length=length, offset=offset)
+
+
+def _check_curve(time, mag, err, allow_empty: bool = False):
     time = np.asarray(time, dtype=np.float64).ravel()
     mag = np.asarray(mag).ravel()
     if len(time) != len(mag):
@@ -91,19 +170,14 @@ def _check_curve(time, mag, err):
         err = np.asarray(err).ravel()
         if len(err) != len(time):
             raise ModelError(f"light curve has {len(time)} times but {len(err)} errors")
-    if len(time) == 0:
+    if len(time) == 0 and not allow_empty:
         raise ModelError("cannot make a window from an empty light curve")
     return time, mag, err
 
 
 def astromer_windows(time, mag, err=None, window: int = WINDOW) -> Windows:
     """All consecutive windows of one light curve (time-sorted arrays; time in days, float64 ok)."""
-    time, mag, err = _check_curve(time, mag, err)
-    starts = window_starts(len(time), window)
-    out = _empty(len(starts), window)
-    for row, lo in enumerate(starts):
-        _standardize(time, mag, err, lo, min(lo + window, len(time)), window, out, row)
-    return out
+    return batch_windows_full([_check_curve(time, mag, err)], window)
 
 
 def iter_curves(batch) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -140,28 +214,24 @@ def batch_windows(batch, window: int = WINDOW):
     return batch_windows_full(batch, window).as_tuple()
 
 
+def _nonempty(curves: FlatCurves) -> FlatCurves:
+    if (curves.length == 0).any():
+        raise ModelError("cannot make a window from an empty light curve")
+    return curves
+
+
 def batch_windows_full(batch, window: int = WINDOW) -> Windows:
-    curves = [_check_curve(*c) for c in iter_curves(batch)]
-    starts = [window_starts(len(t), window) for t, _, _ in curves]
-    out = _empty(sum(len(s) for s in starts), window)
-    row = 0
-    for i, ((t, m, e), ss) in enumerate(zip(curves, starts, strict=True)):
-        for lo in ss:
-            _standardize(t, m, e, lo, min(lo + window, len(t)), window, out, row)
-            out.owner[row] = i
-            row += 1
-    return out
+    curves = _nonempty(flatten_curves(batch))
+    return gather_windows(curves, *window_table(curves.length, window), window)
 
 
 def random_window(batch, window: int = WINDOW, rng: np.random.Generator | int | None = None) -> Windows:
     """One random contiguous `window`-observation window per light curve (pretraining sampling);
     shorter light curves give their whole length, padded. owner = arange(B)."""
     rng = np.random.default_rng(rng)
-    curves = [_check_curve(*c) for c in iter_curves(batch)]
-    out = _empty(len(curves), window)
-    for i, (t, m, e) in enumerate(curves):
-        n = len(t)
-        lo = int(rng.integers(0, n - window + 1)) if n > window else 0
-        _standardize(t, m, e, lo, min(lo + window, n), window, out, i)
-        out.owner[i] = i
-    return out
+    curves = _nonempty(flatten_curves(batch))
+    n = curves.length
+    # one scalar draw per long curve, in order: the same windows for a seed as before vectorising
+    start = np.array([int(rng.integers(0, k - window + 1)) if k > window else 0 for k in n.tolist()],
+                     np.int64)
+    return gather_windows(curves, np.arange(len(n), dtype=np.int64), start, np.minimum(n, window), window)

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from lcdash.errors import ModelError
-from lcdash.windows import astromer_windows, batch_windows, batch_windows_full, random_window, window_starts
+from lcdash.windows import (
+    astromer_windows,
+    batch_windows,
+    batch_windows_full,
+    random_window,
+    window_starts,
+    window_table,
+    windows_per_curve,
+)
 
 
 def curve(n, seed=0):
@@ -120,3 +128,69 @@ def test_random_window_is_one_contiguous_window_per_curve():
     starts = {int(random_window(curves[2:], rng=s).start[0]) for s in range(20)}
     assert len(starts) > 10  # it does move
     assert np.array_equal(random_window(curves, rng=7).mag, random_window(curves, rng=7).mag)
+
+
+def _reference_window(t, m, e, lo, hi, window=200):
+    """The per-window recipe of the reference (golden README section 2), one window at a time."""
+    n = hi - lo
+    a = np.zeros((n, 3), np.float32)
+    a[:, 0] = t[lo:hi]
+    a[:, 1] = m[lo:hi]
+    a -= a.mean(0, dtype=np.float32)
+    pad = lambda x: np.pad(x, (0, window - n))  # noqa: E731
+    return pad(a[:, 1]), pad(a[:, 0]), np.r_[np.zeros(n), np.ones(window - n)].astype(np.float32)
+
+
+def test_vectorised_windows_are_bit_exact_with_the_per_window_recipe():
+    # many lengths around the window boundaries, large MJDs (float32 spacing ~0.004 d), float64 mags
+    rng = np.random.default_rng(11)
+    lengths = [1, 2, 57, 199, 200, 201, 399, 400, 401, 599, 600, 601, 1234]
+    lengths += rng.integers(1, 900, 40).tolist()
+    curves = []
+    for i, n in enumerate(lengths):
+        t = 45_000.0 + 10_000 * rng.random() + np.cumsum(rng.exponential(2.0, n))
+        m = rng.normal(12 + i % 7, rng.uniform(0.01, 2.0), n)  # float64: cast to float32 inside
+        curves.append((t, m, rng.uniform(0.01, 0.2, n)))
+    w = batch_windows_full(curves)
+    row = 0
+    for i, (t, m, e) in enumerate(curves):
+        for lo in window_starts(len(t)):
+            hi = min(lo + 200, len(t))
+            mag, time, mask_in = _reference_window(t, m, e, lo, hi)
+            assert w.owner[row] == i and w.start[row] == lo and w.length[row] == hi - lo
+            assert np.array_equal(w.mag[row], mag) and np.array_equal(w.time[row], time)
+            assert np.array_equal(w.mask_in[row], mask_in)
+            assert np.array_equal(w.err[row, : hi - lo], e[lo:hi].astype(np.float32))
+            row += 1
+    assert row == len(w)
+    # the same windows from a padded batch (rows of different lengths, padding 0, mask False)
+    L = max(lengths)
+    batch = SimpleNamespace(
+        time=np.stack([np.pad(c[0], (0, L - len(c[0]))) for c in curves]),
+        mag=np.stack([np.pad(c[1], (0, L - len(c[1]))).astype(np.float32) for c in curves]),
+        mag_err=np.stack([np.pad(c[2], (0, L - len(c[2]))).astype(np.float32) for c in curves]),
+        mask=np.stack([np.arange(L) < len(c[0]) for c in curves]),
+    )
+    wb = batch_windows_full(batch)
+    assert np.array_equal(wb.mag, w.mag) and np.array_equal(wb.time, w.time)
+    assert np.array_equal(wb.owner, w.owner) and np.array_equal(wb.err, w.err)
+
+
+def test_window_table_matches_window_starts():
+    lengths = np.array([0, 1, 199, 200, 201, 400, 401, 450, 600, 601, 1000])
+    owner, start, n_obs = window_table(lengths)
+    assert windows_per_curve(lengths).tolist() == [0] + [len(window_starts(int(n))) for n in lengths[1:]]
+    for i, n in enumerate(lengths):
+        got = start[owner == i].tolist()
+        assert got == ([] if n == 0 else window_starts(int(n)))
+        assert (n_obs[owner == i] == np.minimum(n - start[owner == i], 200)).all()
+
+
+def test_empty_rows_raise_and_random_window_keeps_its_draws():
+    with pytest.raises(ModelError, match="empty"):
+        batch_windows([curve(10), (np.zeros(0), np.zeros(0))])
+    # the draws are the ones of the earlier per-curve implementation (scalar integers, long curves only)
+    curves = [curve(n, seed=n) for n in (57, 1000, 300, 900)]
+    rng = np.random.default_rng(5)
+    expected = [0, int(rng.integers(0, 801)), int(rng.integers(0, 101)), int(rng.integers(0, 701))]
+    assert random_window(curves, rng=5).start.tolist() == expected

@@ -58,8 +58,9 @@ def register(subparsers) -> None:
     p.add_argument("--fold-periods", choices=["catalogue", "lomb-scargle"], default="catalogue",
                    help="folded encoders: fold at the catalogue period (Lomb-Scargle where none), or always "
                         "at the Lomb-Scargle period")
-    p.add_argument("--precision", choices=["float32", "bf16"], default="float32",
-                   help="bf16 autocast is faster on CPUs with AVX512-BF16 but less exact")
+    p.add_argument("--precision", choices=["auto", "float32", "bf16"], default="auto",
+                   help="auto: bf16 autocast only where the device has native bf16 and it times faster, "
+                        "else float32 (bf16 is less exact)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.set_defaults(func=cmd_embed)
 
@@ -77,7 +78,7 @@ def register(subparsers) -> None:
                    help="column for a role: object_id, time, mag, mag_err, band")
     p.add_argument("--batch-size", type=int, default=None,
                    help="windows per model call (default: 64 on CPU, 256 on a GPU)")
-    p.add_argument("--precision", choices=["float32", "bf16"], default="float32")
+    p.add_argument("--precision", choices=["auto", "float32", "bf16"], default="auto")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_embed_file)
 

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
         "processes (one thread each) runs it.",
     )
     p.add_argument("source", metavar="SOURCE")
-    p.add_argument("--model", required=True, help="encoder folder (or astromer2-demo for the shipped one)")
+    p.add_argument("--model", required=True, help="encoder folder (or the shipped encoder's name)")
     p.add_argument("--out", required=True, help="output folder (partitioned Parquet)")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes (default: one per GPU, else one per core)")
