@@ -99,7 +99,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-objects", type=int, default=2000)
     ap.add_argument("--partitions", type=int, default=16)
-    ap.add_argument("--model", default="astromer2-logpe-folded-demo", help="encoder folder (default: the shipped demo)")
+    ap.add_argument("--model", default="astromer2-logpe-folded-demo",
+                    help="encoder folder (default: the shipped demo)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--ddp-objects", type=int, default=400)
     ap.add_argument("--ddp-epochs", type=int, default=2)
