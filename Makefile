@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: requirements.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
+	@echo "compiling UMAP's numba kernels into data/numba_cache (once per install, about a minute) ..."
+	$(BIN)/python -c "from lcdash.workspace import warm_numba_cache as w; print(f'done in {w():.0f} s')"
 	touch $@
 
 .PHONY: install app test test-slow lint bench

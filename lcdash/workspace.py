@@ -57,6 +57,25 @@ def configure_numba_cache(folder: Path | None = None) -> Path:
     return folder
 
 
+def warm_numba_cache(folder: Path | None = None) -> float:
+    """Compile UMAP's numba kernels once into the on-disk cache (`make install` runs this), so the
+    first map of a fresh start loads them instead of compiling for ~30-60 s. Returns the seconds taken.
+
+    A tiny random UMAP through `lcdash.projection.umap_project` compiles the same specialisations
+    the app's projection jobs use (float32 input, spectral initialisation, both metrics).
+    """
+    import time
+
+    configure_numba_cache(folder)
+    from lcdash.projection import umap_project
+
+    t0 = time.monotonic()
+    X = np.random.default_rng(0).normal(size=(1000, 8)).astype(np.float32)
+    for metric in ("cosine", "euclidean"):
+        umap_project(X, n_neighbors=15, min_dist=0.1, metric=metric, seed=0)
+    return time.monotonic() - t0
+
+
 @dataclass
 class StartReport:
     """What `bootstrap` did, for the app to show."""
@@ -80,10 +99,29 @@ def open_store(path: Path | str | None = None, n_objects: int = DEMO_OBJECTS, se
 
         path.parent.mkdir(parents=True, exist_ok=True)
         made = create_demo_store(path, n_objects=n_objects, seed=seed)
-        if isinstance(made, Store):
-            return made, True
-        created = True
+        store = made if isinstance(made, Store) else Store(path)
+        _set_meta(store, DEMO_KEY, "1")
+        return store, True
     return Store(path), created
+
+
+#: meta key marking a store that the app created as the synthetic demo store.
+DEMO_KEY = "lcdash:demo_store"
+
+
+def _set_meta(store, key: str, value: str) -> None:
+    with store.transaction() as cur:
+        cur.execute("DELETE FROM meta WHERE key = ?", [key])
+        cur.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+
+def is_demo_store(store, path: Path | str | None = None) -> bool:
+    """Whether `store` is the app's own demo store: created by `open_store` (marked in `meta`), or
+    the checkout's default `data/lcdash.duckdb`. Only there does the app register the shipped encoder
+    and queue embeddings and a UMAP by itself; a user's store gets nothing unasked."""
+    if _fetchone(store, "SELECT count(*) FROM meta WHERE key = ?", [DEMO_KEY])[0]:
+        return True
+    return path is not None and Path(path).resolve() == DEFAULT_DB.resolve()
 
 
 def ensure_default_encoder(store) -> str | None:
@@ -163,14 +201,16 @@ def bootstrap(path: Path | str | None = None, jobs_factory=None, queue_jobs: boo
     encoder registered, and the embed/project jobs queued. Returns (store, jobs, StartReport);
     `jobs_factory(store)` builds the JobManager (default `lcdash.jobs.JobManager`)."""
     configure_numba_cache()
+    path = Path(path) if path is not None else store_path()
     store, created = open_store(path, n_objects=n_objects, seed=seed)
-    report = StartReport(path=Path(path) if path is not None else store_path(), created=created)
+    report = StartReport(path=path, created=created)
     if created:
         report.notes.append(f"created the synthetic demo store ({n_objects} objects)")
-    try:
-        report.encoder = ensure_default_encoder(store)
-    except LcdashError as exc:  # a broken shipped encoder must not keep the app from starting
-        report.notes.append(f"default encoder not registered: {exc}")
+    if is_demo_store(store, path):  # a user's own store gets nothing demo-specific unasked
+        try:
+            report.encoder = ensure_default_encoder(store)
+        except LcdashError as exc:  # a broken shipped encoder must not keep the app from starting
+            report.notes.append(f"default encoder not registered: {exc}")
     if jobs_factory is None:
         from lcdash.jobs import JobManager
 

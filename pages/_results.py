@@ -259,9 +259,10 @@ def show_run(run_id: str, key: str, probe: bool = False) -> None:
 ALL = "(all)"
 
 
-def label_selection(store, c_labels, c_survey, c_band, key: str):
+def label_selection(store, c_labels, c_survey, c_band, key: str, with_counts: bool = False):
     """The label source, survey, band and classes widgets the Probe and Compare pages share.
-    Returns (source, survey, band, classes) with ALL left as is for the caller to map to None."""
+    Returns (source, survey, band, classes) with ALL left as is for the caller to map to None, and
+    the {class: labelled objects} counts last when `with_counts`."""
     source = c_labels.selectbox(
         "Labels",
         tasks.label_sources(store),
@@ -277,6 +278,71 @@ def label_selection(store, c_labels, c_survey, c_band, key: str):
         "Classes (none chosen = all)",
         list(counts),
         key=f"{key}_classes",
-        format_func=lambda c: f"{c} ({counts[c]})",
+        format_func=lambda c: f"{c} ({counts.get(c, 0)})",
     )
+    classes = [c for c in classes if c in counts]
+    if with_counts:
+        return source, survey, band, classes, counts
     return source, survey, band, classes
+
+
+# --- defaults that fit the store, checks before a job starts, the form of a running job ----------
+
+
+def fitting_protocol(counts: dict, classes, folds: int, spc_choices, want_test: int = 100):
+    """What the protocol can honour on these label counts: (test objects per class, spc choices).
+
+    Fold k's test set comes from the k-th of `folds` parts of each class, so at most
+    n_min // folds test objects per class exist without a cap; the rest of the class must hold
+    spc training + ceil(0.2 x spc) validation objects. The demo store (222 per class, 3 folds) gives
+    74 test objects and spc up to 100."""
+    import math
+
+    sizes = [int(counts[c]) for c in (classes or counts) if c in counts]
+    if not sizes:
+        return want_test, list(spc_choices)
+    n_min = min(sizes)
+    test = max(1, min(want_test, n_min // max(int(folds), 1)))
+    fits = [s for s in spc_choices if s + math.ceil(0.2 * s) <= n_min - test]
+    return test, fits or [min(spc_choices)]
+
+
+def label_problems(counts: dict, classes, source: str) -> list[str]:
+    """Plain-text reasons a probe or comparison cannot run on these labels (checked before the job
+    starts): fewer than two classes, or a class too small for one test, training and validation
+    object."""
+    chosen = [c for c in (classes or list(counts)) if c in counts]
+    what = "the catalogue labels" if source == "catalogue" else f"label set {source}"
+    if len(chosen) < 2:
+        have = ", ".join(f"{c} ({counts[c]})" for c in chosen) or "no labelled objects"
+        return [f"A classifier needs at least two classes; {what} has {len(chosen)}: {have}. "
+                "Label objects of another class on the Label page, or pick other labels."]
+    small = [f"{c} ({counts[c]})" for c in chosen if counts[c] < 3]
+    if small:
+        return [f"Every class needs at least 3 labelled objects (one each to test, train and "
+                f"validate); too few in {what}: {', '.join(small)}."]
+    return []
+
+
+def prefill_from_job(kind: str, prefix: str, fields: dict) -> None:
+    """After a browser refresh, show the settings of this page's running job in its form instead of
+    the defaults: `fields` maps job parameter -> widget key (without `prefix`_). Done once per
+    session, before the widgets are drawn; values the widget cannot show are left alone."""
+    flag = f"_{prefix}_prefilled"
+    if st.session_state.get(flag):
+        return
+    st.session_state[flag] = True
+    active = _ui.jobs().list(states=list(_ui.ACTIVE), kinds=[kind])
+    if not active:
+        return
+    params = active[0].params or {}
+    for param, key in fields.items():
+        value = params.get(param)
+        if param in ("survey", "band") and value is None:
+            value = ALL
+        if param == "max_epochs" and value is None:
+            value = 0
+        if param == "classes" and value is None:
+            value = []
+        if value is not None:
+            st.session_state[f"{prefix}_{key}"] = value
