@@ -74,6 +74,8 @@ def lightcurve_figure(frame: pd.DataFrame, title: str | None = None, height: int
     fig.update_layout(title=title, height=height, margin={"l": 50, "r": 10, "t": 40 if title else 10,
                                                           "b": 40},
                       xaxis_title="time [d]", yaxis_title="magnitude", legend_title_text="band")
+    # whole days, never "53.5k": the reader wants the date as the catalogue gives it (MJD, HJD, ...)
+    fig.update_xaxes(tickformat=".0f" if frame["time"].abs().max() >= 1000 else None)
     fig.update_yaxes(autorange="reversed")
     return fig
 

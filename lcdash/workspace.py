@@ -332,3 +332,43 @@ def colour_values(store, points, option: str):
         values = pd.Series(exact.reindex(key).to_numpy(), index=points.index)
         return values.fillna(points["oid"].map(first)).rename(option)
     raise LcdashError(f"unknown colour {option!r}")
+
+
+def map_coverage(store, encoder: str, proj_id: int | None) -> dict:
+    """How much of the store a map shows: objects in the store, objects without an `encoder`
+    embedding ("unembedded": e.g. uploaded after the embedding job), and embedded objects missing
+    from projection `proj_id` ("unmapped": embedded after the map was computed; 0 without a map)."""
+    objects = _count(store, "SELECT count(*) FROM objects", [])
+    embedded = _count(store, "SELECT count(DISTINCT oid) FROM embeddings WHERE encoder = ?", [encoder])
+    unembedded = _count(store, "SELECT count(*) FROM objects o WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
+                        "WHERE e.encoder = ? AND e.oid = o.oid)", [encoder])
+    unmapped = 0
+    if proj_id is not None:
+        unmapped = _count(store, "SELECT count(DISTINCT e.oid) FROM embeddings e WHERE e.encoder = ? AND NOT "
+                          "EXISTS (SELECT 1 FROM projection_points p WHERE p.proj_id = ? AND p.oid = e.oid)",
+                          [encoder, int(proj_id)])
+    return {"objects": objects, "embedded": embedded, "unembedded": unembedded, "unmapped": unmapped}
+
+
+def colour_label(store, max_runs: int = 5):
+    """A `format_func` for `colour_options`: probe runs by what they are (when, which labels) rather
+    than by their run id."""
+    import pandas as pd
+
+    from lcdash.store.results import list_runs
+
+    names = {}
+    runs = list_runs(store, kind="probe").head(max_runs)
+    for row in runs.to_dict("records"):
+        when = pd.Timestamp(row["created_at"]).strftime("%b %d %H:%M")
+        names[str(row["run_id"])] = f"probe of {when} ({row['classes']} classes)"
+
+    def label(option: str) -> str:
+        kind, _, name = option.partition(": ")
+        if kind in ("prediction", "confidence") and name in names:
+            return f"{kind}: {names[name]}"
+        if kind == "set":
+            return f"label set: {name}"
+        return option
+
+    return label

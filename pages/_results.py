@@ -43,8 +43,8 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
                 "macro precision [%]": _pm(g["macro_precision"]),
                 "macro recall [%]": _pm(g["macro_recall"]),
                 "accuracy [%]": _pm(g["accuracy"]),
-                "train s (mean)": float(g["train_seconds"].mean()),
-                "inference LC/s (mean)": float(g["infer_lc_per_s"].mean()),
+                "train s (mean)": round(float(g["train_seconds"].mean()), 1),
+                "inference LC/s (mean)": round(float(g["infer_lc_per_s"].mean())),
             }
         )
     return pd.DataFrame(rows)

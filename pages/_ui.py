@@ -100,6 +100,11 @@ def _store_info_cached(path: str, _store) -> dict:
     return _store.info()
 
 
+def store_changed() -> None:
+    """Forget the cached store summary (after an ingest): the sidebar counts again at once."""
+    _store_info_cached.clear()
+
+
 def _store_info(store) -> dict:
     """store.info() at most every few seconds: the sidebar draws on every rerun."""
     return _store_info_cached(str(store.path), store)

@@ -142,7 +142,8 @@ def now_training(job) -> str | None:
     model, spc = models[fit % n], spcs[(fit // n) % len(spcs)]
     fold = fit // (n * len(spcs))
     last = f" · last finished: {job.message}" if fit else ""
-    return f"training {_results.title(model)} (spc {spc}, fold {fold + 1} of {folds}) · fit {fit + 1} of {total}{last}"
+    return (f"training {_results.title(model)} (spc {spc}, fold {fold + 1} of {folds}) · "
+            f"fit {fit + 1} of {total}{last}")
 
 
 for job in running:
