@@ -113,7 +113,7 @@ def layer_weights_figure(weights, height: int = 280) -> go.Figure:
 def f1_figure(results: pd.DataFrame, height: int = 360) -> go.Figure:
     """Macro F1 against samples per class, mean ± std over folds, one line per model."""
     fig = go.Figure()
-    for model, g in results.groupby("model", sort=False):
+    for i, (model, g) in enumerate(results.groupby("model", sort=False)):
         s = g.groupby("spc")["macro_f1"].agg(["mean", lambda v: v.std(ddof=0)]).reset_index()
         s.columns = ["spc", "mean", "std"]
         fig.add_trace(
@@ -123,6 +123,7 @@ def f1_figure(results: pd.DataFrame, height: int = 360) -> go.Figure:
                 error_y=dict(array=s["std"] * 100),
                 mode="lines+markers",
                 name=title(model),
+                line={"color": model_colour(model, i)},
             )
         )
     fig.update_layout(
@@ -135,34 +136,78 @@ def f1_figure(results: pd.DataFrame, height: int = 360) -> go.Figure:
     return fig
 
 
-def speed_figure(results: pd.DataFrame, height: int = 300) -> go.Figure:
-    """Training seconds (mean over folds, per spc) and inference light curves per second, per model."""
+#: One colour per model in every chart of a run (plotly's default palette order).
+MODEL_COLOURS = {"probe": "#1f77b4", "rnn": "#ff7f0e", "cnn": "#2ca02c", "rf": "#d62728",
+                 "rnn-folded": "#ffbb78", "cnn-folded": "#98df8a"}
+_EXTRA_COLOURS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def model_colour(model: str, i: int = 0) -> str:
+    return MODEL_COLOURS.get(model, _EXTRA_COLOURS[i % len(_EXTRA_COLOURS)])
+
+
+def infer_includes(results: pd.DataFrame) -> dict:
+    """What each model's inference time counts (the run's records say: e.g. "feature extraction +
+    forest", "head only (embeddings precomputed)")."""
+    out = {}
+    for model, g in results.groupby("model", sort=False):
+        said = [e.get("infer_includes") for e in g.get("extra", []) if isinstance(e, dict)]
+        out[model] = next((x for x in said if x), "")
+    return out
+
+
+def _log_axis(fig, row: int, col: int, values) -> None:
+    """A log axis with one tick per decade, labelled as plain numbers (0.1, 1, 10, 1000)."""
+    v = np.asarray([x for x in values if x and np.isfinite(x) and x > 0], dtype=float)
+    lo, hi = (np.floor(np.log10(v.min())), np.ceil(np.log10(v.max()))) if v.size else (0.0, 1.0)
+    hi = max(hi, lo + 1)
+    fig.update_yaxes(type="log", dtick=1, tickformat="~g", range=[lo - 0.05, hi + 0.05], row=row, col=col)
+
+
+def speed_figure(results: pd.DataFrame, height: int = 320) -> go.Figure:
+    """Training seconds (mean over folds, per spc) and inference light curves per second, per model,
+    one colour per model in both panels; what each inference time counts is in the bar's label."""
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training time [s]", "inference [light curves / s]"))
-    for model, g in results.groupby("model", sort=False):
+    includes = infer_includes(results)
+    train_all, infer_all = [], []
+    for i, (model, g) in enumerate(results.groupby("model", sort=False)):
+        colour = model_colour(model, i)
         s = g.groupby("spc")[["train_seconds", "infer_lc_per_s"]].mean().reset_index()
+        train_all += list(s["train_seconds"])
         fig.add_trace(
-            go.Bar(
-                x=[f"spc {v}" for v in s["spc"]], y=s["train_seconds"], name=title(model), legendgroup=model
-            ),
-            1,
-            1,
+            go.Bar(x=[f"spc {v}" for v in s["spc"]], y=s["train_seconds"], name=title(model),
+                   legendgroup=model, marker_color=colour,
+                   hovertemplate="%{y:.1f} s<extra>" + title(model) + "</extra>"),
+            1, 1,
         )
+        rate = float(g["infer_lc_per_s"].mean())
+        infer_all.append(rate)
+        what = includes.get(model) or "model"
         fig.add_trace(
-            go.Bar(
-                x=[title(model)],
-                y=[g["infer_lc_per_s"].mean()],
-                name=title(model),
-                legendgroup=model,
-                showlegend=False,
-            ),
-            1,
-            2,
+            go.Bar(x=[f"{title(model)}<br><sub>{what}</sub>"], y=[rate], name=title(model), legendgroup=model,
+                   showlegend=False, marker_color=colour, text=[f"{rate:,.0f}"], textposition="outside",
+                   hovertemplate=f"{rate:,.0f} light curves/s<br>{what}<extra>{title(model)}</extra>"),
+            1, 2,
         )
-    fig.update_yaxes(type="log", row=1, col=2)
+    _log_axis(fig, 1, 1, train_all)
+    _log_axis(fig, 1, 2, infer_all)
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), barmode="group")
     return fig
+
+
+def speed_note(results: pd.DataFrame) -> str | None:
+    """Say so when the inference speeds count different work (the probe's head alone against models
+    that prepare their own inputs)."""
+    includes = infer_includes(results)
+    head_only = [m for m, w in includes.items() if "head only" in w]
+    if head_only and len(includes) > 1:
+        return ("Not like with like: the probe's inference counts its head only (the embeddings were "
+                "computed beforehand and the encoder's speed is not known for this run), while the "
+                "other models' times include preparing their inputs (features, dt/dm sequences). "
+                "The encoder's own rate is on the Models page's embedding jobs.")
+    return None
 
 
 def run_label(row) -> str:
@@ -250,6 +295,9 @@ def show_run(run_id: str, key: str, probe: bool = False) -> None:
         if not probe and len(models) > 1:
             st.markdown("**Training time and inference speed**")
             st.plotly_chart(speed_figure(results), key=f"{key}_speed")
+            note = speed_note(results)
+            if note:
+                st.caption(note)
     weights = timings.get("layer_weights")
     if probe and weights:
         st.markdown("**Learned layer weights** (softmax γ of the final fit; Astromer 2's weighted embedding)")
@@ -346,3 +394,24 @@ def prefill_from_job(kind: str, prefix: str, fields: dict) -> None:
             value = []
         if value is not None:
             st.session_state[f"{prefix}_{key}"] = value
+
+
+def fit_in_progress(job) -> str | None:
+    """What the comparison is fitting now. The job reports after each fit (its message then names the
+    fit that just ended), and fits run fold by fold, spc by spc, model by model, so the next one
+    follows from the step count."""
+    params = job.params or {}
+    models, spcs, folds = params.get("models") or [], sorted(params.get("spc") or []), params.get("folds")
+    total = job.total or 0
+    if not (models and spcs and folds) or job.state != "running":
+        return None
+    if not total:
+        return "loading libraries and preparing the inputs (RF features, folded curves, embeddings)"
+    if job.step >= total:
+        return "writing the report"
+    fit, n = int(job.step), len(models)
+    model, spc = models[fit % n], spcs[(fit // n) % len(spcs)]
+    fold = fit // (n * len(spcs))
+    last = f" · last finished: {job.message}" if fit else ""
+    return (f"training {title(model)} (spc {spc}, fold {fold + 1} of {folds}) · "
+            f"fit {fit + 1} of {total}{last}")

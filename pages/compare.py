@@ -125,29 +125,8 @@ def scores_so_far(job_id: str) -> None:
         st.dataframe(rows, hide_index=True)
 
 
-def now_training(job) -> str | None:
-    """What the comparison is fitting now. The job reports after each fit (its message then names the
-    fit that just ended), and fits run fold by fold, spc by spc, model by model, so the next one
-    follows from the step count."""
-    params = job.params or {}
-    models, spcs, folds = params.get("models") or [], sorted(params.get("spc") or []), params.get("folds")
-    total = job.total or 0
-    if not (models and spcs and folds) or job.state != "running":
-        return None
-    if not total:
-        return "loading libraries and preparing the inputs (RF features, folded curves, embeddings)"
-    if job.step >= total:
-        return "writing the report"
-    fit, n = int(job.step), len(models)
-    model, spc = models[fit % n], spcs[(fit // n) % len(spcs)]
-    fold = fit // (n * len(spcs))
-    last = f" · last finished: {job.message}" if fit else ""
-    return (f"training {_results.title(model)} (spc {spc}, fold {fold + 1} of {folds}) · "
-            f"fit {fit + 1} of {total}{last}")
-
-
 for job in running:
-    _ui.watch_job(job.job_id, key="compare", on_done=opened, status=now_training)
+    _ui.watch_job(job.job_id, key="compare", on_done=opened, status=_results.fit_in_progress)
     scores_so_far(job.job_id)
 _results.last_job_outcome("compare_job", "comparison")
 

@@ -167,8 +167,9 @@ if cover["unembedded"] or cover["unmapped"]:
             st.markdown(f"**{cover['unembedded']:,} of the store's {cover['objects']:,} objects are not on "
                         f"this map**: they have no {encoder} embedding yet (e.g. uploaded after the "
                         "embedding ran).")
-            if active_job("embed", {"encoder": encoder}):
-                st.caption("Their embedding job is running (sidebar).")
+            running = active_job("embed", {"encoder": encoder})
+            if running:
+                _ui.watch_job(running, key="explore_embed_missing")
             elif st.button(f"Embed the {cover['unembedded']:,} missing objects (background job)",
                            key="explore_embed_missing"):
                 with _ui.guard("Starting the embedding job"):
