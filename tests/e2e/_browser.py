@@ -102,7 +102,7 @@ MAP_STATE_JS = """() => {
   for (const el of document.querySelectorAll('.js-plotly-plot')) {
     const t = el.layout && el.layout.title;
     const text = (t && (typeof t === 'string' ? t : t.text) || '').replace(/<[^>]*>/g, '');
-    if (text.startsWith('UMAP of') && el.data && el.data.length > 1) return 'umap';
+    if (text.startsWith('UMAP of') && el._fullData && el._fullData.length > 1) return 'umap';
     if (text.startsWith('PCA preview')) return 'pca';
   }
   return null;
@@ -111,7 +111,7 @@ UMAP_FIGURE_JS = """() => {
   for (const el of document.querySelectorAll('.js-plotly-plot')) {
     const t = el.layout && el.layout.title;
     const text = (t && (typeof t === 'string' ? t : t.text) || '').replace(/<[^>]*>/g, '');
-    if (text.startsWith('UMAP of')) return {title: text, traces: el.data.map(
+    if (text.startsWith('UMAP of')) return {title: text, traces: el._fullData.map(
       d => ({name: d.name, points: d.x ? d.x.length : 0, colour: d.marker && d.marker.color}))};
   }
   return null;
