@@ -186,3 +186,19 @@ def _job_durations(db: Path) -> list[dict]:
                     "wait_s": (started - created).total_seconds() if started and created else None,
                     "run_s": (finished - started).total_seconds() if finished and started else None})
     return out
+
+
+CHARTS_DRAWN_JS = """() => {
+  const charts = document.querySelectorAll("[data-testid='stPlotlyChart']");
+  return Array.from(charts).every(c => { const el = c.querySelector('.js-plotly-plot');
+                                          return el && el._fullLayout; });
+}"""
+
+
+def settle_charts(page, timeout_ms: float = 30_000) -> None:
+    """Wait (without failing) until every plotly chart on the page has drawn: for screenshots."""
+    try:
+        page.wait_for_function(CHARTS_DRAWN_JS, timeout=timeout_ms, polling=250)
+    except Exception:  # noqa: BLE001 - a screenshot of a half-drawn page still tells something
+        pass
+    page.wait_for_timeout(500)

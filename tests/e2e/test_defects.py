@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pandas as pd
 import pytest
-from _browser import goto, shot, wait_idle
+from _browser import goto, settle_charts, shot, wait_idle
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_flows import lasso
 
@@ -38,7 +38,7 @@ def test_every_page_answers_at_its_url(browser, server):
             title = page.locator("[data-testid='stMain'] h1").first.inner_text()
             assert title.strip().lower() == name, (name, title)
             assert urlparse(page.url).path.rstrip("/").endswith("/" + name), page.url
-            page.wait_for_timeout(1000)  # charts settle
+            settle_charts(page)
             shot(page, f"page-{name}")
         goto(page, server + "/")  # the root opens Explore at its own address
         assert page.locator("[data-testid='stMain'] h1").first.inner_text().strip() == "Explore"
