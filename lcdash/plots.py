@@ -127,16 +127,22 @@ def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str
     lo, hi = (float(period.min()), float(period.max())) if period.size else (0.1, 100.0)
     top = float(power.max()) * 1.15 if power.size else 1.0
     dash = {"catalogue": "dot", "folded": "dashdot"}
-    shown = []
-    for i, (name, value) in enumerate((marks or {}).items()):
+    # marks at the same period (best = catalogue = folded, often) share one line and one label
+    groups: dict[float, list[str]] = {}
+    for name, value in (marks or {}).items():
         if value is None or not np.isfinite(value) or value <= 0 or not lo / 10 <= value <= hi * 10:
             continue
+        same = next((v for v in groups if abs(v / float(value) - 1) < 0.005), float(value))
+        groups.setdefault(same, []).append(name)
+    shown = []
+    for i, (value, names) in enumerate(groups.items()):
+        name = " = ".join(names)
         shown.append(float(value))
         colour = _FALLBACK[i % len(_FALLBACK)]
         fig.add_trace(go.Scatter(
             x=[value, value], y=[0, top], mode="lines+text", name=name, text=["", name],
             textposition="top center", textfont={"color": colour, "size": 11},
-            line={"color": colour, "width": 1.5, "dash": dash.get(name, "dash")},
+            line={"color": colour, "width": 1.5, "dash": dash.get(names[0], "dash")},
             hovertemplate=f"{name}: {value:.6g} d<extra></extra>", cliponaxis=False))
     lo, hi = min([lo, *shown]), max([hi, *shown])
     fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 30, "b": 40},

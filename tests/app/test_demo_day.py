@@ -137,7 +137,7 @@ def test_periodogram_axis_and_marks_stay_in_range():
     assert fig.layout.xaxis.type == "log" and -1.4 < lo < -1.2 and 1.6 < hi < 1.8
     assert not fig.layout.shapes  # shapes on a log axis read x as log10(x)
     names = [t.name for t in fig.data[1:]]
-    assert names == ["best", "P/2", "2P", "catalogue"]  # "far" is out of range: left out
+    assert names == ["best = catalogue", "P/2", "2P"]  # one line per period; "far" is out of range
     assert all(isinstance(t, go.Scatter) and t.x[0] == t.x[1] for t in fig.data[1:])
 
 
