@@ -4,8 +4,11 @@ encoder, the background jobs that turn a fresh clone into a coloured UMAP, and s
 No Streamlit here: the app calls these functions, and so can tests and the CLI.
 
 The first start does only fast things in the app process (simulate + ingest the demo survey, register
-the shipped encoder) and leaves the slow ones (embedding, UMAP with its numba compilation) to job
-workers, queued in order by `advance`: embed first, then project once embeddings are stored.
+the shipped encoder) and leaves the slow ones (embedding, UMAP) to job workers, queued in order by
+`advance`: embed first, then project as soon as the embeddings are stored. Only the demo store gets
+this (`is_demo_store`): a user's own store (`LCDASH_DB`) gets nothing computed unasked. UMAP's numba
+kernels are compiled once at install time (`warm_numba_cache`, run by `make install`), so the first
+map does not wait for the compiler; whichever encoder is shipped in data/encoders/astromer2-demo is used.
 """
 
 from __future__ import annotations
