@@ -127,15 +127,28 @@ def is_demo_store(store, path: Path | str | None = None) -> bool:
     return path is not None and Path(path).resolve() == DEFAULT_DB.resolve()
 
 
+def shipped_encoder_name() -> str:
+    """The shipped encoder's folder under data/encoders: astromer2-demo, else the first folder holding
+    a model.safetensors (a demo encoder shipped under another name works the same)."""
+    from lcdash.store.embeddings import default_encoder_dir
+
+    if (default_encoder_dir(DEFAULT_ENCODER_NAME) / "model.safetensors").exists():
+        return DEFAULT_ENCODER_NAME
+    root = default_encoder_dir(DEFAULT_ENCODER_NAME).parent
+    found = sorted(d.name for d in root.glob("*") if (d / "model.safetensors").exists())
+    return found[0] if found else DEFAULT_ENCODER_NAME
+
+
 def ensure_default_encoder(store) -> str | None:
-    """Register the shipped default encoder (data/encoders/astromer2-demo) if present; return its
-    name, or None when it is neither registered nor shipped."""
+    """Register the shipped default encoder (data/encoders/astromer2-demo, see `shipped_encoder_name`)
+    if present; return its name, or None when it is neither registered nor shipped."""
     from lcdash.store import embeddings
 
-    if DEFAULT_ENCODER_NAME in _encoder_names(store):
-        return DEFAULT_ENCODER_NAME
-    made = embeddings.register_default_encoder(store, DEFAULT_ENCODER_NAME)
-    return DEFAULT_ENCODER_NAME if made is not None else None
+    name = shipped_encoder_name()
+    if name in _encoder_names(store):
+        return name
+    made = embeddings.register_default_encoder(store, name)
+    return name if made is not None else None
 
 
 def _encoder_names(store) -> list[str]:
