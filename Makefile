@@ -8,8 +8,15 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/pip install -q -r requirements.txt
 	touch $@
 
+# One-off: UMAP's numba kernels compiled into data/numba_cache, so the first map does not wait for them.
+NUMBA_WARM := data/numba_cache/.warmed
+$(NUMBA_WARM): $(BIN)/.installed
+	@echo "compiling UMAP's numba kernels into data/numba_cache (once per install, about a minute) ..."
+	$(BIN)/python -c "from lcdash.workspace import warm_numba_cache as w; print(f'done in {w():.0f} s')"
+	touch $@
+
 .PHONY: install app test test-slow lint bench
-install: $(BIN)/.installed
+install: $(BIN)/.installed $(NUMBA_WARM)
 
 app: install
 	$(BIN)/streamlit run app.py --server.headless true

@@ -16,11 +16,20 @@ st.set_page_config(page_title="lcdash", layout="wide")
 
 from pages import _ui  # noqa: E402  (after set_page_config: _ui's caches may draw spinners)
 
+EXPLORE = st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore")
+
+
+def home() -> None:
+    """`/` opens Explore at its own address: Streamlit serves its default page only at `/`, so
+    Explore as the default page would answer "Page not found" at `/explore` (bookmarks, shared links)."""
+    st.switch_page(EXPLORE, query_params=st.query_params.to_dict())
+
+
 PAGES = {
+    "": [st.Page(home, title="Home", url_path="home", default=True, visibility="hidden")],
     "Data": [
         st.Page("pages/data.py", title="Data", icon=":material/table:", url_path="data"),
-        st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore",
-                default=True),
+        EXPLORE,
         st.Page("pages/label.py", title="Label", icon=":material/label:", url_path="label"),
     ],
     "Models": [

@@ -74,6 +74,8 @@ def lightcurve_figure(frame: pd.DataFrame, title: str | None = None, height: int
     fig.update_layout(title=title, height=height, margin={"l": 50, "r": 10, "t": 40 if title else 10,
                                                           "b": 40},
                       xaxis_title="time [d]", yaxis_title="magnitude", legend_title_text="band")
+    # whole days, never "53.5k": the reader wants the date as the catalogue gives it (MJD, HJD, ...)
+    fig.update_xaxes(tickformat=".0f" if frame["time"].abs().max() >= 1000 else None)
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -108,22 +110,45 @@ def folded_figure(frame: pd.DataFrame, period: float, title: str | None = None, 
 def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str, float] | None = None,
                        height: int = 300) -> go.Figure:
     """Lomb-Scargle power against period (log axis); `marks` draws labelled vertical lines
-    (e.g. best, P/2, 2P, catalogue)."""
+    (e.g. best, P/2, 2P, catalogue).
+
+    The marks are line traces in data coordinates, not layout shapes: on a log axis plotly reads a
+    shape's x as log10(x), which put a 0.5 d mark at 10^0.5 and a 1e21 d axis. The x range is fixed
+    to the periods computed plus the marks (within a factor 10 of them; farther ones are left out).
+    """
     period = np.asarray(period, dtype=float)
     power = np.asarray(power, dtype=float)
+    ok = np.isfinite(period) & np.isfinite(power) & (period > 0)
+    period, power = period[ok], power[ok]
     order = np.argsort(period)
     fig = go.Figure(go.Scatter(x=period[order], y=power[order], mode="lines", name="power",
                                line={"width": 1, "color": "#333"},
                                hovertemplate="P=%{x:.6g} d<br>power=%{y:.3f}<extra></extra>"))
-    dash = {"catalogue": "dot"}
-    for i, (name, value) in enumerate((marks or {}).items()):
-        if value is None or not np.isfinite(value) or value <= 0:
+    lo, hi = (float(period.min()), float(period.max())) if period.size else (0.1, 100.0)
+    top = float(power.max()) * 1.15 if power.size else 1.0
+    dash = {"catalogue": "dot", "folded": "dashdot"}
+    # marks at the same period (best = catalogue = folded, often) share one line and one label
+    groups: dict[float, list[str]] = {}
+    for name, value in (marks or {}).items():
+        if value is None or not np.isfinite(value) or value <= 0 or not lo / 10 <= value <= hi * 10:
             continue
-        fig.add_vline(x=value, line_dash=dash.get(name, "dash"), line_color=_FALLBACK[i % len(_FALLBACK)],
-                      annotation_text=name, annotation_position="top")
+        same = next((v for v in groups if abs(v / float(value) - 1) < 0.005), float(value))
+        groups.setdefault(same, []).append(name)
+    shown = []
+    for i, (value, names) in enumerate(groups.items()):
+        name = " = ".join(names)
+        shown.append(float(value))
+        colour = _FALLBACK[i % len(_FALLBACK)]
+        fig.add_trace(go.Scatter(
+            x=[value, value], y=[0, top], mode="lines+text", name=name, text=["", name],
+            textposition="top center", textfont={"color": colour, "size": 11},
+            line={"color": colour, "width": 1.5, "dash": dash.get(names[0], "dash")},
+            hovertemplate=f"{name}: {value:.6g} d<extra></extra>", cliponaxis=False))
+    lo, hi = min([lo, *shown]), max([hi, *shown])
     fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 30, "b": 40},
                       xaxis_title="period [d]", yaxis_title="power", showlegend=False)
-    fig.update_xaxes(type="log")
+    fig.update_xaxes(type="log", range=[math.log10(lo) - 0.02, math.log10(hi) + 0.02])
+    fig.update_yaxes(range=[0, top * 1.1])
     return fig
 
 

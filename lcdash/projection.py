@@ -63,15 +63,77 @@ def umap_project(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = 
     if progress:
         progress(0, 3, "importing UMAP")
     _numba_cache()
-    import umap  # heavy: numba compiles on first use
+    with _cached_numba():
+        import umap  # heavy: numba compiles on first use (cached on disk, see _cached_numba)
 
+        if progress:
+            progress(1, 3, f"UMAP of {n} points (n_neighbors={n_neighbors}, min_dist={min_dist}, {metric})")
+        data, umap_metric, extra = X, metric, {}
+        if n < SMALL_DATA and metric in ("cosine", "euclidean"):
+            # umap's own small-data path fills the same N x N matrix through a Python callback per
+            # pair (~10 s for 2,000 points); numpy does it in milliseconds.
+            data, umap_metric = _pairwise(X, metric), "precomputed"
+            extra = {"disconnection_distance": 2.0} if metric == "cosine" else {}
+        xy = _fit(umap, data, n, umap_metric, extra, int(n_neighbors), float(min_dist), int(seed))
     if progress:
-        progress(1, 3, f"UMAP of {n} points (n_neighbors={n_neighbors}, min_dist={min_dist}, {metric})")
+        progress(3, 3, "projected")
+    return np.asarray(xy, dtype=np.float32)
+
+
+#: Below this many points umap computes all pairwise distances itself (its `_small_data` path).
+SMALL_DATA = 4096
+
+
+def _pairwise(X: np.ndarray, metric: str) -> np.ndarray:
+    """The full distance matrix [N, N] (float32): 1 - cosine similarity, or euclidean."""
+    X64 = X.astype(np.float64)
+    sq = np.einsum("nd,nd->n", X64, X64)
+    if metric == "cosine":
+        norms = np.sqrt(sq)
+        norms[norms == 0] = 1.0
+        Xn = X64 / norms[:, None]
+        d = 1.0 - Xn @ Xn.T
+    else:
+        d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (X64 @ X64.T), 0.0))
+    np.fill_diagonal(d, 0.0)
+    return np.maximum(d, 0.0).astype(np.float32)
+
+
+class _cached_numba:
+    """While active, `numba.njit` defaults to `cache=True`.
+
+    umap-learn 0.5 decorates its kernels without `cache=True`, so every fresh process (each UMAP job)
+    recompiled them: ~25 s before any work on 2 cores. With this, the compiled kernels land in
+    `$NUMBA_CACHE_DIR` and later processes load them (`lcdash.workspace.warm_numba_cache` fills the
+    cache once at install time). Kernels numba cannot cache are compiled as before, with a warning.
+    """
+
+    def __enter__(self):
+        import numba
+
+        self._numba, self._njit = numba, numba.njit
+
+        def njit(*args, **kwargs):
+            kwargs.setdefault("cache", True)
+            return self._njit(*args, **kwargs)
+
+        numba.njit = njit
+        return self
+
+    def __exit__(self, *exc):
+        self._numba.njit = self._njit
+        return False
+
+
+def _fit(umap, data, n: int, metric: str, extra: dict, n_neighbors: int, min_dist: float, seed: int):
+    import warnings
+
     reducer = umap.UMAP(
         n_components=2,
         n_neighbors=min(int(n_neighbors), n - 1),
         min_dist=float(min_dist),
         metric=metric,
+        **extra,
         random_state=int(seed),
         # Spectral initialisation needs a connected, large enough graph; tiny sets start at random.
         init="spectral" if n > 2 * int(n_neighbors) else "random",
@@ -79,12 +141,11 @@ def umap_project(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = 
         n_jobs=1,  # random_state forces one thread anyway; saying so silences umap's warning
     )
     try:
-        xy = reducer.fit_transform(X)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(cache|precomputed).*")
+            return reducer.fit_transform(data)
     except ValueError as exc:  # e.g. an unknown metric
         raise LcdashError(f"UMAP failed: {exc}") from exc
-    if progress:
-        progress(3, 3, "projected")
-    return np.asarray(xy, dtype=np.float32)
 
 
 def _check_layers(layers) -> np.ndarray:

@@ -151,6 +151,14 @@ def _epoch_cap(cfg: dict, model: str, spc: int):
     return None
 
 
+def _plain_list(values) -> str:
+    """Class names as plain text ("RRab, EA"): never a Python list repr or numpy's np.str_('RRab'),
+    whether `values` is a list, an array or a {class: count} mapping."""
+    if isinstance(values, dict):
+        return ", ".join(f"{k} ({v})" for k, v in values.items())
+    return ", ".join(str(v) for v in values)
+
+
 def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
     """Write report.md and the PNGs into out_dir; returns the report's path."""
     out = Path(out_dir)
@@ -159,7 +167,7 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
     cfg, sel, tim = result.config, result.selection, result.timings
     lines = [f"# {title}", ""]
     lines += [
-        f"- classes ({len(sel.get('classes', []))}): {', '.join(sel.get('classes', []))}",
+        f"- classes ({len(sel.get('classes', []))}): {_plain_list(sel.get('classes', []))}",
         f"- objects: {sel.get('n_objects')}; scoring: {sel.get('scoring', cfg.get('scoring'))}; "
         f"band: {sel.get('band') or cfg.get('band') or 'first band of each object'}",
         f"- protocol: {cfg.get('folds')} folds, test {cfg.get('test_per_class')} objects per class, "
@@ -179,10 +187,10 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
             f"- encoder: {enc.get('name')} ({enc.get('arch', '?')}, {enc.get('source') or 'unknown source'})"
         )
     if sel.get("dropped_small_classes"):
-        lines.append(f"- dropped (too few objects): {sel['dropped_small_classes']}")
+        lines.append(f"- dropped (too few objects): {_plain_list(sel['dropped_small_classes'])}")
     if sel.get("capped_classes"):
         lines.append(
-            f"- capped (fewer test or training objects than asked): {', '.join(sel['capped_classes'])}"
+            f"- capped (fewer test or training objects than asked): {_plain_list(sel['capped_classes'])}"
         )
     if tim.get("run_seconds"):
         runs = ", ".join(f"{t:.0f}" for t in tim["run_seconds"] if t is not None)

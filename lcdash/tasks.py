@@ -132,6 +132,16 @@ class _Scaled:
         return getattr(self.progress, "cancelled", False)
 
 
+class _LightCurves(_Scaled):
+    """Embedding progress in light curves throughout (embed_batch itself counts windows, which made
+    the job's message switch units between batches)."""
+
+    def __call__(self, step, total=None, message=None, metrics=None):
+        frac = min(1.0, step / total) if total else 0.0
+        n = self.lo + int(frac * (self.hi - self.lo))
+        self.progress(n, self.total, f"embedded {n}/{self.total} light curves", metrics)
+
+
 # --------------------------------------------------------------------------------------------------
 # labels and embeddings (prepare side)
 
@@ -239,7 +249,7 @@ def embed_run(folder, params, progress):
     outputs = []
     for name in params["batches"]:
         batch = LightCurveBatch.load(folder / name)
-        sub = _Scaled(progress, done, done + len(batch), total)
+        sub = _LightCurves(progress, done, done + len(batch), total)
         periods = folder / name.replace(".npz", ".periods.npy")  # catalogue periods, for folded encoders
         n_windows, layers = embed_batch(
             model, batch, batch_size=params.get("batch_size"), progress=sub,

@@ -4,8 +4,11 @@ encoder, the background jobs that turn a fresh clone into a coloured UMAP, and s
 No Streamlit here: the app calls these functions, and so can tests and the CLI.
 
 The first start does only fast things in the app process (simulate + ingest the demo survey, register
-the shipped encoder) and leaves the slow ones (embedding, UMAP with its numba compilation) to job
-workers, queued in order by `advance`: embed first, then project once embeddings are stored.
+the shipped encoder) and leaves the slow ones (embedding, UMAP) to job workers, queued in order by
+`advance`: embed first, then project as soon as the embeddings are stored. Only the demo store gets
+this (`is_demo_store`): a user's own store (`LCDASH_DB`) gets nothing computed unasked. UMAP's numba
+kernels are compiled once at install time (`warm_numba_cache`, run by `make install`), so the first
+map does not wait for the compiler; whichever encoder is shipped in data/encoders/astromer2-demo is used.
 """
 
 from __future__ import annotations
@@ -57,6 +60,25 @@ def configure_numba_cache(folder: Path | None = None) -> Path:
     return folder
 
 
+def warm_numba_cache(folder: Path | None = None) -> float:
+    """Compile UMAP's numba kernels once into the on-disk cache (`make install` runs this), so the
+    first map of a fresh start loads them instead of compiling for ~30-60 s. Returns the seconds taken.
+
+    A tiny random UMAP through `lcdash.projection.umap_project` compiles the same specialisations
+    the app's projection jobs use (float32 input, spectral initialisation, both metrics).
+    """
+    import time
+
+    configure_numba_cache(folder)
+    from lcdash.projection import umap_project
+
+    t0 = time.monotonic()
+    X = np.random.default_rng(0).normal(size=(1000, 8)).astype(np.float32)
+    for metric in ("cosine", "euclidean"):
+        umap_project(X, n_neighbors=15, min_dist=0.1, metric=metric, seed=0)
+    return time.monotonic() - t0
+
+
 @dataclass
 class StartReport:
     """What `bootstrap` did, for the app to show."""
@@ -80,21 +102,53 @@ def open_store(path: Path | str | None = None, n_objects: int = DEMO_OBJECTS, se
 
         path.parent.mkdir(parents=True, exist_ok=True)
         made = create_demo_store(path, n_objects=n_objects, seed=seed)
-        if isinstance(made, Store):
-            return made, True
-        created = True
+        store = made if isinstance(made, Store) else Store(path)
+        _set_meta(store, DEMO_KEY, "1")
+        return store, True
     return Store(path), created
 
 
+#: meta key marking a store that the app created as the synthetic demo store.
+DEMO_KEY = "lcdash:demo_store"
+
+
+def _set_meta(store, key: str, value: str) -> None:
+    with store.transaction() as cur:
+        cur.execute("DELETE FROM meta WHERE key = ?", [key])
+        cur.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+
+def is_demo_store(store, path: Path | str | None = None) -> bool:
+    """Whether `store` is the app's own demo store: created by `open_store` (marked in `meta`), or
+    the checkout's default `data/lcdash.duckdb`. Only there does the app register the shipped encoder
+    and queue embeddings and a UMAP by itself; a user's store gets nothing unasked."""
+    if _fetchone(store, "SELECT count(*) FROM meta WHERE key = ?", [DEMO_KEY])[0]:
+        return True
+    return path is not None and Path(path).resolve() == DEFAULT_DB.resolve()
+
+
+def shipped_encoder_name() -> str:
+    """The shipped encoder's folder under data/encoders: DEFAULT_ENCODER_NAME, else the first holding
+    a model.safetensors (a demo encoder shipped under another name works the same)."""
+    from lcdash.store.embeddings import default_encoder_dir
+
+    if (default_encoder_dir(DEFAULT_ENCODER_NAME) / "model.safetensors").exists():
+        return DEFAULT_ENCODER_NAME
+    root = default_encoder_dir(DEFAULT_ENCODER_NAME).parent
+    found = sorted(d.name for d in root.glob("*") if (d / "model.safetensors").exists())
+    return found[0] if found else DEFAULT_ENCODER_NAME
+
+
 def ensure_default_encoder(store) -> str | None:
-    """Register the shipped default encoder (data/encoders/astromer2-logpe-folded-demo) if present; return its
-    name, or None when it is neither registered nor shipped."""
+    """Register the shipped default encoder (data/encoders/, see `shipped_encoder_name`) if present;
+    return its name, or None when it is neither registered nor shipped."""
     from lcdash.store import embeddings
 
-    if DEFAULT_ENCODER_NAME in _encoder_names(store):
-        return DEFAULT_ENCODER_NAME
-    made = embeddings.register_default_encoder(store, DEFAULT_ENCODER_NAME)
-    return DEFAULT_ENCODER_NAME if made is not None else None
+    name = shipped_encoder_name()
+    if name in _encoder_names(store):
+        return name
+    made = embeddings.register_default_encoder(store, name)
+    return name if made is not None else None
 
 
 def _encoder_names(store) -> list[str]:
@@ -163,14 +217,16 @@ def bootstrap(path: Path | str | None = None, jobs_factory=None, queue_jobs: boo
     encoder registered, and the embed/project jobs queued. Returns (store, jobs, StartReport);
     `jobs_factory(store)` builds the JobManager (default `lcdash.jobs.JobManager`)."""
     configure_numba_cache()
+    path = Path(path) if path is not None else store_path()
     store, created = open_store(path, n_objects=n_objects, seed=seed)
-    report = StartReport(path=Path(path) if path is not None else store_path(), created=created)
+    report = StartReport(path=path, created=created)
     if created:
         report.notes.append(f"created the synthetic demo store ({n_objects} objects)")
-    try:
-        report.encoder = ensure_default_encoder(store)
-    except LcdashError as exc:  # a broken shipped encoder must not keep the app from starting
-        report.notes.append(f"default encoder not registered: {exc}")
+    if is_demo_store(store, path):  # a user's own store gets nothing demo-specific unasked
+        try:
+            report.encoder = ensure_default_encoder(store)
+        except LcdashError as exc:  # a broken shipped encoder must not keep the app from starting
+            report.notes.append(f"default encoder not registered: {exc}")
     if jobs_factory is None:
         from lcdash.jobs import JobManager
 
@@ -292,3 +348,43 @@ def colour_values(store, points, option: str):
         values = pd.Series(exact.reindex(key).to_numpy(), index=points.index)
         return values.fillna(points["oid"].map(first)).rename(option)
     raise LcdashError(f"unknown colour {option!r}")
+
+
+def map_coverage(store, encoder: str, proj_id: int | None) -> dict:
+    """How much of the store a map shows: objects in the store, objects without an `encoder`
+    embedding ("unembedded": e.g. uploaded after the embedding job), and embedded objects missing
+    from projection `proj_id` ("unmapped": embedded after the map was computed; 0 without a map)."""
+    objects = _count(store, "SELECT count(*) FROM objects", [])
+    embedded = _count(store, "SELECT count(DISTINCT oid) FROM embeddings WHERE encoder = ?", [encoder])
+    unembedded = _count(store, "SELECT count(*) FROM objects o WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
+                        "WHERE e.encoder = ? AND e.oid = o.oid)", [encoder])
+    unmapped = 0
+    if proj_id is not None:
+        unmapped = _count(store, "SELECT count(DISTINCT e.oid) FROM embeddings e WHERE e.encoder = ? AND NOT "
+                          "EXISTS (SELECT 1 FROM projection_points p WHERE p.proj_id = ? AND p.oid = e.oid)",
+                          [encoder, int(proj_id)])
+    return {"objects": objects, "embedded": embedded, "unembedded": unembedded, "unmapped": unmapped}
+
+
+def colour_label(store, max_runs: int = 5):
+    """A `format_func` for `colour_options`: probe runs by what they are (when, which labels) rather
+    than by their run id."""
+    import pandas as pd
+
+    from lcdash.store.results import list_runs
+
+    names = {}
+    runs = list_runs(store, kind="probe").head(max_runs)
+    for row in runs.to_dict("records"):
+        when = pd.Timestamp(row["created_at"]).strftime("%b %d %H:%M")
+        names[str(row["run_id"])] = f"probe of {when} ({row['classes']} classes)"
+
+    def label(option: str) -> str:
+        kind, _, name = option.partition(": ")
+        if kind in ("prediction", "confidence") and name in names:
+            return f"{kind}: {names[name]}"
+        if kind == "set":
+            return f"label set: {name}"
+        return option
+
+    return label

@@ -100,6 +100,11 @@ def _store_info_cached(path: str, _store) -> dict:
     return _store.info()
 
 
+def store_changed() -> None:
+    """Forget the cached store summary (after an ingest): the sidebar counts again at once."""
+    _store_info_cached.clear()
+
+
 def _store_info(store) -> dict:
     """store.info() at most every few seconds: the sidebar draws on every rerun."""
     return _store_info_cached(str(store.path), store)
@@ -172,17 +177,35 @@ def _jobs_panel() -> None:
         _job_line(job)
 
 
-def _job_line(job) -> None:
+def elapsed(job) -> str:
+    """Seconds since the job started ("" before it starts): the line moves between progress reports."""
+    from lcdash.store.jobs import utcnow
+
+    started = getattr(job, "started_at", None)
+    if not started:
+        return ""
+    try:
+        return f"{(utcnow() - started).total_seconds():.0f} s"
+    except TypeError:
+        return ""
+
+
+def _job_line(job, status=None) -> None:
+    """A progress bar: kind, state, seconds running and the job's message, or `status(job)` when the
+    page knows better what the job is doing now."""
     total = job.total or 0
     frac = min(max(job.step / total, 0.0), 1.0) if total else 0.0
-    text = f"{job.kind} · {job.state} · {job.message or ''}".rstrip(" ·")
+    message = (status(job) if status else None) or job.message or ""
+    if message == "starting":
+        message = "starting the worker (loading libraries)"
+    text = " · ".join(b for b in (job.kind, job.state, elapsed(job), message) if b)
     st.progress(frac, text=text)
 
 
-def watch_job(job_id: str | None, key: str, on_done=None) -> None:
+def watch_job(job_id: str | None, key: str, on_done=None, status=None) -> None:
     """Show one job's progress, refreshed every second while it is active. When it finishes, show its
     outcome and rerun the whole page once (so the page can draw the new results); `on_done(job)` is
-    called once at that moment (in the app thread)."""
+    called once at that moment (in the app thread); `status(job)` may say what it is doing now."""
     if not job_id:
         return
 
@@ -193,7 +216,7 @@ def watch_job(job_id: str | None, key: str, on_done=None) -> None:
         seen_key = f"_watch_{key}_{job_id}"
         if job.state in ACTIVE:
             st.session_state[seen_key] = "active"
-            _job_line(job)
+            _job_line(job, status)
             if st.button("Cancel", key=f"cancel_{key}_{job_id}"):
                 jobs().cancel(job_id)
             return

@@ -22,12 +22,19 @@ store, jm = _ui.store(), _ui.jobs()
 encoders = list_encoders(store)
 embedded = [r["name"] for r in encoders.to_dict("records") if r["n_embeddings"] > 0]
 names = list(encoders["name"])
+running = jm.list(states=list(_ui.ACTIVE), kinds=["evaluate"])
+_results.prefill_from_job("evaluate", "compare", {
+    "models": "models", "encoder": "encoder", "labels": "labels", "survey": "survey", "band": "band",
+    "classes": "classes", "spc": "spc", "folds": "folds", "test_per_class": "test",
+    "max_epochs": "epochs", "scoring": "scoring", "sequence_input": "sequence_input"})
 
 with st.container(border=True):
+    # The design's point is Astromer-style vs RNN vs CNN side by side, with the feature RF as the
+    # baseline: all of them by default (the probe only where an encoder exists).
     models = st.multiselect(
         "Models",
         list(MODEL_NAMES),
-        default=["probe", "rf"] if names else ["rf"],
+        default=list(MODEL_NAMES) if names else [m for m in MODEL_NAMES if m != "probe"],
         format_func=_results.title,
         key="compare_models",
     )
@@ -35,13 +42,20 @@ with st.container(border=True):
     encoder = c1.selectbox(
         "Encoder (for the probe)", embedded or names, key="compare_encoder", disabled="probe" not in models
     )
-    source, survey, band, classes = _results.label_selection(store, c2, c3, c4, key="compare")
+    source, survey, band, classes, counts = _results.label_selection(store, c2, c3, c4, key="compare",
+                                                                    with_counts=True)
     c1, c2, c3, c4, c5 = st.columns(5)
-    spc = c1.multiselect("Samples per class", SPC_CHOICES, default=[20, 100], key="compare_spc")
     folds = c2.number_input("Folds", min_value=1, max_value=10, value=3, key="compare_folds")
-    test = c3.number_input("Test objects per class", min_value=1, value=100, key="compare_test")
+    fit_test, fit_spc = _results.fitting_protocol(counts, classes, int(folds), SPC_CHOICES)
+    spc_default = [20] if 20 in fit_spc else fit_spc[-1:]
+    if "compare_spc" in st.session_state:
+        st.session_state["compare_spc"] = [v for v in st.session_state["compare_spc"] if v in fit_spc]
+    spc = c1.multiselect("Samples per class", fit_spc, default=spc_default, key="compare_spc",
+                         help="only the values these labels can fill after the test sets are set aside")
+    test = c3.number_input("Test objects per class", min_value=1, value=fit_test, key="compare_test",
+                           help=f"at most {fit_test} per class here without capping (smallest class / folds)")
     epochs = c4.number_input(
-        "Max epochs (0 = each model's default)", min_value=0, value=20, key="compare_epochs"
+        "Max epochs (0 = each model's default)", min_value=0, value=10, key="compare_epochs"
     )
     scoring = c5.selectbox(
         "Score per",
@@ -67,7 +81,13 @@ with st.container(border=True):
         "Each model is trained on the same folds: a test set per class, then `spc` training and "
         "ceil(0.2 × spc) validation objects per class. A small max epochs gives a quick run."
     )
-    if st.button("Run comparison", type="primary", key="compare_go", disabled=not models):
+    problems = _results.label_problems(counts, classes, source)
+    for problem in problems:
+        st.warning(problem)
+    if running:
+        st.caption("A comparison is running (below): the form shows its settings.")
+    if st.button("Run comparison", type="primary", key="compare_go",
+                 disabled=not models or bool(problems) or bool(running)):
         params = {
             "models": models,
             "encoder": encoder if "probe" in models else None,
@@ -75,7 +95,7 @@ with st.container(border=True):
             "survey": None if survey == ALL else survey,
             "band": None if band == ALL else band,
             "classes": classes or None,
-            "spc": sorted(spc) or [20],
+            "spc": sorted(spc) or spc_default,
             "folds": int(folds),
             "test_per_class": int(test),
             "max_epochs": int(epochs) or None,
@@ -108,8 +128,8 @@ def scores_so_far(job_id: str) -> None:
         st.dataframe(rows, hide_index=True)
 
 
-for job in jm.list(states=["queued", "running"], kinds=["evaluate"]):
-    _ui.watch_job(job.job_id, key="compare", on_done=opened)
+for job in running:
+    _ui.watch_job(job.job_id, key="compare", on_done=opened, status=_results.fit_in_progress)
     scores_so_far(job.job_id)
 _results.last_job_outcome("compare_job", "comparison")
 

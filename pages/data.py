@@ -18,6 +18,26 @@ SHOW_ROWS = 5000
 
 st.title("Data")
 store = _ui.store()
+
+
+def problem_lines(report) -> list[str]:
+    """Each validation finding as one readable line (wrapped, never cut off): what was done, where,
+    how many rows. The library's hints name the CLI's `--map ROLE=COLUMN`; here the mapping is the
+    form above."""
+    import re
+
+    lines = []
+    for p in report.problems:
+        message = re.sub(r"\s*\((?:e\.g\. )?--map [^)]*\)", " in the column mapping above", p.message)
+        where = [f"file {p.file}"] if p.file else []
+        if p.column:
+            where.append(f"column {p.column}")
+        if p.count:
+            first = f" (first: {', '.join(map(str, p.rows[:5]))})" if p.rows else ""
+            where.append(f"{p.count:,} rows{first}")
+        icon = ":red[error]" if p.action == "error" else f":orange[{p.action}]"
+        lines.append(f"- {icon} {message}" + (f" — {'; '.join(where)}" if where else ""))
+    return lines
 browse, upload = st.tabs(["Browse", "Add light curves"])
 
 
@@ -166,14 +186,15 @@ with upload:
                     f"{report.n_objects:,} objects; {len(report.errors)} error(s), "
                     f"{len(report.fixes)} fix(es)")
             (st.success if report.ok else st.error)(head)
-            if report.problems:
-                st.dataframe(report.to_frame(), hide_index=True, key="data_report")
+            for line in problem_lines(report):
+                st.markdown(line)
             if report.ok and report.n_objects:
                 if st.button(f"Ingest {report.n_objects:,} objects into survey '{survey}'", type="primary",
                              key=f"upload_confirm_{sig}", disabled=not survey.strip()):
                     with _ui.guard("Ingest"):
                         done = store.ingest(obs, objs, survey=survey.strip(), validation=report)
                         st.session_state["data_last_ingest"] = (survey.strip(), done.summary())
+                        _ui.store_changed()  # the sidebar's object count
     if "data_last_ingest" in st.session_state:
         name, summary = st.session_state["data_last_ingest"]
         st.success(f"Ingested: {summary}")

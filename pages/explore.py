@@ -17,7 +17,14 @@ from lcdash.store import embeddings as emb_store
 from pages import _ui
 
 GRID_MAX = 24
-EMBEDDINGS = {"weighted": "layer-weighted (Astromer 2, uniform weights)", "last": "last layer"}
+EMBEDDINGS = {"weighted": "layer-weighted (uniform weights)", "last": "last layer"}
+
+
+def embedding_label(kind: str, arch: str | None) -> str:
+    """The embedding's name; "Astromer 2's" weighting only for an Astromer 2 encoder."""
+    if kind == "weighted" and arch == "astromer2":
+        return "layer-weighted (Astromer 2, uniform weights)"
+    return EMBEDDINGS.get(kind, kind)
 
 st.title("Explore")
 store = _ui.store()
@@ -77,11 +84,12 @@ if encoders.empty:
             "registers the shipped default encoder (data/encoders/) when it is present.")
     st.stop()
 
-c1, c2, c3 = st.columns([2, 2, 3])
+c1, c2, c_colour, c3 = st.columns([2, 3, 2, 2])
 names = list(encoders["name"])
 encoder = c1.selectbox("Encoder", names, index=names.index(default_encoder(encoders)), key="explore_encoder")
-embedding = c2.radio("Embedding", list(EMBEDDINGS), format_func=EMBEDDINGS.get, key="explore_embedding",
-                     horizontal=True)
+arch = str(encoders.loc[encoders["name"] == encoder, "arch"].iloc[0])
+embedding = c2.radio("Embedding", list(EMBEDDINGS), format_func=lambda k: embedding_label(k, arch),
+                     key="explore_embedding", horizontal=True)
 with c3.expander("UMAP parameters"):
     u1, u2, u3, u4 = st.columns(4)
     n_neighbors = u1.number_input("n_neighbors", 2, 200, workspace.FIRST_PROJECTION["n_neighbors"],
@@ -109,8 +117,6 @@ points = None
 preview = False
 if proj_id is not None:
     points = load_points(path, proj_id, store)
-    st.caption(f"UMAP #{proj_id} of {encoder} ({EMBEDDINGS[embedding]}), {len(points):,} points; "
-               f"parameters {params}. Computed once and stored.")
 elif n_rows == 0:
     job = active_job("embed", {"encoder": encoder})
     if job:
@@ -152,13 +158,38 @@ if points is None or points.empty:
 # --- the scatter --------------------------------------------------------------------------------------
 
 options = workspace.colour_options(store)
-colour = st.selectbox("Colour by", options, index=0, key="explore_colour")
+colour = c_colour.selectbox("Colour by", options, index=0, key="explore_colour",
+                            format_func=workspace.colour_label(store))
 values = None
 with _ui.guard(f"Colouring by {colour}"):
     values = colour_column(path, f"{proj_id}-{preview}-{encoder}-{embedding}", colour, points, store)
 shown = points.assign(**{colour: values}) if values is not None else points
-if shown["synthetic"].any():
-    st.caption("Synthetic demo survey: simulated light curves, not real stars.")
+
+# --- objects that are not on this map (uploads after the embedding, other bands) ----------------------
+
+cover = workspace.map_coverage(store, encoder, None if preview else proj_id)
+if cover["unembedded"] or cover["unmapped"]:
+    with st.container(border=True):
+        if cover["unembedded"]:
+            st.markdown(f"**{cover['unembedded']:,} of the store's {cover['objects']:,} objects are not on "
+                        f"this map**: they have no {encoder} embedding yet (e.g. uploaded after the "
+                        "embedding ran).")
+            running = active_job("embed", {"encoder": encoder})
+            if running:
+                _ui.watch_job(running, key="explore_embed_missing")
+            elif st.button(f"Embed the {cover['unembedded']:,} missing objects (background job)",
+                           key="explore_embed_missing"):
+                with _ui.guard("Starting the embedding job"):
+                    _ui.jobs().submit("embed", {"encoder": encoder})
+                    st.rerun()
+        elif cover["unmapped"]:
+            st.markdown(f"**{cover['unmapped']:,} embedded objects are not on this map yet** (embedded "
+                        "after it was computed).")
+            if not active_job("project", {"encoder": encoder, "embedding": embedding, **params}) and \
+                    st.button("Recompute the UMAP with them (background job)", key="explore_reproject"):
+                with _ui.guard("Starting the UMAP job"):
+                    _ui.jobs().submit("project", {"encoder": encoder, "embedding": embedding, **params})
+                    st.rerun()
 
 
 @st.fragment
@@ -178,8 +209,13 @@ def scatter() -> None:
 
 
 scatter()
-st.caption("Lasso or box select points (toolbar top right, or drag: lasso is the default) to list them "
-           "below; double-click the map to clear the box.")
+bits = [f"UMAP #{proj_id}, parameters {', '.join(f'{k} {v}' for k, v in params.items())}, computed once "
+        "and stored" if not preview else "PCA preview (first two principal components) until the UMAP lands",
+        f"{points['oid'].nunique():,} objects"]
+if shown["synthetic"].any():
+    bits.append("synthetic demo survey: simulated light curves, not real stars")
+st.caption(" · ".join(bits) + ". Lasso or box select points (drag: lasso is the default; toolbar top "
+           "right) to list them below; double-click the map to clear it.")
 
 # --- the selection ------------------------------------------------------------------------------------
 
@@ -188,7 +224,7 @@ st.subheader(f"Selection ({len(selected):,} objects)")
 if selected:
     objs = store.objects(oids=selected, columns=["oid", "object_id", "survey", "label", "period", "n_obs",
                                                  "synthetic"])
-    a, b, c = st.columns([1, 1, 4])
+    a, b, c = st.columns([2, 1, 3])
     a.page_link("pages/label.py", label="Label this selection", icon=":material/label:",
                 query_params={"sel": _ui.selection_token()})
     if b.button("Clear selection", key="explore_clear"):
@@ -222,8 +258,18 @@ else:
     n1, n2 = st.columns([3, 1])
     candidates = points.drop_duplicates("oid")
     ids = candidates["object_id"].astype(str).tolist()
-    default_id = ids.index(objs.iloc[0]["object_id"]) if selected and objs.iloc[0]["object_id"] in ids else 0
-    query_id = n1.selectbox("Object", ids, index=default_id, key="explore_nn_object")
+    # The object box follows the selection: a new lasso makes its first mapped object the query (the
+    # box keeps a hand-picked object until the selection changes).
+    token = _ui.selection_token() if selected else None
+    if token != st.session_state.get("explore_nn_for"):
+        st.session_state["explore_nn_for"] = token
+        first = next((str(o) for o in objs["object_id"] if str(o) in ids), None) if selected else None
+        if first is not None:
+            st.session_state["explore_nn_object"] = first
+    if st.session_state.get("explore_nn_object") not in ids:
+        st.session_state.pop("explore_nn_object", None)
+    query_id = n1.selectbox("Object", ids, key="explore_nn_object",
+                            help="the first object of the selection; pick any other")
     k = n2.number_input("k", 1, 100, 10, key="explore_nn_k")
     q_oid = None
     with _ui.guard("Nearest neighbours"):

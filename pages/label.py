@@ -100,20 +100,27 @@ with one_col:
 # --- what to label next ------------------------------------------------------------------------------
 
 st.subheader("What to label next")
-st.caption(
-    "The objects the current probe is least sure about (highest prediction entropy), spread over "
-    "the embedding map so that one region does not take every suggestion."
-)
 s1, s2 = st.columns([1, 3])
 n_suggest = s1.number_input("How many", 1, 200, 12, key="label_n_suggest")
 suggestions = pd.DataFrame()
 with _ui.guard("Suggestions"):
     suggestions = label_store.suggest_next(store, current, n=int(n_suggest))
+if len(suggestions) and suggestions["entropy"].notna().any():
+    st.caption("The objects the latest probe is least sure about (highest prediction entropy), spread "
+               "over the embedding map so that one region does not take every suggestion.")
+elif len(suggestions):
+    st.caption("No probe has run yet, so there is no uncertainty to rank by: these are spread over the "
+               "map, away from the labelled objects, so the picks cover unlabelled regions. After a "
+               "probe run (Probe page) they are ranked by its prediction entropy.")
 if len(suggestions):
     about = store.objects(oids=suggestions["oid"], columns=["oid", "object_id", "survey", "label", "period"])
     shown = suggestions.merge(about.rename(columns={"label": "catalogue"}), on="oid", how="left")
-    st.dataframe(shown[["rank", "object_id", "catalogue", "entropy", "period", "survey", "oid"]],
-                 hide_index=True, key="label_suggestions")
+    cols = ["rank", "object_id", "catalogue", "entropy", "period", "survey", "oid"]
+    if shown["entropy"].isna().all():
+        cols.remove("entropy")
+    st.dataframe(shown[cols], hide_index=True, key="label_suggestions",
+                 column_config={"entropy": st.column_config.NumberColumn(format="%.3f"),
+                                "period": st.column_config.NumberColumn("period [d]", format="%.5f")})
     if st.button("Select the suggestions (then label them above)", key="label_suggest_select"):
         _ui.set_selection(suggestions["oid"].tolist())
         st.rerun()

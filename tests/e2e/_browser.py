@@ -92,3 +92,113 @@ def shot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# --- the first start: a fresh server on a store that does not exist yet --------------------------
+
+#: Which scatter Explore shows now: "umap" (the UMAP, coloured: one trace per class), "pca" (the PCA
+#: preview), or null.
+MAP_STATE_JS = """() => {
+  for (const el of document.querySelectorAll('.js-plotly-plot')) {
+    const t = el.layout && el.layout.title;
+    const text = (t && (typeof t === 'string' ? t : t.text) || '').replace(/<[^>]*>/g, '');
+    if (text.startsWith('UMAP of') && el._fullData && el._fullData.length > 1) return 'umap';
+    if (text.startsWith('PCA preview')) return 'pca';
+  }
+  return null;
+}"""
+UMAP_FIGURE_JS = """() => {
+  for (const el of document.querySelectorAll('.js-plotly-plot')) {
+    const t = el.layout && el.layout.title;
+    const text = (t && (typeof t === 'string' ? t : t.text) || '').replace(/<[^>]*>/g, '');
+    if (text.startsWith('UMAP of')) return {title: text, traces: el._fullData.map(
+      d => ({name: d.name, points: d.x ? d.x.length : 0, colour: d.marker && d.marker.color}))};
+  }
+  return null;
+}"""
+
+
+def warm_numba(cache: Path) -> float:
+    """What `make install` does once (lcdash.workspace.warm_numba_cache), into `cache`, in a fresh
+    interpreter; returns its wall seconds."""
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", "from lcdash.workspace import warm_numba_cache as w; w()"],
+                   cwd=REPO, env={**os.environ, "NUMBA_CACHE_DIR": str(cache)}, check=True,
+                   capture_output=True)
+    return time.monotonic() - t0
+
+
+def first_start(folder: Path, browser, numba_cache: Path, timeout_s: float = 600,
+                name: str = "first-start") -> dict:
+    """Start the app on a store path that does not exist (so it builds the demo store, registers the
+    shipped encoder and queues the embedding and UMAP jobs), open `/` in a new tab, and time the
+    milestones from the server start: health, Explore's title, the PCA preview, the coloured UMAP.
+    Saves a screenshot and the UMAP figure's traces in test-artifacts/ (`name`-*.png / .json) and
+    returns the timings, the jobs' own durations and the figure summary."""
+    import json
+
+    db = folder / "lcdash.duckdb"
+    env = {"LCDASH_FIRST_JOBS": "1", "NUMBA_CACHE_DIR": str(numba_cache)}
+    t0 = time.monotonic()
+    proc, url = start_server(db, folder / "server.log", env_extra=env)
+    out: dict = {"health_s": time.monotonic() - t0}
+    try:
+        ctx = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = ctx.new_page()
+        page.goto(url + "/")
+        page.locator("[data-testid='stMain'] h1").first.wait_for(timeout=timeout_s * 1000)
+        out["title_s"] = time.monotonic() - t0
+        deadline = t0 + timeout_s
+        while time.monotonic() < deadline:
+            state = page.evaluate(MAP_STATE_JS)
+            if state == "pca" and "pca_s" not in out:
+                out["pca_s"] = time.monotonic() - t0
+            if state == "umap":
+                out["umap_s"] = time.monotonic() - t0
+                break
+            page.wait_for_timeout(250)
+        wait_idle(page, timeout_ms=60_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+        out["figure"] = page.evaluate(UMAP_FIGURE_JS)
+        ctx.close()
+    finally:
+        stop_server(proc)
+    out["jobs"] = _job_durations(db)
+    (ARTIFACTS / f"{name}.json").write_text(json.dumps(out, indent=1, default=str))
+    return out
+
+
+def _job_durations(db: Path) -> list[dict]:
+    """kind, queued -> started -> finished seconds of each job in the store (read after the server
+    stopped: DuckDB takes one process at a time)."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("SELECT kind, state, created_at, started_at, finished_at FROM jobs "
+                           "ORDER BY created_at").fetchall()
+    finally:
+        con.close()
+    out = []
+    for kind, state, created, started, finished in rows:
+        out.append({"kind": kind, "state": state, "created": str(created),
+                    "wait_s": (started - created).total_seconds() if started and created else None,
+                    "run_s": (finished - started).total_seconds() if finished and started else None})
+    return out
+
+
+CHARTS_DRAWN_JS = """() => {
+  const charts = document.querySelectorAll("[data-testid='stPlotlyChart']");
+  return Array.from(charts).every(c => { const el = c.querySelector('.js-plotly-plot');
+                                          return el && el._fullLayout; });
+}"""
+
+
+def settle_charts(page, timeout_ms: float = 30_000) -> None:
+    """Wait (without failing) until every plotly chart on the page has drawn: for screenshots."""
+    try:
+        page.wait_for_function(CHARTS_DRAWN_JS, timeout=timeout_ms, polling=250)
+    except Exception:  # noqa: BLE001 - a screenshot of a half-drawn page still tells something
+        pass
+    page.wait_for_timeout(500)

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from _browser import goto, shot, wait_idle
+from _browser import goto, settle_charts, shot, wait_idle
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +26,16 @@ def _set_number(page, label: str, value) -> None:
     box.fill(str(value))
     box.press("Enter")
     wait_idle(page)
+
+
+def tall_shot(page, name: str, height: int = 3000) -> None:
+    """Streamlit scrolls inside its main container, so a "full page" screenshot shows one viewport:
+    grow the viewport for the shot (results pages are long), then restore it."""
+    before = page.viewport_size
+    page.set_viewport_size({"width": before["width"], "height": height})
+    settle_charts(page)
+    shot(page, name)
+    page.set_viewport_size(before)
 
 
 def lasso(page, path) -> None:
@@ -137,7 +147,7 @@ def test_probe_job_runs_to_the_end(page):
     page.get_by_text("Predictions of this run are stored").wait_for(timeout=JOB_TIMEOUT_MS)
     wait_idle(page)
     assert "failed" not in _text(page)
-    shot(page, "e2e-4-probe")
+    tall_shot(page, "e2e-4-probe")
 
 
 def test_compare_shows_the_results_table(page):
@@ -160,4 +170,4 @@ def test_compare_shows_the_results_table(page):
     wait_idle(page)
     results = page.locator("[data-testid='stDataFrame']")
     assert results.count() >= 1
-    shot(page, "e2e-5-compare")
+    tall_shot(page, "e2e-5-compare")
