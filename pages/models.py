@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from lcdash import tasks
-from lcdash.store.embeddings import list_encoders
+from lcdash.projection import embedding_knn
+from lcdash.store.embeddings import get_encoder, list_encoders
 from lcdash.weights import OFFICIAL
 from pages import _ui
 
@@ -69,6 +70,57 @@ else:
         column_config={"n_layers": st.column_config.NumberColumn("layers")},
     )
 names = list(encoders["name"]) if not encoders.empty else []
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring kNN accuracy on the store's labels ...")
+def knn_on_labels(path: str, encoder: str, n_embeddings: int, _store) -> dict:
+    """kNN(10) accuracy of the encoder's map input on the labelled objects (`n_embeddings` keys
+    the cache)."""
+    return embedding_knn(_store, encoder)
+
+
+def encoder_card(enc: dict, n_embeddings: int) -> None:
+    """What an encoder is and how good its map is: variant, lineage, training data and time,
+    validation RMSE against the window-mean baseline, kNN accuracy on the store's labels."""
+    meta = enc.get("config") or {}
+    cfg, train = meta.get("config") or {}, meta.get("training") or {}
+    parts = (cfg.get("arch", enc["arch"]), "logpe" if cfg.get("pe") == "log-period" else "",
+             "folded" if cfg.get("fold") else "")
+    variant = "-".join(x for x in parts if x)
+    kind = "lcdash's period-aware variant" if variant != enc["arch"] else "as published"
+    lines = [f"**{enc['name']}**: {variant} ({kind}), {cfg.get('n_layers')} blocks x d_model "
+             f"{cfg.get('d_model')}, window {cfg.get('window', 200)}",
+             f"- source: {enc.get('source') or meta.get('source') or 'unknown'}"]
+    if train:
+        secs = train.get("train_seconds")
+        lines.append(f"- trained on {train.get('n_train', 0):,} light curves ({train.get('n_val', 0):,} "
+                     f"for validation), best epoch {train.get('best_epoch')}"
+                     + (f", {secs / 60:.0f} min of training" if secs else ""))
+        if train.get("best_val_rmse") is not None and train.get("baseline_val_rmse"):
+            gain = 1 - train["best_val_rmse"] / train["baseline_val_rmse"]
+            lines.append(f"- validation RMSE {train['best_val_rmse']:.3f} mag against "
+                         f"{train['baseline_val_rmse']:.3f} for predicting each window's mean "
+                         f"({gain:.0%} below)")
+    else:
+        lines.append("- official or imported weights: no training record in this store")
+    if n_embeddings:
+        knn = knn_on_labels(str(store.path), enc["name"], int(n_embeddings), store)
+        if knn["knn"] is not None:
+            lines.append(f"- kNN(10) accuracy of its map on the store's labels: {knn['knn']:.2f} "
+                         f"({knn['n_labelled']:,} labelled objects, {knn['n_classes']} classes, chance "
+                         f"about {1 / knn['n_classes']:.2f})")
+        else:
+            lines.append("- kNN accuracy: needs more than 10 labelled, embedded objects of 2 or more classes")
+    else:
+        lines.append("- no embeddings yet: its map quality is measured once it has embedded the store")
+    st.markdown("\n".join(lines))
+
+
+if names:
+    card = st.selectbox("Encoder card", names, key="models_card")
+    with _ui.guard("Reading the encoder"):
+        row = encoders.set_index("name").loc[card]
+        encoder_card(get_encoder(store, card), int(row["n_embeddings"]))
 
 # --- jobs of this page ------------------------------------------------------------------------
 

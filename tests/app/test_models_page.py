@@ -39,3 +39,17 @@ def test_models_page_reports_bad_requests(app_db):
     at.button(key="models_import_go").click()
     run(at)
     assert any("no such file or folder" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_encoder_card_shows_what_it_is_and_how_good_its_map_is(app_db):
+    """Issue 10: variant, source, training record (when there is one) and kNN accuracy on the labels."""
+    at = run(open_page("pages/models.py"))
+    at.selectbox(key="models_card").set_value("tiny-test")
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    text = " ".join(m.value for m in at.markdown)
+    assert "**tiny-test**: astromer2 (as published)" in text
+    assert "no training record" in text
+    # the fixture's embeddings are class-structured: neighbours share a class far above chance
+    knn = float(text.split("kNN(10) accuracy of its map on the store's labels: ")[1].split(" ")[0])
+    assert knn > 0.8
