@@ -34,7 +34,7 @@ with st.container(border=True):
     models = st.multiselect(
         "Models",
         list(MODEL_NAMES),
-        default=list(MODEL_NAMES) if names else [m for m in MODEL_NAMES if m != "probe"],
+        default=list(MODEL_NAMES) if names else [m for m in MODEL_NAMES if not m.startswith("probe")],
         format_func=_results.title,
         key="compare_models",
     )

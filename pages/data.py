@@ -184,7 +184,8 @@ with upload:
             st.markdown("**Validation report**")
             head = (f"{report.n_rows_read:,} rows read, {report.n_rows_kept:,} kept, "
                     f"{report.n_objects:,} objects; {len(report.errors)} error(s), "
-                    f"{len(report.fixes)} fix(es)")
+                    f"{len(report.fixes)} fix(es)"
+                    + (f", {len(report.warnings)} warning(s)" if report.warnings else ""))
             (st.success if report.ok else st.error)(head)
             for line in problem_lines(report):
                 st.markdown(line)

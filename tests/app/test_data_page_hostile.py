@@ -8,10 +8,9 @@ import pandas as pd
 from _apptest import open_page, run
 
 
-def _report(at) -> pd.DataFrame:
-    found = [d.value for d in at.dataframe if "rule" in d.value.columns]
-    assert len(found) == 1
-    return found[0]
+def _findings(at) -> list[str]:
+    """The validation report's findings, one markdown line each (pages/data.py problem_lines)."""
+    return [m.value for m in at.markdown if m.value.startswith("- :")]
 
 
 def _sig(at) -> str:
@@ -29,8 +28,8 @@ def test_unrecognised_id_column_is_an_error_until_merge_is_allowed(app_db):
     run(at)
     sig = _sig(at)
     assert any("1 error(s)" in e.value for e in at.error)
-    report = _report(at)
-    assert report["rule"].tolist() == ["ambiguous_object"] and "several stars" in report["message"][0]
+    findings = _findings(at)
+    assert len(findings) == 1 and findings[0].startswith("- :red[error]") and "several stars" in findings[0]
     assert not [b for b in at.button if b.key == f"upload_confirm_{sig}"]
     at.checkbox(key=f"upload_allow_merge_{sig}").check()
     run(at)
@@ -43,4 +42,4 @@ def test_a_400_digit_number_is_a_plain_sentence(app_db):
     at.file_uploader(key="data_upload").set_value(("big.csv", text.encode(), "text/csv"))
     run(at)
     assert at.error and not any("Error" in e.value.split(":")[0] for e in at.error)
-    assert any("no observations are left" in m for m in _report(at)["message"])
+    assert any("no observations are left" in m for m in _findings(at))

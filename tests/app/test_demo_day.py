@@ -93,7 +93,7 @@ def test_probe_page_defaults_fit_the_store_and_a_one_class_set_is_refused(app_db
 
 def test_compare_selects_every_model_by_default(app_db):
     at = run(open_page("pages/compare.py"))
-    assert at.multiselect(key="compare_models").value == ["probe", "rnn", "cnn", "rf"]
+    assert at.multiselect(key="compare_models").value == ["probe", "rnn", "cnn", "rf", "probe+features"]
 
 
 def test_compare_status_names_the_fit_in_progress():
