@@ -31,10 +31,20 @@ N_OBJECTS, SEED, BANDS = 36, 3, ("g", "r")
 @pytest.fixture(scope="module")
 def cluster():
     """One local 2-process cluster (1 thread each) for the module: `--scheduler` attaches to it."""
+    import sys
+    import types
+
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as lc:
-        yield lc.scheduler_address
+    # spawned workers re-run the parent's __main__; after the AppTests in one session that is the
+    # app's script, so the workers start from a blank __main__ instead
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=None) as lc:
+            yield lc.scheduler_address
+    finally:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--min-obs", type=int, default=1,
                    help="ingest: drop series with fewer new points (1 keeps single ones)")  # fmt: skip
     p.add_argument("--duplicates", choices=("average", "error"), default="average")
+    p.add_argument("--allow-merge", action="store_true",
+                   help="as for ingest: let repeated or unsorted times within one object through")
     p.add_argument("--show", type=int, default=20, help="list up to this many changed classes")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=cmd_update)
@@ -88,7 +90,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     if args.paths:
         ingest = argparse.Namespace(paths=args.paths, db=args.db, objects=args.objects, survey=args.survey,
                                     map=args.map, band=args.band, min_obs=args.min_obs,
-                                    duplicates=args.duplicates, dry_run=False)  # fmt: skip
+                                    duplicates=args.duplicates, allow_merge=args.allow_merge,
+                                    dry_run=False)  # fmt: skip
         cmd_ingest(ingest)
     with Store(args.db) as store:
         progress = _tqdm_progress(f"update {args.model}")
