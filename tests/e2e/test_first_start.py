@@ -7,20 +7,16 @@ and Explore draws the coloured UMAP by itself. The timings go to test-artifacts/
 from __future__ import annotations
 
 import pytest
-from _browser import ARTIFACTS, CHROMIUM, first_start, launch, warm_numba
+from _browser import ARTIFACTS, first_start, warm_numba
 
 pytestmark = pytest.mark.e2e
 
 
-def test_fresh_start_draws_a_coloured_umap(tmp_path):
-    from pathlib import Path
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)")
+def test_fresh_start_draws_a_coloured_umap(tmp_path, browser):
+    """`browser` is the session's (tests/e2e/conftest.py): Playwright's sync API cannot nest."""
     cache = tmp_path / "numba_cache"  # empty: what a fresh clone has before `make install`
     install_s = warm_numba(cache)
-    with launch() as browser:
-        out = first_start(tmp_path, browser, cache, timeout_s=900)
+    out = first_start(tmp_path, browser, cache, timeout_s=900)
     print(f"\nfirst start: install step {install_s:.0f} s; from the server start: health "
           f"{out['health_s']:.1f} s, title {out['title_s']:.1f} s, PCA preview {out.get('pca_s', '-')}, "
           f"coloured UMAP {out.get('umap_s', '-')} s; jobs {out['jobs']}")
