@@ -37,9 +37,10 @@ def main(argv=None) -> int:
     import torch
 
     from lcdash.evaluation import EvalConfig, EvalData, run_evaluation
+    from lcdash.models.astromer import AstromerConfig
     from lcdash.projection import knn_accuracy, select_embedding, standardize
     from lcdash.store import Store
-    from lcdash.store.embeddings import list_encoders, load_embeddings
+    from lcdash.store.embeddings import get_encoder, list_encoders, load_embeddings
 
     torch.set_num_threads(args.threads)
     store = Store(args.db, read_only=True)
@@ -54,11 +55,7 @@ def main(argv=None) -> int:
             print(f"{name:28s} (no embeddings of labelled objects)")
             continue
         labels = objs.set_index("oid")["label"].reindex(oid).to_numpy(object)
-        from lcdash.store.embeddings import get_encoder
-
-        cfg = get_encoder(store, name)["config"].get("config", {})
-        variant = "-".join(x for x in (cfg.get("arch", "?"), "logpe" if cfg.get("pe") == "log-period" else "",
-                                       "folded" if cfg.get("fold") else "") if x)
+        variant = AstromerConfig.variant_of(get_encoder(store, name)["config"].get("config", {}))
         X = select_embedding(layers, "weighted")
         raw, std = knn_accuracy(X, labels, k=args.k), knn_accuracy(standardize(X), labels, k=args.k)
         counts = np.unique(labels.astype(str), return_counts=True)[1]

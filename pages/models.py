@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from lcdash import tasks
+from lcdash.models.astromer import AstromerConfig
 from lcdash.projection import embedding_knn
 from lcdash.store.embeddings import get_encoder, list_encoders
 from lcdash.weights import OFFICIAL
@@ -84,9 +85,7 @@ def encoder_card(enc: dict, n_embeddings: int) -> None:
     validation RMSE against the window-mean baseline, kNN accuracy on the store's labels."""
     meta = enc.get("config") or {}
     cfg, train = meta.get("config") or {}, meta.get("training") or {}
-    parts = (cfg.get("arch", enc["arch"]), "logpe" if cfg.get("pe") == "log-period" else "",
-             "folded" if cfg.get("fold") else "")
-    variant = "-".join(x for x in parts if x)
+    variant = AstromerConfig.variant_of({"arch": enc["arch"], **cfg})
     kind = "lcdash's period-aware variant" if variant != enc["arch"] else "as published"
     lines = [f"**{enc['name']}**: {variant} ({kind}), {cfg.get('n_layers')} blocks x d_model "
              f"{cfg.get('d_model')}, window {cfg.get('window', 200)}",

@@ -72,6 +72,12 @@ class AstromerConfig:
         return "-".join(p for p in parts if p)
 
     @classmethod
+    def variant_of(cls, d: dict) -> str:
+        """`variant` of a stored config dict (an encoder's config.json "config"); unknown keys ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names}).variant
+
+    @classmethod
     def astromer1(cls, **kw) -> AstromerConfig:
         """The published Astromer 1 (official MACHO / ATLAS weights): 2 blocks, FFN 128."""
         return cls(**{"arch": "astromer1", "n_layers": 2, "d_ff": 128, **kw})
