@@ -172,17 +172,22 @@ def embed_batch(
     of the device). `precision`: "auto" (see `lcdash.device.resolve_precision`), "float32" or "bf16".
     `progress(done, total, message)` counts windows; a cancelled progress (progress.cancelled)
     raises JobError."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if getattr(model.cfg, "fold", False):
+        return _embed_folded(model, batch, periods, batch_size=batch_size, device=device,
+                             progress=progress, precision=precision)
+    return _embed_windows(model, batch, batch_size, device, progress, precision)
+
+
+def _embed_windows(model, batch, batch_size, device, progress, precision) -> tuple[np.ndarray, np.ndarray]:
+    """embed_batch's work: the encoder's consecutive windows of each curve, as they are."""
     import torch
 
     from lcdash.device import resolve_precision
     from lcdash.windows import flatten_curves, window_table
 
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     cfg = model.cfg
-    if getattr(cfg, "fold", False):
-        return _embed_folded(model, batch, periods, batch_size=batch_size, device=device,
-                             progress=progress, precision=precision)
     device = _resolve_device(model, device)
     batch_size = default_batch_size(device) if batch_size is None else int(batch_size)
     if batch_size < 1:
@@ -220,12 +225,6 @@ def embed_batch(
     return n_windows, layers.numpy()
 
 
-def _curves(batch) -> list[tuple[np.ndarray, np.ndarray, None]]:
-    from lcdash.windows import iter_curves
-
-    return [(np.asarray(t, np.float64), np.asarray(m), None) for t, m, _ in iter_curves(batch)]
-
-
 def folding_periods(curves, periods=None) -> np.ndarray:
     """The period (days) each curve is folded at: the given one where finite and positive, else the
     strongest Lomb-Scargle peak on the Random Forest features' grid (`lcdash.features.best_periods`),
@@ -242,18 +241,12 @@ def folding_periods(curves, periods=None) -> np.ndarray:
 
 def _embed_folded(model, batch, periods, **kw) -> tuple[np.ndarray, np.ndarray]:
     """embed_batch for folded encoders: embed the whole-cycle sub-curves, then average them per object."""
-    from dataclasses import replace
-
     from lcdash.lightcurve import fold_curves
+    from lcdash.windows import iter_curves
 
-    curves = _curves(batch)
+    curves = list(iter_curves(batch))
     subs, owner = fold_curves(curves, folding_periods(curves, periods), model.cfg.window)
-    cfg = model.cfg
-    model.cfg = replace(cfg, fold=False)  # the sub-curves are already folded: plain windows from here
-    try:
-        nw_sub, layers_sub = embed_batch(model, subs, **kw)
-    finally:
-        model.cfg = cfg
+    nw_sub, layers_sub = _embed_windows(model, subs, **kw)  # each sub-curve is one plain window
     n = len(curves)
     n_windows = np.bincount(owner, weights=nw_sub, minlength=n).astype(np.int32)
     sums = np.zeros((n,) + layers_sub.shape[1:], np.float64)

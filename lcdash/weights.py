@@ -641,13 +641,7 @@ def read_encoder_config(model_dir: str | os.PathLike) -> dict:
         raise ModelError(f"{model_dir} is not an lcdash encoder folder (no config.json)")
     if path.stat().st_size > 10 * 2**20:
         raise ModelError(f"{path} is larger than 10 MB; not an encoder config")
-    try:
-        meta = json.loads(path.read_text(errors="replace"))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ModelError(f"{path} is not valid JSON: {one_line(exc)}") from exc
-    if not isinstance(meta, dict):
-        raise ModelError(f"{path} must hold a JSON object, not {type(meta).__name__}")
-    return meta
+    return _json_object(path, str(path))
 
 
 # Bounds on an encoder configuration from an untrusted folder; the published models sit far
@@ -695,15 +689,21 @@ def config_from_dict(d, where: str):
         raise ModelError(f"{where}: not a valid model configuration ({one_line(exc)})") from exc
 
 
+def _json_object(path: Path, name: str) -> dict:
+    """A JSON object from a file anyone may have written (an encoder's config.json, an official
+    archive's conf.json); anything else is a one-line ModelError naming `name`."""
+    try:
+        obj = json.loads(path.read_text(errors="replace"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"{name} is not valid JSON: {one_line(exc)}") from exc
+    if not isinstance(obj, dict):
+        raise ModelError(f"{name} must hold a JSON object, not {type(obj).__name__}")
+    return obj
+
+
 def _reference_conf(path: Path) -> dict:
     """An official archive's conf.json (heads, max_obs, ...), checked like any untrusted JSON."""
-    try:
-        conf = json.loads(path.read_text(errors="replace"))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ModelError(f"{path.name} is not valid JSON: {one_line(exc)}") from exc
-    if not isinstance(conf, dict):
-        raise ModelError(f"{path.name} must hold a JSON object, not {type(conf).__name__}")
-    return conf
+    return _json_object(path, path.name)
 
 
 def _expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
