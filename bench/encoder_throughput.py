@@ -5,6 +5,7 @@ the model alone, bf16 where the CPU has it, pretraining windows per second, peak
     .venv/bin/python bench/encoder_throughput.py [--shared ../shared] [--batches 64 256]
         [--precisions float32 bf16] [--models a1,a2,demo] [--threads N] [--rounds 7]
         [--probe-check] [--no-train] [--json OUT]
+        [--tf-python TFVENV/bin/python --tf-pylib PYLIB --tf-weights WEIGHTS]
 
 Inference is timed the way ../shared/golden/README.md section 8 timed the official TensorFlow code:
 one 200-step window per light curve (the first window of the first Catalina objects with >= 200
@@ -23,6 +24,10 @@ The TensorFlow reference (another host of the same 2-core machine type, macho_a0
 `encoder(batch)` 239 / 379 LC/s at batch 64 / 256 (what `encode()` does), tf.function graph 601 /
 576 LC/s. A second host of that type measured 113 / 202 and 269 / 305 (golden README section 9):
 ratios against these fixed figures only mean something on a quiet machine; the in-run ratios do.
+With --tf-python (a venv with tensorflow-cpu==2.14.1, the python-library checkout and the extracted
+macho_a0 weights, as ../shared/golden/README.md section 9 describes) the script runs the official
+`make_golden.py bench` on this host before and after its own inference rows and takes the ratios
+against the mean of those two runs instead: the only TF ratios that hold across hosts.
 The load average is printed before and after; each row also gives light curves per CPU-second
 (process CPU time, all threads), which contention distorts less than wall time. The float32
 matrix-product rate of this machine is measured in the same run: the encoder does about 0.344 GFLOP
@@ -284,6 +289,29 @@ def probe_check(model, shared: Path, per_class: int, device, seed: int = 0) -> d
     return out
 
 
+def tf_reference(args) -> dict | None:
+    """The official TensorFlow encoder's rates on this host: ../shared/golden/make_golden.py bench
+    (eager `encoder(batch)` and tf.function graph, batch 64 / 256, golden inputs) in its own venv.
+    {("eager" | "graph", batch): LC/s}, or None when not asked for."""
+    if not args.tf_python:
+        return None
+    import re
+    import subprocess
+
+    script = args.shared / "golden" / "make_golden.py"
+    env = {**os.environ, "ASTROMER_PYLIB": str(args.tf_pylib), "ASTROMER_WEIGHTS": str(args.tf_weights),
+           "GOLDEN_OUT": str(script.parent), "TF_CPP_MIN_LOG_LEVEL": "2", "TERM": "dumb"}
+    run = subprocess.run([str(args.tf_python), str(script), "bench"], env=env, capture_output=True,
+                         text=True, timeout=900)
+    rates = {}
+    for m in re.finditer(r"batch\s+(\d+)\s+(eager|tf\.function graph).*?->\s+([\d.]+) LC/s", run.stdout):
+        rates[("eager" if m.group(2) == "eager" else "graph", int(m.group(1)))] = float(m.group(3))
+    if run.returncode or not rates:
+        tail = (run.stderr or run.stdout).strip().splitlines()[-3:]
+        raise SystemExit("the TensorFlow reference failed: " + " | ".join(tail))
+    return rates
+
+
 def bench_training(cfg, curves, device, batch: int, steps: int, tmp: Path) -> dict:
     """Windows/s of `lcdash.train.pretrain` (one epoch of `steps` steps; validation not counted)."""
     from lcdash.train import TrainConfig, pretrain
@@ -319,6 +347,13 @@ def main(argv=None) -> int:
                     help="probe macro F1 on float32 vs bf16 embeddings of Catalina objects (minutes)")
     ap.add_argument("--probe-per-class", type=int, default=220)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--tf-python", type=Path, default=None,
+                    help="python of a venv with tensorflow-cpu==2.14.1 (../shared/golden/README.md sec. 9): "
+                         "time the official encoder on this host, before and after lcdash's rows")
+    ap.add_argument("--tf-pylib", type=Path, default=None,
+                    help="astromer-science/python-library at the commit of ../shared/golden/README.md sec. 1")
+    ap.add_argument("--tf-weights", type=Path, default=None,
+                    help="folder holding the extracted macho_a0.zip as macho_a0/macho/")
     args = ap.parse_args(argv)
 
     import torch
@@ -360,6 +395,13 @@ def main(argv=None) -> int:
 
     def sync_for(device):
         return torch.cuda.synchronize if device.type == "cuda" else None
+
+    tf_runs = []
+    if args.tf_python and not args.no_inference:
+        tf_runs.append(tf_reference(args))
+        print("TensorFlow reference on this host (before): " + ", ".join(
+            f"{k[0]} {k[1]}: {v:.0f}" for k, v in sorted(tf_runs[0].items())) + " LC/s")
+    tf_eager, tf_graph = dict(TF_EAGER), dict(TF_GRAPH)
 
     with tempfile.TemporaryDirectory(prefix="lcdash-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -429,9 +471,28 @@ def main(argv=None) -> int:
                               f"{wall * 1000:>7.1f} {batch / cpu:>8.0f} {xb:>8} {row['x_tf_eager']:>9.2f} "
                               f"{row['x_tf_graph']:>9.2f} {peak:>8.0f}  {err}")
                 model.to("cpu")
+        if tf_runs:
+            tf_runs.append(tf_reference(args))
+            print("TensorFlow reference on this host (after): " + ", ".join(
+                f"{k[0]} {k[1]}: {v:.0f}" for k, v in sorted(tf_runs[1].items())) + " LC/s")
+            # the reference as measured here, the mean of the runs before and after lcdash's rows
+            for (mode, batch) in tf_runs[0]:
+                rate = statistics.mean(r[(mode, batch)] for r in tf_runs)
+                (tf_eager if mode == "eager" else tf_graph)[batch] = rate
+            for row in results["inference"]:
+                row["x_tf_eager"] = row["lc_per_s"] / tf_eager.get(row["batch"], math.nan)
+                row["x_tf_graph"] = row["lc_per_s"] / tf_graph.get(row["batch"], math.nan)
+            results["tf_measured_here"] = {f"{m} {b}": [r[(m, b)] for r in tf_runs] for (m, b) in tf_runs[0]}
+            print("x TF, against the reference measured in this run:")
+            for row in results["inference"]:
+                print(f"  {row['model']:<34} {row['device']:<6} {row['precision']:<8} {row['path']:<6} "
+                      f"{row['batch']:>5}: {row['x_tf_eager']:.2f}x eager, {row['x_tf_graph']:.2f}x graph")
         if not args.no_inference:
-            print(f"TF reference (macho_a0, 2-core CPU): eager {TF_EAGER[64]:.0f} / {TF_EAGER[256]:.0f} "
-                  f"LC/s, graph {TF_GRAPH[64]:.0f} / {TF_GRAPH[256]:.0f} LC/s at batch 64 / 256")
+            where = "measured on this host in this run" if tf_runs else "another host, see the docstring"
+            print(f"TF reference (macho_a0, 2-core CPU, {where}): eager {tf_eager[64]:.0f} / "
+                  f"{tf_eager[256]:.0f} LC/s, graph {tf_graph[64]:.0f} / {tf_graph[256]:.0f} LC/s "
+                  "at batch 64 / 256")
+        results["tf_reference"] = {"eager": tf_eager, "graph": tf_graph, "measured_here": bool(tf_runs)}
 
         if not args.no_e2e:
             print(f"\nend to end: embed_batch on {args.e2e_objects} whole light curves (windowing "
@@ -511,6 +572,12 @@ def main(argv=None) -> int:
                       f"{pc['bf16_max_abs_layers']:.3g}; embedding s: float32 {pc['float32_embed_s']:.0f}, "
                       f"bf16 {pc['bf16_embed_s']:.0f}")
 
+    # the host's speed drifts (a shared VM): the ceiling is the faster of a measurement at each end
+    again = gemm_gflops(threads, rounds=3 if args.no_inference else 7)
+    if again > results["gemm_gflops"]:
+        results.update(gemm_gflops=again, a1_ceiling_lc_per_s=again / GFLOP_PER_WINDOW_A1)
+    print(f"float32 matrix products at the end: {again:.0f} GFLOP/s (ceiling taken from the faster: "
+          f"{results['a1_ceiling_lc_per_s']:.0f} LC/s)")
     load_after = os.getloadavg()
     results["load_after"] = load_after
     print_summary(results)
@@ -526,7 +593,9 @@ def print_summary(results: dict) -> None:
     """The issue's targets, from this run's rows (Astromer 1, CPU, batch 64)."""
     rows = {(r["model"].split()[0], r["device"], r["precision"], r["path"], r["batch"]): r
             for r in results["inference"]}
-    print("\ntargets (Astromer 1 on the CPU; the TF figures come from another host, see the docstring)")
+    here = results.get("tf_reference", {}).get("measured_here")
+    print("\ntargets (Astromer 1 on the CPU; the TF figures were " + (
+        "measured on this host in this run)" if here else "measured on another host, see the docstring)"))
     now = rows.get(("astromer1", "cpu", "float32", "now", 64))
     if now:
         print(f"  float32, batch 64: {now['lc_per_s']:.0f} LC/s = {now['x_tf_graph']:.2f}x TF graph "

@@ -95,6 +95,16 @@ def _prepare(time, mag, err) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.ascontiguousarray(t), np.ascontiguousarray(m), np.ascontiguousarray(e)
 
 
+def default_threads() -> int:
+    """Threads the Rust extractor may use: OMP_NUM_THREADS where the process was given a budget
+    (Dask sets it to 1 in each worker, one per core: a worker that took both cores for its
+    periodograms kept 2 workers from scaling, bench/scale_bench.py), else every CPU."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
+
+
 def _many(ext, curves, n_jobs: int | None) -> np.ndarray:
     """`ext` over many light curves -> float64 [N, len(ext.names)]; NaN rows for curves with fewer
     than 4 unique times (too few for every feature)."""
@@ -111,7 +121,7 @@ def _many(ext, curves, n_jobs: int | None) -> np.ndarray:
     if ok:
         values = ext.many(
             [prepared[i] for i in ok],
-            n_jobs=n_jobs or os.cpu_count() or 1,
+            n_jobs=n_jobs or default_threads(),
             sorted=True,
             check=False,
             fill_value=np.nan,

@@ -74,6 +74,17 @@ class SourceSpec:
         d["n_partitions"] = len(self.partitions)
         return d
 
+    def to_dict(self) -> dict:
+        """JSON-ready (a job's parameters): `from_dict` rebuilds it in another process."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SourceSpec:
+        d = dict(d)
+        d["partitions"] = [Partition(p["name"], tuple(p["paths"])) for p in d.get("partitions", [])]
+        d["nested_fields"], d["keep"] = tuple(d.get("nested_fields", ())), tuple(d.get("keep", ()))
+        return cls(**d)
+
 
 def _is_store(path: Path) -> bool:
     if not path.is_file():
@@ -205,23 +216,28 @@ def _safe(rel: Path) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
 
 
-def export_store(db: Path, folder: Path, survey: str | None = None, band: str | None = None,
+def export_store(db, folder: Path, survey: str | None = None, band: str | None = None,
                  chunk_size: int = 5000, progress: Callable | None = None) -> SourceSpec:
     """Write the store's light curves as Parquet chunks (one light curve a row: object_id, survey, oid,
     band, time, mag, mag_err lists) for workers that must not open DuckDB. A chunk already written is
-    kept, so an interrupted export resumes too."""
+    kept, so an interrupted export resumes too. `db`: a store file (opened read-only here) or an open
+    `Store` (the app's, which holds the write lock)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from lcdash.store import Store
 
+    if isinstance(db, Store):
+        store, db, own = db, Path(db.path), False
+    else:
+        own = True
+        try:
+            store = Store(db, read_only=True)
+        except Exception as exc:
+            raise LcdashError(f"{db}: cannot open the store read-only ({_one_line(exc)}); "
+                              "close the app or the command writing to it") from exc
     try:
-        store = Store(db, read_only=True)
-    except Exception as exc:
-        raise LcdashError(f"{db}: cannot open the store read-only ({_one_line(exc)}); "
-                          "close the app or the command writing to it") from exc
-    try:
-        objs = store.objects(survey=survey, columns=["oid", "object_id", "survey", "bands"])
+        objs = store.objects(survey=survey, columns=["oid", "object_id", "survey", "bands", "period"])
         if objs.empty:
             raise ValidationError(f"{db}: no objects" + (f" of survey {survey!r}" if survey else ""))
         pairs = [(int(o), str(b)) for o, bs in zip(objs["oid"], objs["bands"], strict=True)
@@ -229,7 +245,7 @@ def export_store(db: Path, folder: Path, survey: str | None = None, band: str | 
         if not pairs:
             raise ValidationError(f"{db}: no light curves in band {band!r}")
         pairs.sort(key=lambda p: (p[1], p[0]))
-        meta = objs.set_index("oid")[["object_id", "survey"]]
+        meta = objs.set_index("oid")[["object_id", "survey", "period"]]
         # the export (and so the output's partitions) belongs to one selection of the store: a resumed
         # run must select the same light curves in the same chunks
         plan = hashlib.sha256(json.dumps([chunk_size, pairs]).encode()).hexdigest()
@@ -258,9 +274,11 @@ def export_store(db: Path, folder: Path, survey: str | None = None, band: str | 
             if progress is not None:
                 progress(k + 1, n_chunks, f"exported {k + 1}/{n_chunks} chunks")
     finally:
-        store.close()
+        if own:
+            store.close()
     cols = {"object_id": "object_id", "time": "time", "mag": "mag", "mag_err": "mag_err", "band": "band"}
-    return SourceSpec("store", str(db), "lists", cols, keep=("survey", "oid"), partitions=parts)
+    # the catalogue period travels with each curve: a folded encoder folds at it, as `lcdash embed` does
+    return SourceSpec("store", str(db), "lists", cols, keep=("survey", "oid", "period"), partitions=parts)
 
 
 def _batch_table(batch, meta: pd.DataFrame):
@@ -279,6 +297,7 @@ def _batch_table(batch, meta: pd.DataFrame):
         "object_id": pa.array(m["object_id"].astype(str).tolist(), pa.string()),
         "survey": pa.array(m["survey"].astype(str).tolist(), pa.string()),
         "oid": pa.array(batch.oid.astype(np.int64)),
+        "period": pa.array(m["period"].to_numpy(np.float64, na_value=np.nan), pa.float64()),
         "band": pa.array([str(b) for b in batch.band], pa.string()),
         "time": lists(batch.time, pa.float64()),
         "mag": lists(batch.mag, pa.float32()),
@@ -482,10 +501,11 @@ def embed_partition(task: EmbedTask, part: Partition) -> dict:
     try:
         frame = read_partition(task.spec, part)
         heads, curves = curves_of(frame, task.spec.keep)
+        periods = heads.pop("period").to_numpy(np.float64) if "period" in heads.columns else None
         model, device = load_cached(task.files, task.device)
         if curves:
             n_windows, layers = embed_batch(model, curves, batch_size=task.batch_size, device=device,
-                                            precision=task.precision)
+                                            precision=task.precision, periods=periods)
         else:
             n_windows = np.zeros(0, np.int32)
             layers = np.zeros((0, model.cfg.n_layers + 1, model.cfg.d_model), np.float32)
@@ -595,18 +615,26 @@ def embed_catalog(
     chunk_size: int = 5000,
     show_progress: bool = False,
     log: Callable[[str], None] | None = None,
+    progress: Callable | None = None,
 ) -> CatalogResult:
     """Embed every light curve of SOURCE with the encoder in `model_dir` into OUT on a Dask cluster:
     `client` (a distributed.Client), else `scheduler` (an address), else a LocalCluster of `workers`
-    processes (default `default_workers()`), one thread each."""
+    processes (default `default_workers()`), one thread each. SOURCE may also be a `SourceSpec`
+    already opened (the app exports its own store before a job starts). `progress(done, total,
+    message)` is called as partitions finish (an exception it raises, e.g. a cancelled job, stops the
+    run; what finished is kept)."""
     model_dir = Path(model_dir)
     files = encoder_files(model_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = log or (lambda s: None)
-    spec = open_source(source, mapping, nested, out=out, survey=survey, band=band, chunk_size=chunk_size)
+    if isinstance(source, SourceSpec):
+        spec = source
+    else:
+        spec = open_source(source, mapping, nested, out=out, survey=survey, band=band, chunk_size=chunk_size)
+    source_path = spec.path if isinstance(source, SourceSpec) else str(Path(source).resolve())
     cfg = json.loads(files["config.json"]) if "config.json" in files else {}
-    manifest = {"format": 1, "source": str(Path(source).resolve()), "source_spec": spec.describe(),
+    manifest = {"format": 1, "source": source_path, "source_spec": spec.describe(),
                 "model": str(model_dir.resolve()), "weights_sha256": _sha(files),
                 "model_config": cfg.get("model", cfg), "partitions": [p.name for p in spec.partitions]}
     _check_manifest(out, manifest)
@@ -614,7 +642,7 @@ def embed_catalog(
     _clean_tmp(out)
     todo = [p for p in spec.partitions if not (out / p.name / OUTPUT_FILE).exists()]
     skipped = [p.name for p in spec.partitions if p not in todo]
-    say(f"{len(spec.partitions)} partitions in {source} ({spec.kind}); {len(skipped)} already done")
+    say(f"{len(spec.partitions)} partitions in {source_path} ({spec.kind}); {len(skipped)} already done")
     result = CatalogResult(str(out), len(spec.partitions), [], skipped, {}, 0, 0, 0.0, 0)
     if not todo:
         return result
@@ -651,9 +679,15 @@ def embed_catalog(
         futures = {client.submit(embed_partition, task_f, p, key=f"lcdash-embed-{p.name}-{token}",
                                  retries=retries, pure=False): p for p in todo}
         if show_progress:
-            from distributed import progress
+            from distributed import progress as dask_progress
 
-            progress(list(futures))
+            dask_progress(list(futures))
+        if progress is not None:
+            from distributed import as_completed
+
+            progress(0, len(futures), f"0/{len(futures)} partitions on {n_workers} Dask workers")
+            for k, _ in enumerate(as_completed(list(futures)), 1):
+                progress(k, len(futures), f"{k}/{len(futures)} partitions on {n_workers} Dask workers")
         wait(list(futures))
         result.seconds = time.monotonic() - t0
         for fut, p in futures.items():

@@ -298,6 +298,57 @@ def embed_finalize(store, folder, params, result):
 
 
 # --------------------------------------------------------------------------------------------------
+# embed on a Dask cluster (lcdash.scale): the store's light curves are exported here, in the process
+# that holds the store; the job's worker drives the cluster; the embeddings come back in finalize
+
+
+def catalog_chunk_size(n_curves: int, workers: int) -> int:
+    """Light curves per partition: about 8 partitions a worker, so that the job's progress (counted
+    in finished partitions) moves and a slow partition does not idle the others, between 200 and 5000."""
+    return int(min(5000, max(200, -(-n_curves // (8 * max(1, workers))))))
+
+
+def embed_catalog_prepare(store, params, folder):
+    from lcdash.scale import default_workers, export_store
+
+    enc = _encoder(store, params.get("encoder"))
+    scheduler = (params.get("scheduler") or "").strip() or None
+    workers = int(params.get("workers") or default_workers())
+    if workers < 1:
+        raise ValidationError(f"workers must be at least 1, got {workers}")
+    oids = _pick_oids(store, params)
+    n = len(store.objects(oids=oids, band=params.get("band"), columns=["oid"]))
+    if n == 0:
+        raise ValidationError("no light curves to embed in this selection")
+    chunk = catalog_chunk_size(n, workers)
+    spec = export_store(store, folder / "catalog" / "_export", survey=params.get("survey"),
+                        band=params.get("band"), chunk_size=chunk)
+    return {"encoder_path": str(enc["path"]), "spec": spec.to_dict(), "out": str(folder / "catalog"),
+            "workers": workers, "scheduler": scheduler, "chunk_size": chunk, "n_objects": n}
+
+
+def embed_catalog_run(folder, params, progress):
+    from lcdash.scale import SourceSpec, embed_catalog
+
+    progress(0, 1, "starting the Dask cluster" if not params.get("scheduler") else
+             f"connecting to the Dask scheduler at {params['scheduler']}")
+    result = embed_catalog(SourceSpec.from_dict(params["spec"]), params["encoder_path"], params["out"],
+                           workers=params["workers"], scheduler=params.get("scheduler"),
+                           batch_size=params.get("batch_size"), progress=progress)
+    # a partition that kept failing is reported by name; the others' embeddings are still imported
+    return {"rows": result.rows, "windows": result.windows, "seconds": result.seconds,
+            "workers": result.workers, "lc_per_s": result.lc_per_s,
+            "partitions": result.partitions, "failed": result.failed}
+
+
+def embed_catalog_finalize(store, folder, params, result):
+    from lcdash.scale import import_embeddings
+
+    stored = import_embeddings(store, params["out"], params["encoder"])
+    return {**result, "rows": stored.get("rows", result.get("rows")), "encoder": params["encoder"]}
+
+
+# --------------------------------------------------------------------------------------------------
 # pretrain / finetune / import_weights
 
 
@@ -814,3 +865,5 @@ def _finetune_prepare(store, params, folder):
 
 
 register_kind("finetune", train_run, _finetune_prepare, train_finalize, "fine-tune an encoder")
+register_kind("embed_catalog", embed_catalog_run, embed_catalog_prepare, embed_catalog_finalize,
+              "embeddings on a Dask cluster")

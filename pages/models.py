@@ -10,11 +10,12 @@ import streamlit as st
 from lcdash import tasks
 from lcdash.models.astromer import AstromerConfig
 from lcdash.projection import embedding_knn
+from lcdash.scale import default_workers
 from lcdash.store.embeddings import get_encoder, list_encoders
 from lcdash.weights import OFFICIAL
 from pages import _ui
 
-KINDS = ["embed", "pretrain", "finetune", "import_weights"]
+KINDS = ["embed", "embed_catalog", "pretrain", "finetune", "import_weights"]
 ALL = "(all)"
 
 st.title("Models")
@@ -26,6 +27,10 @@ def describe(job) -> str:
     p = job.params
     if job.kind == "embed":
         return f"encoder {p.get('encoder')}" + (f", band {p['band']}" if p.get("band") else "")
+    if job.kind == "embed_catalog":
+        where = p.get("scheduler") or f"{p.get('workers')} local workers"
+        band = f", band {p['band']}" if p.get("band") else ""
+        return f"encoder {p.get('encoder')} on Dask ({where}){band}"
     if job.kind in ("pretrain", "finetune"):
         return f"new encoder {p.get('name')}" + (f" from {p['base']}" if p.get("base") else "")
     return f"encoder {p.get('name')} from {p.get('official') or p.get('path')}"
@@ -33,9 +38,11 @@ def describe(job) -> str:
 
 def outcome(job) -> str:
     r = job.result or {}
-    if job.kind == "embed":
+    if job.kind in ("embed", "embed_catalog"):
         rate = f", {r['lc_per_s']:.0f} light curves/s" if r.get("lc_per_s") else ""
-        return f"{r.get('rows', 0):,} embeddings stored{rate}"
+        failed = r.get("failed") or {}
+        lost = f"; {len(failed)} partition(s) failed: {', '.join(sorted(failed))}" if failed else ""
+        return f"{r.get('rows', 0):,} embeddings stored{rate}{lost}"
     if job.kind in ("pretrain", "finetune"):
         rmse = r.get("best_val_rmse")
         return f"best validation RMSE {rmse:.4f} at epoch {r.get('best_epoch')}" if rmse is not None else ""
@@ -171,16 +178,28 @@ with embed_tab:
             "Per object and band: the mean over 200-observation windows and valid steps of every "
             "layer's output (layer 0 = input embedding). Objects already embedded are skipped."
         )
+        where = st.radio("Run on", ["One worker process", "Dask cluster"], horizontal=True,
+                         key="models_embed_where",
+                         help="A Dask cluster splits the store into partitions embedded in parallel: "
+                              "a local cluster of worker processes, or an existing cluster's scheduler.")
+        cluster: dict = {}
+        if where == "Dask cluster":
+            d1, d2 = st.columns(2)
+            cluster["workers"] = d1.number_input("Local workers", 1, 64, default_workers(),
+                                                 key="models_embed_workers")
+            cluster["scheduler"] = d2.text_input("or scheduler address", "", key="models_embed_scheduler",
+                                                 placeholder="tcp://host:8786") or None
+            st.caption("Every light curve of the selection is embedded again on the cluster.")
         if st.button("Compute embeddings", key="models_embed_go", type="primary"):
-            submit(
-                "embed",
-                {
-                    "encoder": enc_name,
-                    "band": None if band == ALL else band,
-                    "survey": None if survey == ALL else survey,
-                    "overwrite": overwrite,
-                },
-            )
+            params = {
+                "encoder": enc_name,
+                "band": None if band == ALL else band,
+                "survey": None if survey == ALL else survey,
+            }
+            if cluster:
+                submit("embed_catalog", {**params, **cluster})
+            else:
+                submit("embed", {**params, "overwrite": overwrite})
 
 # --- import -----------------------------------------------------------------------------------
 

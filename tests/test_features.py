@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from lcdash import features
@@ -45,3 +47,15 @@ def test_best_periods_match_the_features_periodogram():
     p = features.best_periods(curves, n_jobs=1)
     np.testing.assert_allclose(p[:3], [0.31, 0.74, 5.3], rtol=0.01)
     assert np.isnan(p[3])
+
+
+def test_extractor_threads_follow_the_process_budget(monkeypatch):
+    """A Dask worker gets OMP_NUM_THREADS=1: its periodograms must not take the other cores."""
+    from lcdash.features import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert default_threads() == (os.cpu_count() or 1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_threads() == (os.cpu_count() or 1)

@@ -55,6 +55,29 @@ def test_embed_fills_the_embeddings_table_and_skips_done_objects(env):
     assert again.result["rows"] == 0  # nothing left to embed
 
 
+def test_embed_catalog_job_on_a_local_dask_cluster_matches_the_embed_job(env):
+    """The app's Dask route for its own store: exported by the app process, embedded by 2 Dask workers
+    in partitions (the job's progress counts them), imported back; the same vectors as `embed`."""
+    from lcdash.store.embeddings import get_encoder, load_embeddings, register_encoder
+
+    pytest.importorskip("distributed")
+    store, jm = env
+    register_encoder(store, "tiny-dask", get_encoder(store, "tiny")["path"], source="test")
+    job = _run(jm, "embed_catalog", {"encoder": "tiny-dask", "workers": 2})
+    n = len(store.objects())
+    assert job.result["rows"] == n and not job.result["failed"]
+    assert job.result["workers"] == 2 and job.result["partitions"] >= 2
+    assert job.step == job.total == job.result["partitions"]  # counted in partitions
+    ref_oid, ref_band, ref = load_embeddings(store, "tiny")
+    oid, band, got = load_embeddings(store, "tiny-dask")
+    ref_at = {(o, b): i for i, (o, b) in enumerate(zip(ref_oid, ref_band, strict=True))}
+    assert sorted(ref_at) == sorted(zip(oid, band, strict=True))
+    order = [ref_at[(o, b)] for o, b in zip(oid, band, strict=True)]
+    assert float(np.abs(got - ref[order]).max()) <= 1e-5
+    with pytest.raises(Exception, match="workers must be at least 1"):
+        jm.submit("embed_catalog", {"encoder": "tiny-dask", "workers": 0})
+
+
 def test_probe_writes_a_run_predictions_and_layer_weights(env):
     from lcdash.store.results import list_runs, load_predictions, load_run
 
