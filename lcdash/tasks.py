@@ -313,7 +313,7 @@ def embed_catalog_prepare(store, params, folder):
 
     enc = _encoder(store, params.get("encoder"))
     scheduler = (params.get("scheduler") or "").strip() or None
-    workers = int(params.get("workers") or default_workers())
+    workers = default_workers() if params.get("workers") is None else int(params["workers"])
     if workers < 1:
         raise ValidationError(f"workers must be at least 1, got {workers}")
     oids = _pick_oids(store, params)

@@ -26,6 +26,26 @@ def test_models_page_lists_encoders_and_embeds(app_db):
     assert any("300 embeddings stored" in s.value for s in at.success)
 
 
+def test_models_page_embeds_on_a_dask_cluster(app_db):
+    """Issue 13: the store as SOURCE of a Dask run, from the page, as a job that finishes and reports."""
+    at = run(open_page("pages/models.py"))
+    at.selectbox(key="models_embed_encoder").set_value("tiny-test")
+    at.radio(key="models_embed_where").set_value("Dask cluster")
+    run(at)
+    at.number_input(key="models_embed_workers").set_value(1)
+    at.button(key="models_embed_go").click()
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    deadline = time.monotonic() + 300
+    while not any("embeddings stored" in s.value for s in at.success):
+        assert time.monotonic() < deadline, ([e.value for e in at.error], [s.value for s in at.success])
+        time.sleep(1.0)
+        run(at)
+    assert any("300 embeddings stored" in s.value for s in at.success)
+    shown = " ".join(str(x.value) for x in [*at.markdown, *at.caption, *at.success])
+    assert "**embed_catalog** encoder tiny-test on Dask (1 local workers)" in shown
+
+
 def test_models_page_reports_bad_requests(app_db):
     at = run(open_page("pages/models.py"))
     at.text_input(key="models_train_name").set_value("tiny-test")  # taken
