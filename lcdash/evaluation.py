@@ -34,19 +34,18 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from lcdash.classifiers import MODEL_NAMES, make_classifier
 from lcdash.errors import LcdashError, ModelError, ValidationError
+from lcdash.lightcurve import LightCurveBatch
 
 SCORINGS = ("object", "window")
 SEQUENCE_INPUTS = ("raw", "folded")
 SEQUENCE_MODELS = ("rnn", "cnn")
 HYBRID = "probe+features"  # the probe's embedding + the RF's features (classifiers.HybridProbe)
-BATCH_FIELDS = ("oid", "time", "mag", "mag_err", "mask", "length")
 
 
 @dataclass
@@ -135,34 +134,6 @@ class EvalConfig:
 # ------------------------------------------------------------------------------------------------
 # data handed to a worker
 # ------------------------------------------------------------------------------------------------
-def take_batch(batch, idx):
-    """Rows `idx` of a LightCurveBatch (same type), trimmed to the longest selected curve."""
-    idx = np.asarray(idx, dtype=np.int64)
-    length = np.asarray(batch.length)[idx]
-    width = int(length.max()) if len(idx) else 0
-    values = {
-        "oid": np.asarray(batch.oid)[idx],
-        "band": [batch.band[i] for i in idx],
-        "time": np.asarray(batch.time)[idx, :width],
-        "mag": np.asarray(batch.mag)[idx, :width],
-        "mag_err": np.asarray(batch.mag_err)[idx, :width],
-        "mask": np.asarray(batch.mask)[idx, :width],
-        "length": length,
-    }
-    if dataclasses.is_dataclass(batch):
-        return dataclasses.replace(batch, **values)
-    return SimpleNamespace(**values)
-
-
-def _batch_type():
-    try:
-        from lcdash.store import LightCurveBatch
-
-        return LightCurveBatch
-    except ImportError:  # the store is optional for workers: a namespace has the same fields
-        return None
-
-
 @dataclass
 class EvalData:
     """What an evaluation needs, without a store: light curves, labels, optional embeddings.
@@ -173,7 +144,7 @@ class EvalData:
     `surveys`: each object's survey, for training across surveys.
     """
 
-    batch: object
+    batch: LightCurveBatch
     labels: np.ndarray
     layers: np.ndarray | None = None
     encoder: dict | None = None
@@ -199,10 +170,8 @@ class EvalData:
     def save(self, folder) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {k: np.asarray(getattr(self.batch, k)) for k in BATCH_FIELDS}
-        np.savez(
-            folder / "batch.npz", band=np.asarray(self.batch.band, dtype=str), labels=self.labels, **arrays
-        )
+        self.batch.save(folder / "batch.npz")
+        np.save(folder / "labels.npy", self.labels)
         if self.layers is not None:
             np.save(folder / "layers.npy", np.asarray(self.layers, dtype=np.float32))
         if self.periods is not None:
@@ -217,12 +186,8 @@ class EvalData:
         folder = Path(folder)
         if not (folder / "batch.npz").exists():
             raise LcdashError(f"no evaluation data in {folder} (batch.npz is missing)")
-        with np.load(folder / "batch.npz", allow_pickle=False) as z:
-            values = {k: z[k] for k in BATCH_FIELDS}
-            values["band"] = [str(b) for b in z["band"]]
-            labels = z["labels"]
-        kind = _batch_type()
-        batch = kind(**values) if kind is not None else SimpleNamespace(**values)
+        batch = LightCurveBatch.load(folder / "batch.npz")
+        labels = np.load(folder / "labels.npy", allow_pickle=False)
         layers = np.load(folder / "layers.npy") if (folder / "layers.npy").exists() else None
         periods = np.load(folder / "periods.npy") if (folder / "periods.npy").exists() else None
         enc = folder / "encoder.json"
@@ -500,7 +465,7 @@ def _window_view(batch, idx):
         out["mag_err"][r, :n] = batch.mag_err[i][obs]
         out["mask"][r, :n] = True
         out["length"][r] = n
-    return SimpleNamespace(**out), np.asarray(owner, dtype=np.int64)
+    return LightCurveBatch(**out), np.asarray(owner, dtype=np.int64)
 
 
 def _sample_periods(data: EvalData, idx, owner) -> np.ndarray | None:
@@ -559,7 +524,7 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
     if cfg.scoring == "window":
         batch, owner = _window_view(data.batch, idx)
     else:
-        batch, owner = take_batch(data.batch, idx), np.arange(len(idx))
+        batch, owner = data.batch.take(idx), np.arange(len(idx))
     rows_of = _rows_by_object(owner, len(idx))
     y_rows = labels_obj[owner]
     inputs: dict[str, object] = {}
@@ -664,7 +629,7 @@ def _folded(data: EvalData, idx, owner, batch, cfg: EvalConfig):
     periods = np.full(len(idx), np.nan) if data.periods is None else np.array(data.periods[idx], dtype=float)
     missing = ~(np.isfinite(periods) & (periods > 0))
     if missing.any():
-        periods[missing] = best_periods(take_batch(data.batch, idx[missing]), n_jobs=cfg.n_jobs)
+        periods[missing] = best_periods(data.batch.take(idx[missing]), n_jobs=cfg.n_jobs)
     still = ~(np.isfinite(periods) & (periods > 0))
     if still.any():
         raise ValidationError(
@@ -693,7 +658,7 @@ def _subset(X, rows):
         return tuple(_subset(x, rows) for x in X)
     if isinstance(X, np.ndarray):
         return X[rows]
-    return take_batch(X, rows)
+    return X.take(rows)
 
 
 def _model_params(name: str, cfg: EvalConfig) -> dict:
@@ -769,8 +734,8 @@ def _finetuned_layers(data: EvalData, batch, owner, split: Split, cfg: EvalConfi
     from lcdash import train
 
     rows_of = _rows_by_object(owner, int(owner.max()) + 1)
-    train_batch = take_batch(batch, _rows(rows_of, split.train))
-    val_batch = take_batch(batch, _rows(rows_of, split.val))
+    train_batch = batch.take(_rows(rows_of, split.train))
+    val_batch = batch.take(_rows(rows_of, split.val))
     with tempfile.TemporaryDirectory() as tmp:
         tc = train.TrainConfig(seed=cfg.seed, device=cfg.device, num_threads=cfg.threads)
         if cfg.finetune_epochs:
@@ -835,7 +800,7 @@ def run_probe(
     evaluation, note = None, ""
     n_fits = len(cfg.spc) * cfg.folds
     if counts.min() >= min_class_size(cfg.folds):
-        fake = SimpleNamespace(
+        fake = LightCurveBatch(
             oid=np.arange(len(labels)),
             band=[""] * len(labels),
             time=np.zeros((len(labels), 1)),

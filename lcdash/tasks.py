@@ -238,7 +238,7 @@ def _embeddings_index(store, encoder: str):
 
 def embed_run(folder, params, progress):
     from lcdash.embed import embed_batch
-    from lcdash.store import LightCurveBatch
+    from lcdash.lightcurve import LightCurveBatch
     from lcdash.weights import load_encoder
 
     total = int(params["n_objects"])
@@ -336,7 +336,7 @@ def train_prepare(store, params, folder):
 
 def train_run(folder, params, progress):
     from lcdash import train
-    from lcdash.store import LightCurveBatch
+    from lcdash.lightcurve import LightCurveBatch
 
     cfg = train.TrainConfig.from_dict(params.get("train") or {})
     tr = LightCurveBatch.load(folder / "train.npz")
@@ -744,7 +744,7 @@ def _cross_survey_prepare(store, params, cfg, folder):
     import zlib
 
     from lcdash.evaluation import EvalData, apply_label_map
-    from lcdash.store import LightCurveBatch
+    from lcdash.lightcurve import LightCurveBatch
 
     cap = params.get("max_per_class")
     if cap is None:

@@ -11,7 +11,8 @@ import pytest
 
 from lcdash import io
 from lcdash.errors import LcdashError, ValidationError
-from lcdash.store import LightCurveBatch, Store
+from lcdash.lightcurve import LightCurveBatch
+from lcdash.store import Store
 from lcdash.store.schema import SCHEMA_VERSION
 
 

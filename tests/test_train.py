@@ -75,7 +75,7 @@ def test_masking_statistics_through_the_loop(tmp_path, monkeypatch):
 
 
 def test_pretrain_learns_and_saves_loadable_weights(tmp_path):
-    from lcdash.store import LightCurveBatch
+    from lcdash.lightcurve import LightCurveBatch
 
     curves = _curves(72)
     train = LightCurveBatch.from_arrays([c[0] for c in curves[:60]], [c[1] for c in curves[:60]],

@@ -15,7 +15,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -24,121 +23,8 @@ import pandas as pd
 import pyarrow as pa
 
 from lcdash.errors import LcdashError
+from lcdash.lightcurve import LightCurve, LightCurveBatch
 from lcdash.store.schema import MIGRATIONS, SCHEMA_VERSION
-
-
-@dataclass
-class LightCurveBatch:
-    """Many light curves of one band each, as padded arrays (padding is 0, `mask` True = observed).
-
-    oid int64[B], band list[str] (B), time float64[B, L], mag float32[B, L], mag_err float32[B, L]
-    (NaN where the survey gives none), mask bool[B, L], length int32[B]; rows sorted by time;
-    L = the longest light curve in the batch.
-    """
-
-    oid: np.ndarray
-    band: list[str]
-    time: np.ndarray
-    mag: np.ndarray
-    mag_err: np.ndarray
-    mask: np.ndarray
-    length: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.oid.shape[0])
-
-    def __getitem__(self, idx) -> LightCurveBatch:
-        """Rows by index array / slice / boolean mask (L shrinks to the longest row kept)."""
-        idx = np.arange(len(self))[idx] if not isinstance(idx, np.ndarray) or idx.dtype == bool else idx
-        idx = np.atleast_1d(idx)
-        length = self.length[idx]
-        L = int(length.max()) if length.size else 0
-        return LightCurveBatch(
-            self.oid[idx],
-            [self.band[i] for i in idx],
-            self.time[idx, :L],
-            self.mag[idx, :L],
-            self.mag_err[idx, :L],
-            self.mask[idx, :L],
-            length,
-        )
-
-    def row(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(time, mag, mag_err) of row i without padding."""
-        n = int(self.length[i])
-        return self.time[i, :n], self.mag[i, :n], self.mag_err[i, :n]
-
-    @classmethod
-    def from_arrays(
-        cls,
-        times: Sequence[np.ndarray],
-        mags: Sequence[np.ndarray],
-        errs: Sequence[np.ndarray] | None = None,
-        oid: Iterable[int] | None = None,
-        band: Iterable[str] | None = None,
-    ) -> LightCurveBatch:
-        """Pad ragged per-light-curve arrays (each sorted by time) into a batch."""
-        n = np.array([len(t) for t in times], dtype=np.int32)
-        flat_e = (
-            np.concatenate([np.asarray(e, np.float32) for e in errs])
-            if errs is not None and len(n)
-            else np.full(int(n.sum()), np.nan, np.float32)
-        )
-        return _pad(
-            np.asarray(list(oid) if oid is not None else np.arange(len(n)), dtype=np.int64),
-            list(band) if band is not None else ["default"] * len(n),
-            n,
-            np.concatenate([np.asarray(t, np.float64) for t in times]) if len(n) else np.zeros(0),
-            np.concatenate([np.asarray(m, np.float32) for m in mags]) if len(n) else np.zeros(0, np.float32),
-            flat_e,
-        )
-
-    def save(self, path: str | Path) -> Path:
-        """Write an uncompressed npz (fast to write and to memory-map for workers)."""
-        path = Path(path)
-        with open(path, "wb") as fh:  # a file handle keeps numpy from appending ".npz"
-            np.savez(
-                fh,
-                oid=self.oid,
-                band=np.asarray(self.band, dtype=str),
-                time=self.time,
-                mag=self.mag,
-                mag_err=self.mag_err,
-                mask=self.mask,
-                length=self.length,
-            )
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> LightCurveBatch:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(
-                    z["oid"],
-                    [str(b) for b in z["band"]],
-                    z["time"],
-                    z["mag"],
-                    z["mag_err"],
-                    z["mask"],
-                    z["length"],
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise LcdashError(f"{path}: not a light-curve batch file ({exc})") from exc
-
-
-def _pad(oid, band, n, flat_t, flat_m, flat_e) -> LightCurveBatch:
-    B = len(n)
-    L = int(n.max()) if B else 0
-    mask = np.arange(L, dtype=np.int32)[None, :] < n[:, None]
-    time = np.zeros((B, L), np.float64)
-    mag = np.zeros((B, L), np.float32)
-    err = np.zeros((B, L), np.float32)
-    # boolean assignment fills row-major, i.e. in the order of the concatenated lists
-    time[mask] = flat_t
-    mag[mask] = flat_m
-    err[mask] = flat_e
-    return LightCurveBatch(oid, band, time, mag, err, mask, n.astype(np.int32))
-
 
 SMALL_BATCH = 256  # up to this many oids, read_batch looks them up through the oid index
 
@@ -460,8 +346,6 @@ class Store:
 
     def lightcurve(self, oid: int):
         """All bands of one object as a `lcdash.lightcurve.LightCurve` (observations sorted by time)."""
-        from lcdash.lightcurve import LightCurve
-
         cur = self.cursor()
         try:
             obj = cur.execute(
@@ -546,7 +430,7 @@ class Store:
                 f"{len(missing)} of {oids.size} object(s) have no {what} in the store (e.g. oid {missing[0]})"
             )
         n = tb.column("n_obs").to_numpy().astype(np.int32)
-        return _pad(
+        return LightCurveBatch.from_flat(
             tb.column("oid").to_numpy(),
             tb.column("band").to_pylist(),
             n,
@@ -582,4 +466,4 @@ def _flat(tb: pa.Table, col: str, dtype) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
-__all__ = ["Store", "LightCurveBatch"]
+__all__ = ["Store"]
