@@ -33,6 +33,7 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,9 @@ import pandas as pd
 
 from lcdash.classifiers import MODEL_NAMES, make_classifier
 from lcdash.errors import LcdashError, ModelError, ValidationError
+from lcdash.jsonio import json_default
 from lcdash.lightcurve import LightCurveBatch
+from lcdash.progress import Retotal, is_cancelled
 
 SCORINGS = ("object", "window")
 SEQUENCE_INPUTS = ("raw", "folded")
@@ -357,7 +360,7 @@ class EvalResult:
 
     def to_json(self, path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
+        path.write_text(json.dumps(self.to_dict(), indent=1, default=partial(json_default, fallback=str)))
         return path
 
     @classmethod
@@ -368,11 +371,13 @@ class EvalResult:
     def from_json(cls, path) -> EvalResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-
-def _json_default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
+    @classmethod
+    def from_run(cls, info: dict, results: pd.DataFrame) -> EvalResult:
+        """Rebuild a stored run (`lcdash.store.results.load_run`'s pair) for reports of earlier runs."""
+        records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in
+                   results.to_dict("records")]  # fmt: skip
+        cfg = dict(info["config"] or {})
+        return cls(records, cfg, info["selection"] or {}, info["timings"] or {}, cfg.pop("versions", {}))
 
 
 def versions() -> dict:
@@ -410,7 +415,7 @@ class _Cancelled(Exception):
 def _notify(progress, step, total, message, metrics_=None):
     if progress is None:
         return
-    if getattr(progress, "cancelled", False):
+    if is_cancelled(progress):
         raise _Cancelled
     progress(step, total, message, metrics_)
 
@@ -767,20 +772,6 @@ class ProbeResult:
         }
 
 
-class _Rescaled:
-    """Forward progress with another total, mirroring the caller's cancel flag."""
-
-    def __init__(self, progress, total: int):
-        self.progress, self.total = progress, total
-
-    def __call__(self, step, total, message, metrics_=None):
-        self.progress(step, self.total, message, metrics_)
-
-    @property
-    def cancelled(self) -> bool:
-        return getattr(self.progress, "cancelled", False)
-
-
 def run_probe(
     layers, labels, cfg: EvalConfig | None = None, predict_layers=None, progress=None
 ) -> ProbeResult:
@@ -811,7 +802,7 @@ def run_probe(
         )
         cfg_eval = dataclasses.replace(cfg, scoring="object")
 
-        wrapped = _Rescaled(progress, n_fits + 1) if progress is not None else None
+        wrapped = Retotal(progress, n_fits + 1) if progress is not None else None
         evaluation = run_evaluation(EvalData(fake, labels, layers), cfg_eval, wrapped)
         if evaluation.timings.get("cancelled"):
             return ProbeResult(evaluation, list(classes), np.zeros(layers.shape[1]), note="cancelled")
@@ -1066,41 +1057,3 @@ def cross_survey_table(results: list[EvalResult]) -> pd.DataFrame:
     out["folds"] = g.size()
     out["n_test"] = g["n_test"].first()
     return out.reset_index().sort_values(["scored on", "model", "spc", "trained on"], kind="stable")
-
-
-def cross_survey_markdown(results: list[EvalResult]) -> str:
-    """Markdown tables of cross_survey_table: per scored survey, macro F1 (%) (mean ± std when there
-    are several folds), one row per model x spc, one column per set of training surveys: transfer
-    from the other surveys first, then training on several, then on the scored survey alone."""
-    from lcdash.report import MODEL_TITLES, _pm, _title
-
-    df = cross_survey_table(results)
-    if df.empty:
-        return "No finished fits.\n"
-    order = {m: i for i, m in enumerate(MODEL_TITLES)}
-    lines = []
-    for survey, part in df.groupby("scored on", sort=False):
-        sets = list(dict.fromkeys(part["trained on"]))
-        trained = sorted(sets, key=lambda t: (survey in t.split(" + "), -len(t.split(" + "))))
-        n_test = ", ".join(sorted({str(n) for n in part["n_test"]}))
-        lines += [f"### Scored on {survey} ({n_test} test objects per fold)", ""]
-        lines += ["| model | spc | " + " | ".join(f"trained on {t}" for t in trained) + " |",
-                  "|---|---|" + "---|" * len(trained)]  # fmt: skip
-        groups = sorted(
-            part.groupby(["model", "spc"], sort=False), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
-        )
-        for (model, spc), g in groups:
-            cells = []
-            for t in trained:
-                r = g[g["trained on"] == t]
-                if not len(r):
-                    cells.append("-")
-                elif int(r["folds"].iloc[0]) == 1:
-                    cells.append(f"{100 * r['macro_f1_mean'].iloc[0]:.1f}")
-                else:
-                    cells.append(_pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0])
-                                 + f" ({int(r['folds'].iloc[0])} folds)")  # fmt: skip
-            lines.append(f"| {_title(model)} | {spc} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines.append("Macro F1 (%) over the classes the scored survey has test objects of.")
-    return "\n".join(lines) + "\n"

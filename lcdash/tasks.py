@@ -1,9 +1,9 @@
 """The job kinds: what each job prepares (app process), runs (worker) and stores (app process).
 
-Each kind is three small functions registered with `lcdash.jobs.register_kind`; the work itself is
-in the library (`embed`, `train`, `weights`, `projection`, `evaluation`, `report`). `prepare` reads
-the store and writes the worker's inputs into the job folder (LightCurveBatch npz, embeddings npz,
-labels); `run` never opens the store; `finalize` writes the results into the store.
+Each kind is three small functions, listed in `KINDS` (which the app hands to its JobManager); the
+work itself is in the library (`embed`, `train`, `weights`, `projection`, `evaluation`, `report`).
+`prepare` reads the store and writes the worker's inputs into the job folder (LightCurveBatch npz,
+embeddings npz, labels); `run` never opens the store; `finalize` writes the results into the store.
 
 Kinds and their params (JSON values; the pages and the CLI build them):
 
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from lcdash.errors import ValidationError
-from lcdash.jobs import JobCancelled, register_kind
+from lcdash.jobs import TaskKind, task_kind
+from lcdash.progress import JobCancelled, Scaled, is_cancelled
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 EMBED_CHUNK = 2048  # objects per exported batch file: bounds the worker's memory
@@ -111,34 +112,16 @@ def _band_of(store, oids: np.ndarray, band: str | None) -> str | None:
 
 def _cancel_check(progress) -> None:
     """Library loops stop quietly when cancelled; turn that into a cancelled job."""
-    if getattr(progress, "cancelled", False):
+    if is_cancelled(progress):
         raise JobCancelled("cancelled")
 
 
-class _Scaled:
-    """Map a sub-task's progress (its own step/total) into a slice [lo, hi) of the job's steps."""
-
-    def __init__(self, progress, lo: int, hi: int, total: int, prefix: str = ""):
-        self.progress, self.lo, self.hi, self.total, self.prefix = progress, lo, hi, total, prefix
-
-    def __call__(self, step, total=None, message=None, metrics=None):
-        frac = min(1.0, step / total) if total else 0.0
-        self.progress(
-            self.lo + int(frac * (self.hi - self.lo)), self.total, f"{self.prefix}{message or ''}", metrics
-        )
-
-    @property
-    def cancelled(self) -> bool:
-        return getattr(self.progress, "cancelled", False)
-
-
-class _LightCurves(_Scaled):
+class _LightCurves(Scaled):
     """Embedding progress in light curves throughout (embed_batch itself counts windows, which made
     the job's message switch units between batches)."""
 
     def __call__(self, step, total=None, message=None, metrics=None):
-        frac = min(1.0, step / total) if total else 0.0
-        n = self.lo + int(frac * (self.hi - self.lo))
+        n = self.position(step, total)
         self.progress(n, self.total, f"embedded {n}/{self.total} light curves", metrics)
 
 
@@ -801,16 +784,22 @@ def _cross_survey_prepare(store, params, cfg, folder):
 
 # --------------------------------------------------------------------------------------------------
 
-register_kind("embed", embed_run, embed_prepare, embed_finalize, "embeddings of an encoder")
-register_kind("pretrain", train_run, train_prepare, train_finalize, "masked pretraining of a new encoder")
-register_kind("import_weights", import_run, import_prepare, import_finalize, "import official weights")
-register_kind("project", project_run, project_prepare, project_finalize, "UMAP projection of embeddings")
-register_kind("probe", probe_run, probe_prepare, probe_finalize, "few-shot probe on labels")
-register_kind("evaluate", evaluate_run, evaluate_prepare, evaluate_finalize, "compare classifiers")
-
-
 def _finetune_prepare(store, params, folder):
     return train_prepare(store, {**params, "finetune": True}, folder) | {"finetune": True}
 
 
-register_kind("finetune", train_run, _finetune_prepare, train_finalize, "fine-tune an encoder")
+#: The built-in job kinds, handed to the JobManager (`JobManager(store, kinds=KINDS)`).
+KINDS: dict[str, TaskKind] = {
+    k.name: k
+    for k in (
+        task_kind("embed", embed_run, embed_prepare, embed_finalize, "embeddings of an encoder"),
+        task_kind(
+            "pretrain", train_run, train_prepare, train_finalize, "masked pretraining of a new encoder"
+        ),
+        task_kind("finetune", train_run, _finetune_prepare, train_finalize, "fine-tune an encoder"),
+        task_kind("import_weights", import_run, import_prepare, import_finalize, "import official weights"),
+        task_kind("project", project_run, project_prepare, project_finalize, "UMAP projection of embeddings"),
+        task_kind("probe", probe_run, probe_prepare, probe_finalize, "few-shot probe on labels"),
+        task_kind("evaluate", evaluate_run, evaluate_prepare, evaluate_finalize, "compare classifiers"),
+    )
+}

@@ -17,11 +17,13 @@ import json
 import os
 import secrets
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from lcdash.errors import LcdashError
+from lcdash.jobstates import ACTIVE_STATES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
@@ -32,7 +34,6 @@ DEMO_SEED = 0
 #: The projection queued at first start (UMAP on the layer-weighted embedding, uniform weights).
 FIRST_PROJECTION = {"embedding": "weighted", "n_neighbors": 15, "min_dist": 0.1, "metric": "cosine",
                     "seed": 0}
-ACTIVE_STATES = ("queued", "running")
 
 
 def first_jobs_enabled() -> bool:
@@ -229,8 +230,9 @@ def bootstrap(path: Path | str | None = None, jobs_factory=None, queue_jobs: boo
             report.notes.append(f"default encoder not registered: {exc}")
     if jobs_factory is None:
         from lcdash.jobs import JobManager
+        from lcdash.tasks import KINDS
 
-        jobs_factory = JobManager
+        jobs_factory = partial(JobManager, kinds=KINDS)
     jobs = jobs_factory(store)
     if queue_jobs and first_jobs_enabled() and report.encoder:
         report.jobs = advance(store, jobs, report.encoder)

@@ -14,11 +14,11 @@ from lcdash.evaluation import (
     EvalConfig,
     EvalData,
     apply_label_map,
-    cross_survey_markdown,
     load_label_map,
     make_cross_splits,
     run_evaluation,
 )
+from lcdash.report import cross_survey_markdown
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -204,7 +204,6 @@ def test_results_storage_round_trip(tmp_path):
         list_runs,
         load_predictions,
         load_run,
-        result_from_run,
         save_predictions,
         save_run,
     )
@@ -224,7 +223,7 @@ def test_results_storage_round_trip(tmp_path):
         assert df["confusion"][0]["matrix"] == [[1, 0], [1, 1]]
         runs = list_runs(store)
         assert runs.loc[0, "run_id"] == run_id and runs.loc[0, "best"] == "rf@5"
-        back = result_from_run(store, run_id)
+        back = EvalResult.from_run(*load_run(store, run_id))
         assert back.summary()["macro_f1_mean"].iloc[0] == pytest.approx((rec["macro_f1"] + 0.5) / 2)
         n = save_predictions(store, run_id, [1, 2], ["V", "V"], ["a", "b"], [0.9, 0.6], [0.1, 0.5])
         assert n == 2

@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from lcdash import tasks
 from lcdash.errors import LcdashError
 from lcdash.jobs import JobManager
 
@@ -30,7 +31,7 @@ def env(demo_db, tmp_path_factory):
     cfg = AstromerConfig.astromer2(n_layers=2, d_model=16, n_heads=2, d_ff=16)
     save_encoder(Astromer(cfg), cfg, root / "tiny")
     register_encoder(store, "tiny", root / "tiny", source="test")
-    jm = JobManager(store)
+    jm = JobManager(store, kinds=tasks.KINDS)
     yield store, jm
     jm.shutdown()
     store.close()

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lcdash.errors import ModelError
+from lcdash.jsonio import read_encoder_config
 
 DEFAULT_ENCODER = "astromer2-logpe-folded-demo"
 
@@ -50,8 +51,6 @@ def register_encoder(store, name: str, path: str | os.PathLike, source: str | No
     """Add (or update) encoder `name` pointing at folder `path`; arch / n_layers / d_model come from its
     config.json. Re-registering a name with different weights deletes that name's embeddings (they
     were computed by the old weights). Returns get_encoder(store, name)."""
-    from lcdash.weights import read_encoder_config
-
     if not name or not str(name).strip():
         raise ModelError("an encoder needs a non-empty name")
     path = Path(path).resolve()

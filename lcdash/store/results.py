@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lcdash.errors import LcdashError, ValidationError
-from lcdash.jobs import to_json
+from lcdash.jsonio import to_json
 
 RESULT_COLUMNS = (
     "model", "spc", "fold", "macro_f1", "macro_precision", "macro_recall", "accuracy", "per_class",
@@ -163,17 +163,6 @@ def load_run(store, run_id: str) -> tuple[dict, pd.DataFrame]:
     for k in _JSON_RESULT:
         results[k] = results[k].map(_parse)
     return info, results
-
-
-def result_from_run(store, run_id: str):
-    """Rebuild an EvalResult from a stored run (for reports of earlier runs)."""
-    from lcdash.evaluation import EvalResult
-
-    info, results = load_run(store, run_id)
-    records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in
-               results.to_dict("records")]  # fmt: skip
-    cfg = dict(info["config"] or {})
-    return EvalResult(records, cfg, info["selection"] or {}, info["timings"] or {}, cfg.pop("versions", {}))
 
 
 def load_predictions(store, run_id: str) -> pd.DataFrame:
