@@ -282,7 +282,7 @@ def embed_store(
     what it finished. Returns {"encoder", "objects", "rows", "windows", "seconds", "lc_per_s"}."""
     import time
 
-    from lcdash.store.embeddings import get_encoder, save_embeddings
+    from lcdash.store.embeddings import embedded_keys, get_encoder, save_embeddings
     from lcdash.weights import load_encoder
 
     if fold_periods not in ("catalogue", "lomb-scargle"):
@@ -295,7 +295,7 @@ def embed_store(
     for b in bands:  # the objects observed in band b (read_batch refuses an oid without it)
         sel = store.objects(band=b, oids=sel_all, columns=["oid"])["oid"].to_numpy(np.int64)
         if not overwrite:
-            sel = sel[~np.isin(sel, _embedded_oids(store, encoder_name, b))]
+            sel = sel[~np.isin(sel, embedded_keys(store, encoder_name, b)[0])]
         if len(sel):
             todo.append((b, sel))
     total = int(sum(len(s) for _, s in todo))
@@ -341,16 +341,6 @@ def catalogue_periods(store, oids) -> np.ndarray:
     oids = np.asarray(oids, np.int64)
     cat = store.objects(oids=oids, columns=["oid", "period"]).set_index("oid")["period"]
     return cat.reindex(oids).to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _embedded_oids(store, encoder: str, band: str) -> np.ndarray:
-    cur = store.cursor()
-    try:
-        rows = cur.execute("SELECT oid FROM embeddings WHERE encoder = ? AND band = ?",
-                           [encoder, band]).fetchnumpy()
-    finally:
-        cur.close()
-    return np.asarray(rows["oid"], np.int64)
 
 
 # ------------------------------------------------------------------------------------------------

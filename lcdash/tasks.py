@@ -126,44 +126,7 @@ class _LightCurves(Scaled):
 
 
 # --------------------------------------------------------------------------------------------------
-# labels and embeddings (prepare side)
-
-
-def label_sources(store) -> list[str]:
-    """ "catalogue" plus every label set's name (what the Probe / Compare pages offer)."""
-    out = ["catalogue"]
-    try:
-        from lcdash.store import labels as labels_store
-
-        sets = labels_store.list_label_sets(store)
-        out += [str(n) for n in (sets["name"] if hasattr(sets, "columns") else [s["name"] for s in sets])]
-    except (ImportError, AttributeError):
-        pass
-    return out
-
-
-def load_labels(store, source: str, survey: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(oid int64[N], label str[N]) from catalogue labels or a label set."""
-    if not source or source == "catalogue":
-        df = store.objects(survey=survey or None, labelled=True, columns=["oid", "label"])
-    else:
-        from lcdash.store import labels as labels_store
-
-        df = labels_store.get_labels(store, source)
-        if survey:
-            keep = store.objects(survey=survey, oids=df["oid"].to_numpy(np.int64), columns=["oid"])["oid"]
-            df = df[df["oid"].isin(keep)]
-    if len(df) == 0:
-        where = f" in survey {survey!r}" if survey else ""
-        raise ValidationError(f"no labelled objects{where} for label source {source!r}")
-    return df["oid"].to_numpy(np.int64), np.asarray(df["label"].astype(str), dtype=str)
-
-
-def label_counts(store, source: str, survey: str | None = None) -> dict[str, int]:
-    """Objects per class of a label source (largest first), for choosing the classes to train on."""
-    _, labels = load_labels(store, source, survey)
-    counts = _counts(labels)
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+# embeddings (prepare side)
 
 
 def _embeddings(store, encoder: str, oids=None, band: str | None = None):
@@ -190,12 +153,13 @@ def _align(oid: np.ndarray, bands: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 def embed_prepare(store, params, folder):
     from lcdash.embed import catalogue_periods
+    from lcdash.store.embeddings import embedded_keys
 
     enc = _encoder(store, params.get("encoder"))
     oids = _pick_oids(store, params)
     bands = [params["band"]] if params.get("band") else store.bands(oids)
     files, n_objects = [], 0
-    have, have_bands = _embeddings_index(store, enc["name"])
+    have, have_bands = embedded_keys(store, enc["name"])
     for band in bands:
         sel = store.objects(oids=oids, band=band, columns=["oid"])["oid"].to_numpy(np.int64)
         if not params.get("overwrite"):
@@ -208,15 +172,6 @@ def embed_prepare(store, params, folder):
             files.append(name)
         n_objects += len(sel)
     return {"encoder_path": str(enc["path"]), "batches": files, "n_objects": int(n_objects)}
-
-
-def _embeddings_index(store, encoder: str):
-    cur = store.cursor()
-    try:
-        rows = cur.execute("SELECT oid, band FROM embeddings WHERE encoder = ?", [encoder]).fetchnumpy()
-    finally:
-        cur.close()
-    return np.asarray(rows["oid"], np.int64), np.asarray(rows["band"], dtype=str)
 
 
 def embed_run(folder, params, progress):
@@ -431,8 +386,8 @@ def probe_layer_weights(store, run_id: str):
     from lcdash.store.results import load_run
 
     info, results = load_run(store, run_id)
-    if (info.get("timings") or {}).get("layer_weights") is not None:
-        return info["timings"]["layer_weights"]
+    if info.get("layer_weights") is not None:
+        return info["layer_weights"]
     found = [e["layer_weights"] for e in results.get("extra", []) if e and e.get("layer_weights")]
     return np.mean(np.asarray(found, np.float64), axis=0).tolist() if found else None
 
@@ -493,6 +448,8 @@ def _eval_config(params: dict, **over):
 
 
 def probe_prepare(store, params, folder):
+    from lcdash.store.labels import load_labels
+
     encoder = params.get("encoder")
     enc = _encoder(store, encoder)
     source = params.get("labels", "catalogue")
@@ -568,13 +525,6 @@ def probe_finalize(store, folder, params, result):
     if ev is None:  # protocol skipped (too few labels): keep the run for its weights and predictions
         ev = {"records": [], "config": {}, "selection": {}, "timings": {}, "versions": {}}
     evaluation = EvalResult.from_dict(ev)
-    # the final fit's layer weights and classes live in timings: Explore / project read them there
-    evaluation.timings = {
-        **(evaluation.timings or {}),
-        "layer_weights": result.get("layer_weights"),
-        "classes": result.get("classes"),
-        "note": result.get("note"),
-    }
     config = {"encoder": params.get("encoder_info"), "label_source": params.get("labels", "catalogue")}
     selection = {
         "label_source": params.get("labels", "catalogue"),
@@ -584,7 +534,9 @@ def probe_finalize(store, folder, params, result):
         "n_missing_embeddings": params.get("n_missing"),
         "label_counts": params.get("label_counts"),
     }
-    run_id = save_run(store, evaluation, kind="probe", config=config, selection=selection, job_id=folder.name)
+    run_id = save_run(store, evaluation, kind="probe", config=config, selection=selection, job_id=folder.name,
+                      layer_weights=result.get("layer_weights"), classes=result.get("classes"),
+                      note=result.get("note"))  # fmt: skip
     n_pred = 0
     if (folder / "predictions.npz").exists():
         with np.load(folder / "predict.npz") as p, np.load(folder / "predictions.npz") as z:
@@ -623,6 +575,7 @@ def _f1_summary(evaluation, with_model: bool = True) -> dict:
 def evaluate_prepare(store, params, folder):
     from lcdash.embed import catalogue_periods
     from lcdash.evaluation import EvalData
+    from lcdash.store.labels import load_labels
 
     cfg = _eval_config(params)
     if cfg.train_surveys:
@@ -728,6 +681,7 @@ def _cross_survey_prepare(store, params, cfg, folder):
 
     from lcdash.evaluation import EvalData, apply_label_map
     from lcdash.lightcurve import LightCurveBatch
+    from lcdash.store.labels import load_labels
 
     cap = params.get("max_per_class")
     if cap is None:

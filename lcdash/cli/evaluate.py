@@ -138,7 +138,7 @@ def _ensure_embeddings(store, args, encoder: str) -> None:
     import numpy as np
 
     from lcdash.store.embeddings import load_embeddings
-    from lcdash.tasks import load_labels
+    from lcdash.store.labels import load_labels
 
     if args.train_surveys:  # across surveys: each survey in its own band
         from lcdash.tasks import survey_band

@@ -144,7 +144,11 @@ class Store:
             )
         with self.transaction() as cur:
             for v in range(version + 1, SCHEMA_VERSION + 1):
-                cur.execute(MIGRATIONS[v])
+                step = MIGRATIONS[v]
+                if callable(step):
+                    step(cur)
+                else:
+                    cur.execute(step)
             cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
     # -- ingest -------------------------------------------------------------------------------

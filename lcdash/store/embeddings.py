@@ -207,6 +207,21 @@ def has_embeddings(store, encoder: str, band: str | None = None) -> bool:
         cur.close()
 
 
+def embedded_keys(store, encoder: str, band: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(oid int64[N], band str[N]) of every stored embedding of `encoder` (in `band` when given): what
+    is already embedded, so a job computes only the rest."""
+    cur = store.cursor()
+    try:
+        sql, params = "SELECT oid, band FROM embeddings WHERE encoder = ?", [encoder]
+        if band is not None:
+            sql += " AND band = ?"
+            params.append(band)
+        rows = cur.execute(sql, params).fetchnumpy()
+    finally:
+        cur.close()
+    return np.asarray(rows["oid"], np.int64), np.asarray(rows["band"], dtype=str)
+
+
 def delete_embeddings(store, encoder: str) -> int:
     """Drop every embedding of `encoder` (the registry entry stays). Returns the rows deleted."""
     with store.transaction() as cur:
