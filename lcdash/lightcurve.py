@@ -22,10 +22,20 @@ import pandas as pd
 
 from lcdash.errors import LcdashError, ValidationError
 
-#: Shortest period searched by default (days): covers delta Scuti / HADS stars.
-DEFAULT_MIN_PERIOD = 0.04
+#: Shortest period (days) every lcdash period search covers: the single-curve periodogram's default
+#: floor and the top of the batch grid (`lcdash.features`); below the shortest delta Scuti / HADS
+#: periods in the shared catalogues.
+MIN_PERIOD = 0.05
 #: Longest period searched by default (days), capped at half the baseline.
 DEFAULT_MAX_PERIOD = 1000.0
+
+
+def fold_phase(time: np.ndarray, period: float, epoch: float) -> np.ndarray:
+    """Phase in [0, 1) of each time at `period`, phase 0 at `epoch`: the one fold of lcdash (the
+    viewer's `LightCurve.fold`, `fold_batch`, `fold_curves`). Callers check the period."""
+    phase = np.mod((np.asarray(time, np.float64) - float(epoch)) / float(period), 1.0)
+    phase[phase >= 1.0] = 0.0  # mod can round up to exactly 1.0 for times just before the epoch
+    return phase
 
 
 def period_aliases(period: float) -> dict[str, float]:
@@ -153,14 +163,11 @@ class LightCurve:
         return float(self.time[np.nanargmin(self.mag)])
 
     def fold(self, period: float, epoch: float | None = None) -> np.ndarray:
-        """Phase in [0, 1) of every observation; phase 0 at ``epoch`` (default: maximum light)."""
-        p = float(period)
-        if not np.isfinite(p) or p <= 0:
+        """Phase in [0, 1) of every observation (`fold_phase`); phase 0 at ``epoch`` (default: maximum
+        light, where a reader of a folded plot expects it)."""
+        if not (np.isfinite(float(period)) and float(period) > 0):
             raise LcdashError(f"cannot fold at period {period}: it must be a positive number of days")
-        t0 = self.epoch_of_maximum() if epoch is None else float(epoch)
-        phase = np.mod((self.time - t0) / p, 1.0)
-        phase[phase >= 1.0] = 0.0          # mod can round up to exactly 1.0
-        return phase
+        return fold_phase(self.time, period, self.epoch_of_maximum() if epoch is None else epoch)
 
     def period_aliases(self, period: float | None = None) -> dict[str, float]:
         p = self.period if period is None else period
@@ -183,7 +190,7 @@ class LightCurve:
         """Uniform frequency grid (1/day), ascending, for the periodogram."""
         lc, _ = self._data(band)
         T = lc.baseline
-        lo_p = DEFAULT_MIN_PERIOD if min_period is None else float(min_period)
+        lo_p = MIN_PERIOD if min_period is None else float(min_period)
         hi_p = min(DEFAULT_MAX_PERIOD, T / 2.0) if max_period is None else float(max_period)
         if not (0 < lo_p < hi_p):
             raise LcdashError(f"period range must satisfy 0 < min_period < max_period, got "
@@ -402,7 +409,7 @@ def fold_batch(batch, periods: np.ndarray):
     for i in range(n):
         m = np.asarray(batch.mask[i], dtype=bool)
         t = time[i, m]
-        phase = np.mod((t - t.min()) / periods[i], 1.0) if t.size else t
+        phase = fold_phase(t, periods[i], t.min()) if t.size else t
         order = np.argsort(phase, kind="stable")
         time[i, m] = phase[order] * periods[i]
         mag[i, m] = mag[i, m][order]
@@ -433,7 +440,7 @@ def fold_curves(curves, periods, window: int = 200):
             continue
         if not (np.isfinite(p) and p > 0):
             raise ValidationError(f"light curve {i} has no positive period to fold at (got {p})")
-        phase = np.mod((t - t.min()) / p, 1.0)
+        phase = fold_phase(t, p, t.min())
         order = np.argsort(phase, kind="stable")
         k = -(-t.size // window)
         for j in range(k):
