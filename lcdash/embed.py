@@ -29,13 +29,26 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lcdash.device import pick_device, resolve_precision
 from lcdash.errors import JobError, ModelError, ValidationError
+from lcdash.features import best_periods
+from lcdash.lightcurve import fold_curves
+from lcdash.weights import load_encoder
+from lcdash.windows import (
+    FlatCurves,
+    flatten_curves,
+    gather_windows,
+    iter_curves,
+    window_table,
+    windows_per_curve,
+)
 
 ProgressFn = Callable[..., None]
 PRECISIONS = ("auto", "float32", "bf16")
@@ -89,15 +102,11 @@ def prefetch(items: Iterable, depth: int = 2) -> Iterator:
 
 def count_windows(batch, window: int = 200) -> int:
     """How many encoder windows `batch` makes (what embed_batch's progress counts)."""
-    from lcdash.windows import flatten_curves, windows_per_curve
-
     return int(windows_per_curve(flatten_curves(batch).length, window).sum())
 
 
 def _resolve_device(model, device):
     import torch
-
-    from lcdash.device import pick_device
 
     if device is None:
         try:
@@ -139,8 +148,6 @@ def _gather_in_background(device) -> bool:
 def _model_batches(curves, owner, start, n_obs, window: int, batch_size: int, pin: bool) -> Iterator:
     """(mag, time, mask_in, owner) tensors of consecutive `batch_size` slices of the window table."""
     import torch
-
-    from lcdash.windows import gather_windows
 
     for lo in range(0, len(owner), batch_size):
         hi = min(lo + batch_size, len(owner))
@@ -184,9 +191,6 @@ def _embed_windows(model, batch, batch_size, device, progress, precision) -> tup
     """embed_batch's work: the encoder's consecutive windows of each curve, as they are."""
     import torch
 
-    from lcdash.device import resolve_precision
-    from lcdash.windows import flatten_curves, window_table
-
     cfg = model.cfg
     device = _resolve_device(model, device)
     batch_size = default_batch_size(device) if batch_size is None else int(batch_size)
@@ -229,8 +233,6 @@ def folding_periods(curves, periods=None) -> np.ndarray:
     """The period (days) each curve is folded at: the given one where finite and positive, else the
     strongest Lomb-Scargle peak on the Random Forest features' grid (`lcdash.features.best_periods`),
     else 1 day for curves too short for a periodogram (so no curve is ever refused)."""
-    from lcdash.features import best_periods
-
     curves = list(curves)
     p = np.full(len(curves), np.nan) if periods is None else np.array(periods, dtype=np.float64)
     missing = np.flatnonzero(~(np.isfinite(p) & (p > 0)))
@@ -241,9 +243,6 @@ def folding_periods(curves, periods=None) -> np.ndarray:
 
 def _embed_folded(model, batch, periods, **kw) -> tuple[np.ndarray, np.ndarray]:
     """embed_batch for folded encoders: embed the whole-cycle sub-curves, then average them per object."""
-    from lcdash.lightcurve import fold_curves
-    from lcdash.windows import iter_curves
-
     curves = list(iter_curves(batch))
     subs, owner = fold_curves(curves, folding_periods(curves, periods), model.cfg.window)
     nw_sub, layers_sub = _embed_windows(model, subs, **kw)  # each sub-curve is one plain window
@@ -280,10 +279,7 @@ def embed_store(
     the encoder (and band) are skipped unless overwrite. Light curves stream from the store in chunks
     of `chunk_size` objects, each chunk saved in its own transaction, so an interrupted run keeps
     what it finished. Returns {"encoder", "objects", "rows", "windows", "seconds", "lc_per_s"}."""
-    import time
-
     from lcdash.store.embeddings import embedded_keys, get_encoder, save_embeddings
-    from lcdash.weights import load_encoder
 
     if fold_periods not in ("catalogue", "lomb-scargle"):
         raise ModelError(f"fold_periods must be 'catalogue' or 'lomb-scargle', got {fold_periods!r}")
@@ -330,8 +326,6 @@ def embed_store(
 
 
 def _resolved_precision(model, device, precision: str) -> str:
-    from lcdash.device import resolve_precision
-
     return resolve_precision(precision, _resolve_device(model, device), model)
 
 
@@ -360,9 +354,6 @@ def embed_frame(
     n_windows and layer_0..layer_L (float32 arrays of d values: the mean of that layer's output over
     valid steps and windows; layer_0 is the input embedding). Rows with a missing time or magnitude
     are dropped; a duplicated (object, band, time) keeps its first row, as the store does."""
-    from lcdash.weights import load_encoder
-    from lcdash.windows import FlatCurves
-
     missing = [c for c in ("object_id", "time", "mag") if c not in observations.columns]
     if missing:
         raise ValidationError(

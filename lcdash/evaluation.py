@@ -40,10 +40,15 @@ import numpy as np
 import pandas as pd
 
 from lcdash.classifiers import MODEL_NAMES, make_classifier
+from lcdash.embed import embed_batch
 from lcdash.errors import LcdashError, ModelError, ValidationError
+from lcdash.features import best_periods, extract_features
 from lcdash.jsonio import json_default
-from lcdash.lightcurve import LightCurveBatch
+from lcdash.lightcurve import LightCurveBatch, fold_batch
 from lcdash.progress import Retotal, is_cancelled
+from lcdash.train import TrainConfig, finetune
+from lcdash.weights import load_encoder
+from lcdash.windows import WINDOW, window_starts
 
 SCORINGS = ("object", "window")
 SEQUENCE_INPUTS = ("raw", "folded")
@@ -441,8 +446,6 @@ def _select(data: EvalData, cfg: EvalConfig) -> tuple[np.ndarray, dict]:
 
 def _window_view(batch, idx):
     """Astromer windows of the objects `idx` as a light-curve batch: (batch, owner position in idx)."""
-    from lcdash.windows import WINDOW, window_starts
-
     rows, owner = [], []
     for pos, i in enumerate(idx):
         n = int(batch.length[i])
@@ -484,9 +487,6 @@ def _embed(encoder: dict | None, batch, cfg: EvalConfig, periods=None) -> np.nda
         raise ModelError(
             "the probe needs embeddings: compute them with `python -m lcdash embed` or give the encoder's dir"
         )
-    from lcdash.embed import embed_batch
-    from lcdash.weights import load_encoder
-
     model, _ = load_encoder(encoder["dir"])
     _, layers = embed_batch(model, batch, device=cfg.device, periods=periods)
     return np.asarray(layers, dtype=np.float32)
@@ -548,8 +548,6 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
 
     def features():
         if "features" not in cache:
-            from lcdash.features import extract_features
-
             t0 = time.perf_counter()
             cache["features"] = extract_features(batch, n_jobs=cfg.n_jobs)
             cache["features_rate"] = len(owner) / max(time.perf_counter() - t0, 1e-9)
@@ -628,9 +626,6 @@ def record_name(model: str, cfg: EvalConfig) -> str:
 def _folded(data: EvalData, idx, owner, batch, cfg: EvalConfig):
     """`batch` folded at each object's catalogue period, or its Lomb-Scargle period where the
     catalogue has none -> (folded batch, {"catalogue": n, "lomb_scargle": n} objects)."""
-    from lcdash.features import best_periods
-    from lcdash.lightcurve import fold_batch
-
     periods = np.full(len(idx), np.nan) if data.periods is None else np.array(data.periods[idx], dtype=float)
     missing = ~(np.isfinite(periods) & (periods > 0))
     if missing.any():
@@ -736,16 +731,14 @@ def _finetuned_layers(data: EvalData, batch, owner, split: Split, cfg: EvalConfi
 
     if not data.encoder or not data.encoder.get("dir"):
         raise ModelError("fine-tuning needs the encoder's folder (EvalData.encoder['dir'])")
-    from lcdash import train
-
     rows_of = _rows_by_object(owner, int(owner.max()) + 1)
     train_batch = batch.take(_rows(rows_of, split.train))
     val_batch = batch.take(_rows(rows_of, split.val))
     with tempfile.TemporaryDirectory() as tmp:
-        tc = train.TrainConfig(seed=cfg.seed, device=cfg.device, num_threads=cfg.threads)
+        tc = TrainConfig(seed=cfg.seed, device=cfg.device, num_threads=cfg.threads)
         if cfg.finetune_epochs:
             tc = dataclasses.replace(tc, epochs=int(cfg.finetune_epochs))
-        train.finetune(train_batch, val_batch, tc, from_dir=data.encoder["dir"], out_dir=tmp)
+        finetune(train_batch, val_batch, tc, from_dir=data.encoder["dir"], out_dir=tmp)
         return _embed({**data.encoder, "dir": tmp}, batch, cfg)
 
 

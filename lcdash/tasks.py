@@ -29,9 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lcdash.embed import catalogue_periods, embed_batch
 from lcdash.errors import ValidationError
 from lcdash.jobs import TaskKind, task_kind
+from lcdash.lightcurve import LightCurveBatch
 from lcdash.progress import JobCancelled, Scaled, is_cancelled
+from lcdash.projection import map_input, umap_project
+from lcdash.train import TrainConfig, finetune, pretrain
+from lcdash.weights import download, import_official, load_encoder, read_encoder_config
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 EMBED_CHUNK = 2048  # objects per exported batch file: bounds the worker's memory
@@ -152,7 +157,6 @@ def _align(oid: np.ndarray, bands: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 
 def embed_prepare(store, params, folder):
-    from lcdash.embed import catalogue_periods
     from lcdash.store.embeddings import embedded_keys
 
     enc = _encoder(store, params.get("encoder"))
@@ -175,10 +179,6 @@ def embed_prepare(store, params, folder):
 
 
 def embed_run(folder, params, progress):
-    from lcdash.embed import embed_batch
-    from lcdash.lightcurve import LightCurveBatch
-    from lcdash.weights import load_encoder
-
     total = int(params["n_objects"])
     progress(0, total, "loading the encoder")
     model, _ = load_encoder(params["encoder_path"])
@@ -245,8 +245,6 @@ def train_prepare(store, params, folder):
     if params.get("finetune") and not base:
         raise ValidationError("fine-tuning needs a base encoder to start from")
     base_path = str(_encoder(store, base)["path"]) if base else None
-    from lcdash.train import TrainConfig
-
     TrainConfig.from_dict(params.get("train") or {}).validate()  # fail here, not in the worker
     oids = _pick_oids(store, params)
     if params.get("max_objects"):
@@ -273,18 +271,15 @@ def train_prepare(store, params, folder):
 
 
 def train_run(folder, params, progress):
-    from lcdash import train
-    from lcdash.lightcurve import LightCurveBatch
-
-    cfg = train.TrainConfig.from_dict(params.get("train") or {})
+    cfg = TrainConfig.from_dict(params.get("train") or {})
     tr = LightCurveBatch.load(folder / "train.npz")
     va = LightCurveBatch.load(folder / "val.npz")
     if params.get("finetune"):
-        summary = train.finetune(
+        summary = finetune(
             tr, va, cfg, from_dir=params["base_path"], out_dir=params["out_dir"], progress=progress
         )
     else:
-        summary = train.pretrain(
+        summary = pretrain(
             tr,
             va,
             cfg,
@@ -325,20 +320,18 @@ def import_prepare(store, params, folder):
 
 
 def import_run(folder, params, progress):
-    from lcdash import weights
-
     progress(0, 1, "converting the weights")
     if params.get("path"):
-        out = weights.import_official(params["path"], params["out_dir"], name=params["name"])
+        out = import_official(params["path"], params["out_dir"], name=params["name"])
     else:
-        out = weights.download(
+        out = download(
             params["official"],
             params["out_dir"],
             url=params.get("url"),
             cache_dir=params.get("cache_dir"),
             progress=progress,
         )
-    meta = weights.read_encoder_config(out)
+    meta = read_encoder_config(out)
     progress(1, 1, "converted")
     return {"path": str(out), "n_params": meta.get("n_params"), "arch": meta.get("arch")}
 
@@ -356,8 +349,6 @@ def import_finalize(store, folder, params, result):
 
 
 def project_prepare(store, params, folder):
-    from lcdash.projection import map_input
-
     encoder = params.get("encoder")
     _encoder(store, encoder)
     oid, bands, layers = _embeddings(store, encoder, band=params.get("band"))
@@ -393,8 +384,6 @@ def probe_layer_weights(store, run_id: str):
 
 
 def project_run(folder, params, progress):
-    from lcdash.projection import umap_project
-
     with np.load(folder / "points.npz") as z:
         X = z["X"]
     progress(0, 2, f"UMAP of {len(X)} points (the first run compiles numba: about a minute)")
@@ -573,7 +562,6 @@ def _f1_summary(evaluation, with_model: bool = True) -> dict:
 
 
 def evaluate_prepare(store, params, folder):
-    from lcdash.embed import catalogue_periods
     from lcdash.evaluation import EvalData
     from lcdash.store.labels import load_labels
 
@@ -680,7 +668,6 @@ def _cross_survey_prepare(store, params, cfg, folder):
     import zlib
 
     from lcdash.evaluation import EvalData, apply_label_map
-    from lcdash.lightcurve import LightCurveBatch
     from lcdash.store.labels import load_labels
 
     cap = params.get("max_per_class")

@@ -24,7 +24,9 @@ import pyarrow as pa
 
 from lcdash.errors import LcdashError
 from lcdash.lightcurve import LightCurve, LightCurveBatch
+from lcdash.store.ingest import ingest
 from lcdash.store.schema import MIGRATIONS, SCHEMA_VERSION
+from lcdash.store.sql import run_sql
 
 SMALL_BATCH = 256  # up to this many oids, read_batch looks them up through the oid index
 
@@ -166,8 +168,6 @@ class Store:
     ):
         """Add observations (+ catalogue rows) in one transaction (or the caller's, `cursor`); see
         `lcdash.store.ingest.ingest`."""
-        from lcdash.store.ingest import ingest
-
         return ingest(
             self,
             observations,
@@ -458,8 +458,6 @@ class Store:
 
     def sql(self, query: str, limit: int = 10_000, timeout_s: float = 10) -> pd.DataFrame:
         """Run one read-only SELECT in the sandbox (see `lcdash.store.sql.run_sql`)."""
-        from lcdash.store.sql import run_sql
-
         return run_sql(self, query, limit=limit, timeout_s=timeout_s)
 
 
