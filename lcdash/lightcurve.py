@@ -273,6 +273,10 @@ class LightCurve:
 class LightCurveBatch:
     """Many light curves of one band each, as padded arrays (padding is 0, `mask` True = observed).
 
+    Polarity: `mask` is True where there IS an observation; the encoders' `mask_in`
+    (`lcdash.windows.Windows`, `lcdash.models.astromer`) is the opposite, 1 where a step is padding
+    or hidden, as in Astromer.
+
     oid int64[B], band list[str] (B), time float64[B, L], mag float32[B, L], mag_err float32[B, L]
     (NaN where the survey gives none), mask bool[B, L], length int32[B]; rows sorted by time;
     L = the longest light curve in the batch.

@@ -243,8 +243,8 @@ def pretrain(
 
     train, val: LightCurveBatch or sequences of (time, mag[, err]); val=None splits `cfg.val_fraction`
     of train off. model_cfg: an AstromerConfig (or its dict) for a fresh model (default Astromer 2);
-    init_from: an encoder folder to start from instead (its config wins). `pretrain(train, val, cfg,
-    out_dir)` (DESIGN.md's form) also works: a path in the model_cfg place is taken as out_dir.
+    init_from: an encoder folder to start from instead (its config wins). out_dir: the new encoder's
+    folder (`pretrain(train, val, cfg, out_dir=...)` for the default model).
     progress(step, total, message, metrics=None) is called as training goes; the run stops, keeping
     the last completed epoch's checkpoint, once `progress.cancelled` is true.
 
@@ -253,8 +253,9 @@ def pretrain(
     import torch
 
     from lcdash.models.astromer import Astromer, AstromerConfig
-    if out_dir is None and isinstance(model_cfg, str | os.PathLike):
-        model_cfg, out_dir = None, model_cfg
+
+    if isinstance(model_cfg, str | os.PathLike):
+        raise ModelError("pretrain's model_cfg is an AstromerConfig or a dict; give the folder as out_dir=")
     if out_dir is None:
         raise ModelError("pretrain needs an output folder (out_dir)")
     cfg = cfg or TrainConfig()

@@ -47,7 +47,7 @@ def test_sets_crud(store):
     assert store.con.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
     with pytest.raises(LcdashError, match="no label set"):
         L.get_labels(store, a)
-    assert L.list_label_sets is L.list_sets
+    assert not hasattr(L, "list_label_sets")  # one name per function (issue 12 removed the aliases)
 
 
 def test_set_relabel_remove_and_counts(store):
@@ -154,7 +154,7 @@ def test_suggest_with_predictions_is_uncertain_and_spread(store):
 def test_suggest_defaults_use_latest_map_and_probe(store):
     from lcdash.store.projections import save_projection
 
-    s = L.create_label_set(store, "defaults", description=None)
+    s = L.create_set(store, "defaults", description=None)
     assert suggest_next(store, s).empty                      # no map, no probe: nothing to suggest
     oids = store.objects()["oid"].to_numpy()
     rng = np.random.default_rng(3)
@@ -176,10 +176,10 @@ def test_suggest_defaults_use_latest_map_and_probe(store):
 
 
 def test_export_frame_and_aliases(store):
-    s = L.create_label_set(store, "frame")
+    s = L.create_set(store, "frame")
     L.set_labels(store, s, [3], "EA")
     frame = L.export_labels(store, "frame")
     assert frame[["object_id", "label", "label_set"]].values.tolist() == [
         [store.objects(oids=[3])["object_id"][0], "EA", "frame"]]
-    L.delete_label_set(store, "frame")
+    L.delete_set(store, "frame")
     assert L.list_sets(store).empty

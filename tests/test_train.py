@@ -174,7 +174,7 @@ def test_finetune_starts_from_encoder_with_small_lr(tmp_path):
 
 def test_design_call_form_and_bad_inputs(tmp_path):
     curves = _curves(12)
-    res = pretrain(curves, None, _cfg(epochs=0), tmp_path)  # DESIGN.md: pretrain(train, val, cfg, out_dir)
+    res = pretrain(curves, None, _cfg(epochs=0), out_dir=tmp_path)  # DESIGN.md's call form
     assert res["epochs"] == 0 and len(res["history"]) == 1
     assert json.loads((tmp_path / "config.json").read_text())["arch"] == "astromer2"
     with pytest.raises(ModelError, match="at least 2"):

@@ -230,12 +230,8 @@ def delete_embeddings(store, encoder: str) -> int:
     return int(n)
 
 
-def load(store, encoder: str, oids=None, band=None):
-    """DESIGN.md's name for load_embeddings."""
-    return load_embeddings(store, encoder, oids=oids, band=band)
-
-
 __all__ = [
     "DEFAULT_ENCODER", "default_encoder_dir", "register_encoder", "register_default_encoder", "list_encoders",
-    "get_encoder", "save_embeddings", "load_embeddings", "has_embeddings", "delete_embeddings", "load",
+    "get_encoder", "save_embeddings", "load_embeddings", "has_embeddings", "embedded_keys",
+    "delete_embeddings",
 ]

@@ -65,10 +65,6 @@ def list_sets(store) -> pd.DataFrame:
         cur.close()
 
 
-#: The names lcdash.tasks and the Label page use.
-list_label_sets = list_sets
-
-
 def get_set(store, set_ref) -> dict:
     """One set's row of `list_sets` as a dict."""
     cur = store.cursor()
@@ -78,9 +74,6 @@ def get_set(store, set_ref) -> dict:
         cur.close()
     sets = list_sets(store)
     return sets[sets["set_id"] == set_id].iloc[0].to_dict()
-
-
-create_label_set = create_set
 
 
 def rename_set(store, set_ref, new_name: str, description: str | None = None) -> None:
@@ -102,9 +95,6 @@ def delete_set(store, set_ref) -> None:
         set_id = _set_id(cur, set_ref)
         cur.execute("DELETE FROM labels WHERE set_id = ?", [set_id])
         cur.execute("DELETE FROM label_sets WHERE set_id = ?", [set_id])
-
-
-delete_label_set = delete_set
 
 
 def set_labels(store, set_ref, oids, label: str) -> int:
