@@ -40,6 +40,7 @@ from lcdash.device import pick_device, resolve_precision
 from lcdash.errors import JobError, ModelError, ValidationError
 from lcdash.features import best_periods
 from lcdash.lightcurve import fold_curves
+from lcdash.progress import is_cancelled
 from lcdash.weights import load_encoder
 from lcdash.windows import (
     FlatCurves,
@@ -52,10 +53,6 @@ from lcdash.windows import (
 
 ProgressFn = Callable[..., None]
 PRECISIONS = ("auto", "float32", "bf16")
-
-
-def _cancelled(progress) -> bool:
-    return bool(getattr(progress, "cancelled", False))
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
@@ -215,7 +212,7 @@ def _embed_windows(model, batch, batch_size, device, progress, precision) -> tup
     try:
         with torch.inference_mode(), autocast:
             for mag, tim, mi, own in (prefetch(batches) if _gather_in_background(device) else batches):
-                if _cancelled(progress):
+                if is_cancelled(progress):
                     raise JobError("embedding cancelled")
                 mag, tim, mi = (x.to(device, non_blocking=True) for x in (mag, tim, mi))
                 means = window_layer_means(model, mag, tim, mi)
@@ -305,7 +302,7 @@ def embed_store(
     reads = ((b, batch) for b, sel in todo
              for batch in store.iter_batches(sel, batch_size=chunk_size, band=b))
     for b, batch in prefetch(reads, depth=1):  # the next chunk is read while this one is embedded
-        if _cancelled(progress):
+        if is_cancelled(progress):
             raise JobError("embedding cancelled")
         nw, layers = embed_batch(model, batch, batch_size=batch_size, device=device, precision=precision,
                                  periods=None if fold_at is None else fold_at.reindex(batch.oid).to_numpy())

@@ -583,7 +583,7 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
         for split in splits:
             rows = {part: _rows(rows_of, getattr(split, part)) for part in ("train", "val", "test")}
             for name in cfg.models:
-                if getattr(progress, "cancelled", False):
+                if is_cancelled(progress):
                     raise _Cancelled
                 X = inputs[name]
                 if name in ("probe", HYBRID) and cfg.finetune:

@@ -33,6 +33,7 @@ from lcdash.device import pick_device
 from lcdash.embed import folding_periods
 from lcdash.errors import ModelError
 from lcdash.lightcurve import fold_curves
+from lcdash.progress import is_cancelled
 from lcdash.weights import load_encoder, read_encoder_config, save_encoder
 from lcdash.windows import iter_curves, random_window
 
@@ -360,7 +361,7 @@ def pretrain(
             progress(step, total_steps, message, metrics)
 
     def cancelled() -> bool:
-        return bool(getattr(progress, "cancelled", False))
+        return is_cancelled(progress)
 
     def save_best(epoch, val_rmse):
         extra = {
