@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from lcdash.errors import LcdashError
 from lcdash.lightcurve import LightCurve, LightCurveBatch
-from lcdash.store.ingest import ingest
+from lcdash.store.ingest import ingest as ingest_frames  # `ingest` stays the submodule
 from lcdash.store.schema import MIGRATIONS, SCHEMA_VERSION
 from lcdash.store.sql import run_sql
 
@@ -168,7 +168,7 @@ class Store:
     ):
         """Add observations (+ catalogue rows) in one transaction (or the caller's, `cursor`); see
         `lcdash.store.ingest.ingest`."""
-        return ingest(
+        return ingest_frames(
             self,
             observations,
             objects,
