@@ -15,7 +15,7 @@ import streamlit as st
 
 from lcdash import workspace
 from lcdash.errors import LcdashError, user_message
-from lcdash.jobstates import ACTIVE_STATES
+from lcdash.jobstates import ACTIVE_STATES as ACTIVE  # the pages' short name
 
 _ROUTER = {"ran": False}  # has app.py's router run in this process (see _ensure_router)
 
@@ -171,7 +171,7 @@ def _jobs_panel() -> None:
     except Exception as exc:  # noqa: BLE001
         st.warning(f"Cannot list jobs: {type(exc).__name__}: {exc}")
         return
-    active = [j for j in listed if j.state in ACTIVE_STATES]
+    active = [j for j in listed if j.state in ACTIVE]
     st.markdown(f"**Jobs** ({len(active)} running)" if active else "**Jobs** none running")
     for job in active:
         _job_line(job)
@@ -209,12 +209,12 @@ def watch_job(job_id: str | None, key: str, on_done=None, status=None) -> None:
     if not job_id:
         return
 
-    @st.fragment(run_every=1.0 if _state(job_id) in ACTIVE_STATES else None)
+    @st.fragment(run_every=1.0 if _state(job_id) in ACTIVE else None)
     def _watch() -> None:
         poll_jobs()
         job = jobs().get(job_id)
         seen_key = f"_watch_{key}_{job_id}"
-        if job.state in ACTIVE_STATES:
+        if job.state in ACTIVE:
             st.session_state[seen_key] = "active"
             _job_line(job, status)
             if st.button("Cancel", key=f"cancel_{key}_{job_id}"):
