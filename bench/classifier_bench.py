@@ -18,7 +18,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -27,9 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "catalina_train"
 
+from lcdash.lightcurve import LightCurveBatch  # noqa: E402
+
 
 def load_parquet_batch(folder, band=None, max_objects=None, seed=0):
-    """(batch namespace with LightCurveBatch fields, labels) from a tidy Parquet pair, one band."""
+    """(LightCurveBatch, labels) from a tidy Parquet pair, one band."""
     folder = Path(folder)
     objects = pd.read_parquet(folder / "objects.parquet", columns=["object_id", "label"])
     obs = pd.read_parquet(folder / "observations.parquet")
@@ -49,7 +50,7 @@ def load_parquet_batch(folder, band=None, max_objects=None, seed=0):
     t, m, e = (obs[c].to_numpy() for c in (tcol, "mag", "mag_err"))
     for i, (s, n) in enumerate(zip(start, counts, strict=True)):
         time_[i, :n], mag[i, :n], err[i, :n], mask[i, :n] = t[s : s + n], m[s : s + n], e[s : s + n], True
-    batch = SimpleNamespace(
+    batch = LightCurveBatch(
         oid=np.arange(B),
         band=[band] * B,
         time=time_,
@@ -79,7 +80,6 @@ def main(argv=None) -> int:
 
     from lcdash.classifiers import make_classifier
     from lcdash.device import describe_device
-    from lcdash.evaluation import take_batch
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
             model, _ = load_encoder(args.encoder_dir)
             t0 = time.perf_counter()
-            emb = np.asarray(embed_batch(model, take_batch(batch, needed))[1], np.float32)
+            emb = np.asarray(embed_batch(model, batch.take(needed))[1], np.float32)
             encoder_rate = len(needed) / (time.perf_counter() - t0)
             layers = np.zeros((len(labels), *emb.shape[1:]), np.float32)
             layers[needed] = emb
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
             X = layers if name == "probe" else batch
 
             def sub(idx, X=X):
-                return X[idx] if isinstance(X, np.ndarray) else take_batch(X, idx)
+                return X[idx] if isinstance(X, np.ndarray) else X.take(idx)
 
             est = make_classifier(name, max_epochs=args.max_epochs, seed=0)
             t0 = time.perf_counter()

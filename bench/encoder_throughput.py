@@ -253,7 +253,7 @@ def probe_check(model, shared: Path, per_class: int, device, seed: int = 0) -> d
 
     from lcdash.embed import embed_batch
     from lcdash.evaluation import EvalConfig, EvalData, run_evaluation
-    from lcdash.store import LightCurveBatch
+    from lcdash.lightcurve import LightCurveBatch
 
     base = shared / "data" / "catalina_train"
     if not (base / "objects.parquet").exists():

@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lcdash import io  # noqa: E402
-from lcdash.store import Store, _pad  # noqa: E402
+from lcdash.lightcurve import LightCurveBatch  # noqa: E402
+from lcdash.store import Store  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -64,7 +65,9 @@ def pad_groups(oid_codes, time, mag, err):
     """numpy padding of a long table already grouped by object (baseline helper)."""
     starts = np.flatnonzero(np.r_[True, oid_codes[1:] != oid_codes[:-1]])
     n = np.diff(np.r_[starts, oid_codes.size]).astype(np.int32)
-    return _pad(np.arange(n.size), ["x"] * n.size, n, time, mag.astype(np.float32), err.astype(np.float32))
+    return LightCurveBatch.from_flat(
+        np.arange(n.size), ["x"] * n.size, n, time, mag.astype(np.float32), err.astype(np.float32)
+    )
 
 
 def main() -> int:
@@ -187,7 +190,7 @@ def main() -> int:
             tb.column(c).combine_chunks().flatten().to_numpy(zero_copy_only=False)
             for c in ("time", "mag", "mag_err")
         ]
-        return _pad(np.arange(cnt.size), ["x"] * cnt.size, cnt.astype(np.int32), *flat)
+        return LightCurveBatch.from_flat(np.arange(cnt.size), ["x"] * cnt.size, cnt.astype(np.int32), *flat)
 
     times, _ = timed(long_batch, args.repeats)
     line("long table (oid, band, time): batch read + pad", n, "lc", times)

@@ -25,15 +25,16 @@ import time
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from lcdash.device import pick_device
 from lcdash.errors import ModelError
+from lcdash.features import extract_features
+from lcdash.windows import iter_curves
 
 MODEL_NAMES = ("probe", "rnn", "cnn", "rf", "probe+features")
 POOLINGS = ("weighted", "uniform", "last")
 
 
 def _curves(X) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    from lcdash.windows import iter_curves
-
     return [(np.asarray(t, np.float64), np.asarray(m, np.float64), e) for t, m, e in iter_curves(X)]
 
 
@@ -72,8 +73,6 @@ class _TorchClassifier(ClassifierMixin, BaseEstimator):
     _min_steps_per_epoch: int = 16
 
     def _device(self):
-        from lcdash.device import pick_device
-
         return pick_device(self.device)
 
     def _slice(self, arrays, idx):
@@ -659,8 +658,6 @@ class FeatureRF(ClassifierMixin, BaseEstimator):
         """The feature matrix of X (X itself when it already is one)."""
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind == "f":
             return X
-        from lcdash.features import extract_features
-
         return extract_features(X, n_jobs=self.n_jobs)
 
     def _clean(self, F):

@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from lcdash.errors import ModelError
+
 
 def world_size() -> int:
     try:
@@ -114,8 +116,6 @@ def context(prefer_device: str | None = None) -> DDPContext | None:
         return None
     import torch
     import torch.distributed as dist
-
-    from lcdash.errors import ModelError
 
     for var in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
         if var not in os.environ:

@@ -29,20 +29,30 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lcdash.device import pick_device, resolve_precision
 from lcdash.errors import JobError, ModelError, ValidationError
+from lcdash.features import best_periods
+from lcdash.lightcurve import fold_curves
+from lcdash.progress import is_cancelled
+from lcdash.weights import load_encoder
+from lcdash.windows import (
+    FlatCurves,
+    flatten_curves,
+    gather_windows,
+    iter_curves,
+    window_table,
+    windows_per_curve,
+)
 
 ProgressFn = Callable[..., None]
 PRECISIONS = ("auto", "float32", "bf16")
-
-
-def _cancelled(progress) -> bool:
-    return bool(getattr(progress, "cancelled", False))
 
 
 def prefetch(items: Iterable, depth: int = 2) -> Iterator:
@@ -89,15 +99,11 @@ def prefetch(items: Iterable, depth: int = 2) -> Iterator:
 
 def count_windows(batch, window: int = 200) -> int:
     """How many encoder windows `batch` makes (what embed_batch's progress counts)."""
-    from lcdash.windows import flatten_curves, windows_per_curve
-
     return int(windows_per_curve(flatten_curves(batch).length, window).sum())
 
 
 def _resolve_device(model, device):
     import torch
-
-    from lcdash.device import pick_device
 
     if device is None:
         try:
@@ -139,8 +145,6 @@ def _gather_in_background(device) -> bool:
 def _model_batches(curves, owner, start, n_obs, window: int, batch_size: int, pin: bool) -> Iterator:
     """(mag, time, mask_in, owner) tensors of consecutive `batch_size` slices of the window table."""
     import torch
-
-    from lcdash.windows import gather_windows
 
     for lo in range(0, len(owner), batch_size):
         hi = min(lo + batch_size, len(owner))
@@ -184,9 +188,6 @@ def _embed_windows(model, batch, batch_size, device, progress, precision) -> tup
     """embed_batch's work: the encoder's consecutive windows of each curve, as they are."""
     import torch
 
-    from lcdash.device import resolve_precision
-    from lcdash.windows import flatten_curves, window_table
-
     cfg = model.cfg
     device = _resolve_device(model, device)
     batch_size = default_batch_size(device) if batch_size is None else int(batch_size)
@@ -211,7 +212,7 @@ def _embed_windows(model, batch, batch_size, device, progress, precision) -> tup
     try:
         with torch.inference_mode(), autocast:
             for mag, tim, mi, own in (prefetch(batches) if _gather_in_background(device) else batches):
-                if _cancelled(progress):
+                if is_cancelled(progress):
                     raise JobError("embedding cancelled")
                 mag, tim, mi = (x.to(device, non_blocking=True) for x in (mag, tim, mi))
                 means = window_layer_means(model, mag, tim, mi)
@@ -229,8 +230,6 @@ def folding_periods(curves, periods=None) -> np.ndarray:
     """The period (days) each curve is folded at: the given one where finite and positive, else the
     strongest Lomb-Scargle peak on the Random Forest features' grid (`lcdash.features.best_periods`),
     else 1 day for curves too short for a periodogram (so no curve is ever refused)."""
-    from lcdash.features import best_periods
-
     curves = list(curves)
     p = np.full(len(curves), np.nan) if periods is None else np.array(periods, dtype=np.float64)
     missing = np.flatnonzero(~(np.isfinite(p) & (p > 0)))
@@ -241,9 +240,6 @@ def folding_periods(curves, periods=None) -> np.ndarray:
 
 def _embed_folded(model, batch, periods, **kw) -> tuple[np.ndarray, np.ndarray]:
     """embed_batch for folded encoders: embed the whole-cycle sub-curves, then average them per object."""
-    from lcdash.lightcurve import fold_curves
-    from lcdash.windows import iter_curves
-
     curves = list(iter_curves(batch))
     subs, owner = fold_curves(curves, folding_periods(curves, periods), model.cfg.window)
     nw_sub, layers_sub = _embed_windows(model, subs, **kw)  # each sub-curve is one plain window
@@ -280,10 +276,7 @@ def embed_store(
     the encoder (and band) are skipped unless overwrite. Light curves stream from the store in chunks
     of `chunk_size` objects, each chunk saved in its own transaction, so an interrupted run keeps
     what it finished. Returns {"encoder", "objects", "rows", "windows", "seconds", "lc_per_s"}."""
-    import time
-
-    from lcdash.store.embeddings import get_encoder, save_embeddings
-    from lcdash.weights import load_encoder
+    from lcdash.store.embeddings import embedded_keys, get_encoder, save_embeddings
 
     if fold_periods not in ("catalogue", "lomb-scargle"):
         raise ModelError(f"fold_periods must be 'catalogue' or 'lomb-scargle', got {fold_periods!r}")
@@ -295,7 +288,7 @@ def embed_store(
     for b in bands:  # the objects observed in band b (read_batch refuses an oid without it)
         sel = store.objects(band=b, oids=sel_all, columns=["oid"])["oid"].to_numpy(np.int64)
         if not overwrite:
-            sel = sel[~np.isin(sel, _embedded_oids(store, encoder_name, b))]
+            sel = sel[~np.isin(sel, embedded_keys(store, encoder_name, b)[0])]
         if len(sel):
             todo.append((b, sel))
     total = int(sum(len(s) for _, s in todo))
@@ -309,7 +302,7 @@ def embed_store(
     reads = ((b, batch) for b, sel in todo
              for batch in store.iter_batches(sel, batch_size=chunk_size, band=b))
     for b, batch in prefetch(reads, depth=1):  # the next chunk is read while this one is embedded
-        if _cancelled(progress):
+        if is_cancelled(progress):
             raise JobError("embedding cancelled")
         nw, layers = embed_batch(model, batch, batch_size=batch_size, device=device, precision=precision,
                                  periods=None if fold_at is None else fold_at.reindex(batch.oid).to_numpy())
@@ -330,8 +323,6 @@ def embed_store(
 
 
 def _resolved_precision(model, device, precision: str) -> str:
-    from lcdash.device import resolve_precision
-
     return resolve_precision(precision, _resolve_device(model, device), model)
 
 
@@ -341,16 +332,6 @@ def catalogue_periods(store, oids) -> np.ndarray:
     oids = np.asarray(oids, np.int64)
     cat = store.objects(oids=oids, columns=["oid", "period"]).set_index("oid")["period"]
     return cat.reindex(oids).to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _embedded_oids(store, encoder: str, band: str) -> np.ndarray:
-    cur = store.cursor()
-    try:
-        rows = cur.execute("SELECT oid FROM embeddings WHERE encoder = ? AND band = ?",
-                           [encoder, band]).fetchnumpy()
-    finally:
-        cur.close()
-    return np.asarray(rows["oid"], np.int64)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -370,9 +351,6 @@ def embed_frame(
     n_windows and layer_0..layer_L (float32 arrays of d values: the mean of that layer's output over
     valid steps and windows; layer_0 is the input embedding). Rows with a missing time or magnitude
     are dropped; a duplicated (object, band, time) keeps its first row, as the store does."""
-    from lcdash.weights import load_encoder
-    from lcdash.windows import FlatCurves
-
     missing = [c for c in ("object_id", "time", "mag") if c not in observations.columns]
     if missing:
         raise ValidationError(

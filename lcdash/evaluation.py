@@ -33,20 +33,27 @@ import math
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from lcdash.classifiers import MODEL_NAMES, make_classifier
+from lcdash.embed import embed_batch
 from lcdash.errors import LcdashError, ModelError, ValidationError
+from lcdash.features import best_periods, extract_features
+from lcdash.jsonio import json_default
+from lcdash.lightcurve import LightCurveBatch, fold_batch
+from lcdash.progress import Retotal, is_cancelled
+from lcdash.train import TrainConfig, finetune
+from lcdash.weights import load_encoder
+from lcdash.windows import WINDOW, window_starts
 
 SCORINGS = ("object", "window")
 SEQUENCE_INPUTS = ("raw", "folded")
 SEQUENCE_MODELS = ("rnn", "cnn")
 HYBRID = "probe+features"  # the probe's embedding + the RF's features (classifiers.HybridProbe)
-BATCH_FIELDS = ("oid", "time", "mag", "mag_err", "mask", "length")
 
 
 @dataclass
@@ -135,34 +142,6 @@ class EvalConfig:
 # ------------------------------------------------------------------------------------------------
 # data handed to a worker
 # ------------------------------------------------------------------------------------------------
-def take_batch(batch, idx):
-    """Rows `idx` of a LightCurveBatch (same type), trimmed to the longest selected curve."""
-    idx = np.asarray(idx, dtype=np.int64)
-    length = np.asarray(batch.length)[idx]
-    width = int(length.max()) if len(idx) else 0
-    values = {
-        "oid": np.asarray(batch.oid)[idx],
-        "band": [batch.band[i] for i in idx],
-        "time": np.asarray(batch.time)[idx, :width],
-        "mag": np.asarray(batch.mag)[idx, :width],
-        "mag_err": np.asarray(batch.mag_err)[idx, :width],
-        "mask": np.asarray(batch.mask)[idx, :width],
-        "length": length,
-    }
-    if dataclasses.is_dataclass(batch):
-        return dataclasses.replace(batch, **values)
-    return SimpleNamespace(**values)
-
-
-def _batch_type():
-    try:
-        from lcdash.store import LightCurveBatch
-
-        return LightCurveBatch
-    except ImportError:  # the store is optional for workers: a namespace has the same fields
-        return None
-
-
 @dataclass
 class EvalData:
     """What an evaluation needs, without a store: light curves, labels, optional embeddings.
@@ -173,7 +152,7 @@ class EvalData:
     `surveys`: each object's survey, for training across surveys.
     """
 
-    batch: object
+    batch: LightCurveBatch
     labels: np.ndarray
     layers: np.ndarray | None = None
     encoder: dict | None = None
@@ -199,10 +178,8 @@ class EvalData:
     def save(self, folder) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {k: np.asarray(getattr(self.batch, k)) for k in BATCH_FIELDS}
-        np.savez(
-            folder / "batch.npz", band=np.asarray(self.batch.band, dtype=str), labels=self.labels, **arrays
-        )
+        self.batch.save(folder / "batch.npz")
+        np.save(folder / "labels.npy", self.labels)
         if self.layers is not None:
             np.save(folder / "layers.npy", np.asarray(self.layers, dtype=np.float32))
         if self.periods is not None:
@@ -217,12 +194,8 @@ class EvalData:
         folder = Path(folder)
         if not (folder / "batch.npz").exists():
             raise LcdashError(f"no evaluation data in {folder} (batch.npz is missing)")
-        with np.load(folder / "batch.npz", allow_pickle=False) as z:
-            values = {k: z[k] for k in BATCH_FIELDS}
-            values["band"] = [str(b) for b in z["band"]]
-            labels = z["labels"]
-        kind = _batch_type()
-        batch = kind(**values) if kind is not None else SimpleNamespace(**values)
+        batch = LightCurveBatch.load(folder / "batch.npz")
+        labels = np.load(folder / "labels.npy", allow_pickle=False)
         layers = np.load(folder / "layers.npy") if (folder / "layers.npy").exists() else None
         periods = np.load(folder / "periods.npy") if (folder / "periods.npy").exists() else None
         enc = folder / "encoder.json"
@@ -392,7 +365,7 @@ class EvalResult:
 
     def to_json(self, path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=1, default=_json_default))
+        path.write_text(json.dumps(self.to_dict(), indent=1, default=partial(json_default, fallback=str)))
         return path
 
     @classmethod
@@ -403,11 +376,13 @@ class EvalResult:
     def from_json(cls, path) -> EvalResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-
-def _json_default(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
+    @classmethod
+    def from_run(cls, info: dict, results: pd.DataFrame) -> EvalResult:
+        """Rebuild a stored run (`lcdash.store.results.load_run`'s pair) for reports of earlier runs."""
+        records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in
+                   results.to_dict("records")]  # fmt: skip
+        cfg = dict(info["config"] or {})
+        return cls(records, cfg, info["selection"] or {}, info["timings"] or {}, cfg.pop("versions", {}))
 
 
 def versions() -> dict:
@@ -445,7 +420,7 @@ class _Cancelled(Exception):
 def _notify(progress, step, total, message, metrics_=None):
     if progress is None:
         return
-    if getattr(progress, "cancelled", False):
+    if is_cancelled(progress):
         raise _Cancelled
     progress(step, total, message, metrics_)
 
@@ -471,8 +446,6 @@ def _select(data: EvalData, cfg: EvalConfig) -> tuple[np.ndarray, dict]:
 
 def _window_view(batch, idx):
     """Astromer windows of the objects `idx` as a light-curve batch: (batch, owner position in idx)."""
-    from lcdash.windows import WINDOW, window_starts
-
     rows, owner = [], []
     for pos, i in enumerate(idx):
         n = int(batch.length[i])
@@ -500,7 +473,7 @@ def _window_view(batch, idx):
         out["mag_err"][r, :n] = batch.mag_err[i][obs]
         out["mask"][r, :n] = True
         out["length"][r] = n
-    return SimpleNamespace(**out), np.asarray(owner, dtype=np.int64)
+    return LightCurveBatch(**out), np.asarray(owner, dtype=np.int64)
 
 
 def _sample_periods(data: EvalData, idx, owner) -> np.ndarray | None:
@@ -514,9 +487,6 @@ def _embed(encoder: dict | None, batch, cfg: EvalConfig, periods=None) -> np.nda
         raise ModelError(
             "the probe needs embeddings: compute them with `python -m lcdash embed` or give the encoder's dir"
         )
-    from lcdash.embed import embed_batch
-    from lcdash.weights import load_encoder
-
     model, _ = load_encoder(encoder["dir"])
     _, layers = embed_batch(model, batch, device=cfg.device, periods=periods)
     return np.asarray(layers, dtype=np.float32)
@@ -559,7 +529,7 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
     if cfg.scoring == "window":
         batch, owner = _window_view(data.batch, idx)
     else:
-        batch, owner = take_batch(data.batch, idx), np.arange(len(idx))
+        batch, owner = data.batch.take(idx), np.arange(len(idx))
     rows_of = _rows_by_object(owner, len(idx))
     y_rows = labels_obj[owner]
     inputs: dict[str, object] = {}
@@ -578,8 +548,6 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
 
     def features():
         if "features" not in cache:
-            from lcdash.features import extract_features
-
             t0 = time.perf_counter()
             cache["features"] = extract_features(batch, n_jobs=cfg.n_jobs)
             cache["features_rate"] = len(owner) / max(time.perf_counter() - t0, 1e-9)
@@ -615,7 +583,7 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
         for split in splits:
             rows = {part: _rows(rows_of, getattr(split, part)) for part in ("train", "val", "test")}
             for name in cfg.models:
-                if getattr(progress, "cancelled", False):
+                if is_cancelled(progress):
                     raise _Cancelled
                 X = inputs[name]
                 if name in ("probe", HYBRID) and cfg.finetune:
@@ -658,13 +626,10 @@ def record_name(model: str, cfg: EvalConfig) -> str:
 def _folded(data: EvalData, idx, owner, batch, cfg: EvalConfig):
     """`batch` folded at each object's catalogue period, or its Lomb-Scargle period where the
     catalogue has none -> (folded batch, {"catalogue": n, "lomb_scargle": n} objects)."""
-    from lcdash.features import best_periods
-    from lcdash.lightcurve import fold_batch
-
     periods = np.full(len(idx), np.nan) if data.periods is None else np.array(data.periods[idx], dtype=float)
     missing = ~(np.isfinite(periods) & (periods > 0))
     if missing.any():
-        periods[missing] = best_periods(take_batch(data.batch, idx[missing]), n_jobs=cfg.n_jobs)
+        periods[missing] = best_periods(data.batch.take(idx[missing]), n_jobs=cfg.n_jobs)
     still = ~(np.isfinite(periods) & (periods > 0))
     if still.any():
         raise ValidationError(
@@ -693,7 +658,7 @@ def _subset(X, rows):
         return tuple(_subset(x, rows) for x in X)
     if isinstance(X, np.ndarray):
         return X[rows]
-    return take_batch(X, rows)
+    return X.take(rows)
 
 
 def _model_params(name: str, cfg: EvalConfig) -> dict:
@@ -766,16 +731,14 @@ def _finetuned_layers(data: EvalData, batch, owner, split: Split, cfg: EvalConfi
 
     if not data.encoder or not data.encoder.get("dir"):
         raise ModelError("fine-tuning needs the encoder's folder (EvalData.encoder['dir'])")
-    from lcdash import train
-
     rows_of = _rows_by_object(owner, int(owner.max()) + 1)
-    train_batch = take_batch(batch, _rows(rows_of, split.train))
-    val_batch = take_batch(batch, _rows(rows_of, split.val))
+    train_batch = batch.take(_rows(rows_of, split.train))
+    val_batch = batch.take(_rows(rows_of, split.val))
     with tempfile.TemporaryDirectory() as tmp:
-        tc = train.TrainConfig(seed=cfg.seed, device=cfg.device, num_threads=cfg.threads)
+        tc = TrainConfig(seed=cfg.seed, device=cfg.device, num_threads=cfg.threads)
         if cfg.finetune_epochs:
             tc = dataclasses.replace(tc, epochs=int(cfg.finetune_epochs))
-        train.finetune(train_batch, val_batch, tc, from_dir=data.encoder["dir"], out_dir=tmp)
+        finetune(train_batch, val_batch, tc, from_dir=data.encoder["dir"], out_dir=tmp)
         return _embed({**data.encoder, "dir": tmp}, batch, cfg)
 
 
@@ -802,20 +765,6 @@ class ProbeResult:
         }
 
 
-class _Rescaled:
-    """Forward progress with another total, mirroring the caller's cancel flag."""
-
-    def __init__(self, progress, total: int):
-        self.progress, self.total = progress, total
-
-    def __call__(self, step, total, message, metrics_=None):
-        self.progress(step, self.total, message, metrics_)
-
-    @property
-    def cancelled(self) -> bool:
-        return getattr(self.progress, "cancelled", False)
-
-
 def run_probe(
     layers, labels, cfg: EvalConfig | None = None, predict_layers=None, progress=None
 ) -> ProbeResult:
@@ -835,7 +784,7 @@ def run_probe(
     evaluation, note = None, ""
     n_fits = len(cfg.spc) * cfg.folds
     if counts.min() >= min_class_size(cfg.folds):
-        fake = SimpleNamespace(
+        fake = LightCurveBatch(
             oid=np.arange(len(labels)),
             band=[""] * len(labels),
             time=np.zeros((len(labels), 1)),
@@ -846,7 +795,7 @@ def run_probe(
         )
         cfg_eval = dataclasses.replace(cfg, scoring="object")
 
-        wrapped = _Rescaled(progress, n_fits + 1) if progress is not None else None
+        wrapped = Retotal(progress, n_fits + 1) if progress is not None else None
         evaluation = run_evaluation(EvalData(fake, labels, layers), cfg_eval, wrapped)
         if evaluation.timings.get("cancelled"):
             return ProbeResult(evaluation, list(classes), np.zeros(layers.shape[1]), note="cancelled")
@@ -1101,41 +1050,3 @@ def cross_survey_table(results: list[EvalResult]) -> pd.DataFrame:
     out["folds"] = g.size()
     out["n_test"] = g["n_test"].first()
     return out.reset_index().sort_values(["scored on", "model", "spc", "trained on"], kind="stable")
-
-
-def cross_survey_markdown(results: list[EvalResult]) -> str:
-    """Markdown tables of cross_survey_table: per scored survey, macro F1 (%) (mean ± std when there
-    are several folds), one row per model x spc, one column per set of training surveys: transfer
-    from the other surveys first, then training on several, then on the scored survey alone."""
-    from lcdash.report import MODEL_TITLES, _pm, _title
-
-    df = cross_survey_table(results)
-    if df.empty:
-        return "No finished fits.\n"
-    order = {m: i for i, m in enumerate(MODEL_TITLES)}
-    lines = []
-    for survey, part in df.groupby("scored on", sort=False):
-        sets = list(dict.fromkeys(part["trained on"]))
-        trained = sorted(sets, key=lambda t: (survey in t.split(" + "), -len(t.split(" + "))))
-        n_test = ", ".join(sorted({str(n) for n in part["n_test"]}))
-        lines += [f"### Scored on {survey} ({n_test} test objects per fold)", ""]
-        lines += ["| model | spc | " + " | ".join(f"trained on {t}" for t in trained) + " |",
-                  "|---|---|" + "---|" * len(trained)]  # fmt: skip
-        groups = sorted(
-            part.groupby(["model", "spc"], sort=False), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
-        )
-        for (model, spc), g in groups:
-            cells = []
-            for t in trained:
-                r = g[g["trained on"] == t]
-                if not len(r):
-                    cells.append("-")
-                elif int(r["folds"].iloc[0]) == 1:
-                    cells.append(f"{100 * r['macro_f1_mean'].iloc[0]:.1f}")
-                else:
-                    cells.append(_pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0])
-                                 + f" ({int(r['folds'].iloc[0])} folds)")  # fmt: skip
-            lines.append(f"| {_title(model)} | {spc} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines.append("Macro F1 (%) over the classes the scored survey has test objects of.")
-    return "\n".join(lines) + "\n"

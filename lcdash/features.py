@@ -19,7 +19,8 @@ import os
 
 import numpy as np
 
-MIN_PERIOD = 0.05  # days: below the shortest delta Scuti periods in the shared catalogues
+from lcdash.lightcurve import MIN_PERIOD
+
 FREQ_POWER = 17  # 2**17 + 1 grid points: ~1 / (7 x 3000 days) resolution up to 1 / MIN_PERIOD
 
 

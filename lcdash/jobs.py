@@ -38,14 +38,16 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lcdash.errors import JobError, LcdashError
+from lcdash.jobstates import ACTIVE_STATES, TERMINAL_STATES
+from lcdash.jsonio import read_json, write_json_atomic
+from lcdash.progress import JobCancelled
 
 
 class _JobsTable:
@@ -60,8 +62,6 @@ class _JobsTable:
 
 jobs_table = _JobsTable()
 
-TERMINAL_STATES = ("done", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "running")
 
 # Files in a job folder.
 JOB_FILE = "job.json"  # job_id, kind, params (user's + prepared), run reference, sys.path
@@ -73,10 +73,6 @@ LOG_FILE = "log.txt"
 WORKER_FILE = "worker.json"  # pid and start time of the worker, for readers without the store
 
 _WORKER_CMD = "import sys; from lcdash.jobs import _worker_main; _worker_main(sys.argv[1])"
-
-
-class JobCancelled(LcdashError):
-    """Raised inside a worker by `progress(...)` / `progress.check()` once the job was cancelled."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,63 +94,26 @@ class TaskKind:
         return f"{self.run.__module__}:{self.run.__qualname__}"
 
 
+#: Kinds registered at run time (`register_kind`): every JobManager knows them besides its own.
 KINDS: dict[str, TaskKind] = {}
 
 
-def register_kind(name: str, run, prepare=None, finalize=None, description: str = "") -> TaskKind:
-    """Register (or replace) a job kind; lcdash.tasks registers the built-in ones on import."""
+def task_kind(name: str, run, prepare=None, finalize=None, description: str = "") -> TaskKind:
+    """A job kind whose `run` a worker can import by name (a module-level function)."""
     if "<locals>" in run.__qualname__ or run.__module__ == "__main__":
         raise JobError(f"job kind {name!r}: run must be a module-level function the worker can import")
-    kind = TaskKind(name, run, prepare, finalize, description)
+    return TaskKind(name, run, prepare, finalize, description)
+
+
+def register_kind(name: str, run, prepare=None, finalize=None, description: str = "") -> TaskKind:
+    """Register (or replace) a job kind for every JobManager (e.g. a plug-in's or a test's)."""
+    kind = task_kind(name, run, prepare, finalize, description)
     KINDS[name] = kind
     return kind
 
 
-def get_kind(name: str) -> TaskKind:
-    if name not in KINDS:
-        importlib.import_module("lcdash.tasks")  # registers the built-in kinds
-    try:
-        return KINDS[name]
-    except KeyError:
-        raise JobError(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(KINDS))}") from None
-
-
 # --------------------------------------------------------------------------------------------------
 # Small file helpers shared by both sides
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON so that a reader never sees a half-written file (write a temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, default=json_default))
-    os.replace(tmp, path)
-
-
-def json_default(obj, fallback: Callable | None = None):
-    """numpy scalars / arrays and datetimes, as results and metrics often hold them; any other object
-    goes through `fallback`, or is a TypeError without one. Lives here, not in lcdash.store, so that
-    workers (which write progress and results) never import duckdb."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if fallback is not None:
-        return fallback(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
-
-
-def to_json(obj, fallback: Callable | None = None) -> str | None:
-    """JSON text for a store JSON column (None stays None: SQL NULL), encoded with json_default."""
-    return None if obj is None else json.dumps(obj, default=partial(json_default, fallback=fallback))
-
-
-def read_json(path: Path):
-    """The parsed file, or None when it is absent or unreadable (a crash mid-write leaves no file)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError, OSError):
-        return None
 
 
 def log_tail(folder: Path, n_lines: int = 30) -> str:
@@ -488,8 +447,10 @@ class JobManager:
         grace_s: float = 5.0,
         threads_per_worker: int | None = None,
         autostart: bool = True,
+        kinds: Mapping[str, TaskKind] | None = None,
     ):
         self.store = store
+        self.kinds = dict(kinds or {})  # e.g. lcdash.tasks.KINDS; registered kinds come on top
         if workdir is None:
             path = getattr(store, "path", None)
             if path is None or str(path) == ":memory:":
@@ -510,9 +471,17 @@ class JobManager:
 
     # -- public API ------------------------------------------------------------------------------
 
+    def kind(self, name: str) -> TaskKind:
+        """The job kind `name`: registered at run time, else one this manager was given."""
+        task = KINDS.get(name) or self.kinds.get(name)
+        if task is None:
+            known = ", ".join(sorted({*KINDS, *self.kinds}))
+            raise JobError(f"unknown job kind {name!r}; known kinds: {known or 'none'}")
+        return task
+
     def submit(self, kind: str, params: dict | None = None) -> str:
         """Prepare the job folder (in this process), record the job and start it when a slot is free."""
-        task = get_kind(kind)
+        task = self.kind(kind)
         params = dict(params or {})
         try:
             json.dumps(params)
@@ -786,7 +755,7 @@ class JobManager:
         if result is not None:
             spec = read_json(folder / JOB_FILE) or {}
             params = spec.get("params", row["params"])
-            task = KINDS.get(row["kind"]) or _try_kind(row["kind"])
+            task = KINDS.get(row["kind"]) or self.kinds.get(row["kind"])
             try:
                 final = task.finalize(self.store, folder, params, result) if task and task.finalize else None
             except Exception as exc:  # noqa: BLE001 - the job fails, the app goes on
@@ -826,13 +795,6 @@ class JobManager:
         if tail:
             why += "\nlast lines of its log:\n" + tail
         jobs_table.update_job(self.store, job_id, state="failed", error=why, finished_at=now)
-
-
-def _try_kind(name: str) -> TaskKind | None:
-    try:
-        return get_kind(name)
-    except JobError:
-        return None
 
 
 def _rmtree(path: Path) -> None:

@@ -11,7 +11,10 @@ VanderPlas & Ivezic 2015 / gatspy), which finds the same peak at a fraction of t
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +22,20 @@ import pandas as pd
 
 from lcdash.errors import LcdashError, ValidationError
 
-#: Shortest period searched by default (days): covers delta Scuti / HADS stars.
-DEFAULT_MIN_PERIOD = 0.04
+#: Shortest period (days) every lcdash period search covers: the single-curve periodogram's default
+#: floor and the top of the batch grid (`lcdash.features`); below the shortest delta Scuti / HADS
+#: periods in the shared catalogues.
+MIN_PERIOD = 0.05
 #: Longest period searched by default (days), capped at half the baseline.
 DEFAULT_MAX_PERIOD = 1000.0
+
+
+def fold_phase(time: np.ndarray, period: float, epoch: float) -> np.ndarray:
+    """Phase in [0, 1) of each time at `period`, phase 0 at `epoch`: the one fold of lcdash (the
+    viewer's `LightCurve.fold`, `fold_batch`, `fold_curves`). Callers check the period."""
+    phase = np.mod((np.asarray(time, np.float64) - float(epoch)) / float(period), 1.0)
+    phase[phase >= 1.0] = 0.0  # mod can round up to exactly 1.0 for times just before the epoch
+    return phase
 
 
 def period_aliases(period: float) -> dict[str, float]:
@@ -150,14 +163,11 @@ class LightCurve:
         return float(self.time[np.nanargmin(self.mag)])
 
     def fold(self, period: float, epoch: float | None = None) -> np.ndarray:
-        """Phase in [0, 1) of every observation; phase 0 at ``epoch`` (default: maximum light)."""
-        p = float(period)
-        if not np.isfinite(p) or p <= 0:
+        """Phase in [0, 1) of every observation (`fold_phase`); phase 0 at ``epoch`` (default: maximum
+        light, where a reader of a folded plot expects it)."""
+        if not (np.isfinite(float(period)) and float(period) > 0):
             raise LcdashError(f"cannot fold at period {period}: it must be a positive number of days")
-        t0 = self.epoch_of_maximum() if epoch is None else float(epoch)
-        phase = np.mod((self.time - t0) / p, 1.0)
-        phase[phase >= 1.0] = 0.0          # mod can round up to exactly 1.0
-        return phase
+        return fold_phase(self.time, period, self.epoch_of_maximum() if epoch is None else epoch)
 
     def period_aliases(self, period: float | None = None) -> dict[str, float]:
         p = self.period if period is None else period
@@ -180,7 +190,7 @@ class LightCurve:
         """Uniform frequency grid (1/day), ascending, for the periodogram."""
         lc, _ = self._data(band)
         T = lc.baseline
-        lo_p = DEFAULT_MIN_PERIOD if min_period is None else float(min_period)
+        lo_p = MIN_PERIOD if min_period is None else float(min_period)
         hi_p = min(DEFAULT_MAX_PERIOD, T / 2.0) if max_period is None else float(max_period)
         if not (0 < lo_p < hi_p):
             raise LcdashError(f"period range must satisfy 0 < min_period < max_period, got "
@@ -259,6 +269,128 @@ class LightCurve:
         return float(1.0 / fine[np.nanargmax(fine_power)])
 
 
+@dataclass
+class LightCurveBatch:
+    """Many light curves of one band each, as padded arrays (padding is 0, `mask` True = observed).
+
+    Polarity: `mask` is True where there IS an observation; the encoders' `mask_in`
+    (`lcdash.windows.Windows`, `lcdash.models.astromer`) is the opposite, 1 where a step is padding
+    or hidden, as in Astromer.
+
+    oid int64[B], band list[str] (B), time float64[B, L], mag float32[B, L], mag_err float32[B, L]
+    (NaN where the survey gives none), mask bool[B, L], length int32[B]; rows sorted by time;
+    L = the longest light curve in the batch.
+    """
+
+    oid: np.ndarray
+    band: list[str]
+    time: np.ndarray
+    mag: np.ndarray
+    mag_err: np.ndarray
+    mask: np.ndarray
+    length: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.oid.shape[0])
+
+    def __getitem__(self, idx) -> LightCurveBatch:
+        """Rows by index array / slice / boolean mask (L shrinks to the longest row kept)."""
+        idx = np.arange(len(self))[idx] if not isinstance(idx, np.ndarray) or idx.dtype == bool else idx
+        idx = np.atleast_1d(idx)
+        length = self.length[idx]
+        L = int(length.max()) if length.size else 0
+        return LightCurveBatch(
+            self.oid[idx],
+            [self.band[i] for i in idx],
+            self.time[idx, :L],
+            self.mag[idx, :L],
+            self.mag_err[idx, :L],
+            self.mask[idx, :L],
+            length,
+        )
+
+    def take(self, idx) -> LightCurveBatch:
+        """Rows `idx` (an index array, in that order), trimmed to the longest row kept."""
+        return self[np.asarray(idx, dtype=np.int64)]
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(time, mag, mag_err) of row i without padding."""
+        n = int(self.length[i])
+        return self.time[i, :n], self.mag[i, :n], self.mag_err[i, :n]
+
+    @classmethod
+    def from_arrays(
+        cls,
+        times: Sequence[np.ndarray],
+        mags: Sequence[np.ndarray],
+        errs: Sequence[np.ndarray] | None = None,
+        oid: Iterable[int] | None = None,
+        band: Iterable[str] | None = None,
+    ) -> LightCurveBatch:
+        """Pad ragged per-light-curve arrays (each sorted by time) into a batch."""
+        n = np.array([len(t) for t in times], dtype=np.int32)
+        flat_e = (
+            np.concatenate([np.asarray(e, np.float32) for e in errs])
+            if errs is not None and len(n)
+            else np.full(int(n.sum()), np.nan, np.float32)
+        )
+        return cls.from_flat(
+            np.asarray(list(oid) if oid is not None else np.arange(len(n)), dtype=np.int64),
+            list(band) if band is not None else ["default"] * len(n),
+            n,
+            np.concatenate([np.asarray(t, np.float64) for t in times]) if len(n) else np.zeros(0),
+            np.concatenate([np.asarray(m, np.float32) for m in mags]) if len(n) else np.zeros(0, np.float32),
+            flat_e,
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write an uncompressed npz (fast to write and to memory-map for workers)."""
+        path = Path(path)
+        with open(path, "wb") as fh:  # a file handle keeps numpy from appending ".npz"
+            np.savez(
+                fh,
+                oid=self.oid,
+                band=np.asarray(self.band, dtype=str),
+                time=self.time,
+                mag=self.mag,
+                mag_err=self.mag_err,
+                mask=self.mask,
+                length=self.length,
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LightCurveBatch:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(
+                    z["oid"],
+                    [str(b) for b in z["band"]],
+                    z["time"],
+                    z["mag"],
+                    z["mag_err"],
+                    z["mask"],
+                    z["length"],
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise LcdashError(f"{path}: not a light-curve batch file ({exc})") from exc
+
+    @classmethod
+    def from_flat(cls, oid, band, n, flat_t, flat_m, flat_e) -> LightCurveBatch:
+        """Pad concatenated observations (`n[i]` of them for row i, in row order) into a batch."""
+        B = len(n)
+        L = int(n.max()) if B else 0
+        mask = np.arange(L, dtype=np.int32)[None, :] < n[:, None]
+        time = np.zeros((B, L), np.float64)
+        mag = np.zeros((B, L), np.float32)
+        err = np.zeros((B, L), np.float32)
+        # boolean assignment fills row-major, i.e. in the order of the concatenated lists
+        time[mask] = flat_t
+        mag[mask] = flat_m
+        err[mask] = flat_e
+        return cls(oid, band, time, mag, err, mask, n.astype(np.int32))
+
+
 def fold_batch(batch, periods: np.ndarray):
     """Phase-folded copy of a LightCurveBatch: each row's time becomes phase x period, sorted by phase.
 
@@ -268,9 +400,6 @@ def fold_batch(batch, periods: np.ndarray):
     nightly sampling), and folding is how the classical pipelines recover it.
     Phase 0 is the first observation, so no epoch fitting is needed.
     """
-    import dataclasses
-    from types import SimpleNamespace
-
     periods = np.asarray(periods, dtype=np.float64)
     n = len(batch.length)
     if periods.shape != (n,):
@@ -284,15 +413,14 @@ def fold_batch(batch, periods: np.ndarray):
     for i in range(n):
         m = np.asarray(batch.mask[i], dtype=bool)
         t = time[i, m]
-        phase = np.mod((t - t.min()) / periods[i], 1.0) if t.size else t
+        phase = fold_phase(t, periods[i], t.min()) if t.size else t
         order = np.argsort(phase, kind="stable")
         time[i, m] = phase[order] * periods[i]
         mag[i, m] = mag[i, m][order]
         err[i, m] = err[i, m][order]
-    values = {"time": time.astype(np.asarray(batch.time).dtype), "mag": mag, "mag_err": err}
-    if dataclasses.is_dataclass(batch):
-        return dataclasses.replace(batch, **values)
-    return SimpleNamespace(**{**vars(batch), **values})
+    out = copy.copy(batch)  # the other fields are shared, not copied
+    out.time, out.mag, out.mag_err = time.astype(np.asarray(batch.time).dtype), mag, err
+    return out
 
 
 def fold_curves(curves, periods, window: int = 200):
@@ -316,7 +444,7 @@ def fold_curves(curves, periods, window: int = 200):
             continue
         if not (np.isfinite(p) and p > 0):
             raise ValidationError(f"light curve {i} has no positive period to fold at (got {p})")
-        phase = np.mod((t - t.min()) / p, 1.0)
+        phase = fold_phase(t, p, t.min())
         order = np.argsort(phase, kind="stable")
         k = -(-t.size // window)
         for j in range(k):

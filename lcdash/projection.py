@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lcdash.errors import LcdashError
 
@@ -263,7 +264,7 @@ def knn_accuracy(X, labels, k: int = 10, metric: str = "cosine", chunk: int = 20
     Objects whose label is missing (None / NaN / "") are neither queried nor voted."""
     X = _as_matrix(X)
     labels = np.asarray(labels, dtype=object)
-    known = np.array([lab is not None and lab == lab and str(lab) != "" for lab in labels])
+    known = np.array([not pd.isna(lab) and str(lab) != "" for lab in labels])
     X, labels = X[known], labels[known].astype(str)
     if len(X) < k + 1:
         raise LcdashError(f"kNN accuracy needs more than k={k} labelled objects, got {len(X)}")

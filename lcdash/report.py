@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lcdash.evaluation import EvalResult, cross_survey_table
+
 MODEL_TITLES = {
     "probe": "Astromer probe",
     "rnn": "Becker RNN",
@@ -34,8 +36,6 @@ def merge_results(results):
     """One EvalResult from several runs of the same protocol on the same selection (e.g. the probe
     run separately from the supervised models, or the largest spc with other epoch caps): records
     are concatenated, models / spc united, each run's config and timings kept under "runs"."""
-    from lcdash.evaluation import EvalResult
-
     if not results:
         raise ValueError("nothing to merge")
     first = results[0]
@@ -317,3 +317,39 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def cross_survey_markdown(results: list[EvalResult]) -> str:
+    """Markdown tables of cross_survey_table: per scored survey, macro F1 (%) (mean ± std when there
+    are several folds), one row per model x spc, one column per set of training surveys: transfer
+    from the other surveys first, then training on several, then on the scored survey alone."""
+    df = cross_survey_table(results)
+    if df.empty:
+        return "No finished fits.\n"
+    order = {m: i for i, m in enumerate(MODEL_TITLES)}
+    lines = []
+    for survey, part in df.groupby("scored on", sort=False):
+        sets = list(dict.fromkeys(part["trained on"]))
+        trained = sorted(sets, key=lambda t: (survey in t.split(" + "), -len(t.split(" + "))))
+        n_test = ", ".join(sorted({str(n) for n in part["n_test"]}))
+        lines += [f"### Scored on {survey} ({n_test} test objects per fold)", ""]
+        lines += ["| model | spc | " + " | ".join(f"trained on {t}" for t in trained) + " |",
+                  "|---|---|" + "---|" * len(trained)]  # fmt: skip
+        groups = sorted(
+            part.groupby(["model", "spc"], sort=False), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1])
+        )
+        for (model, spc), g in groups:
+            cells = []
+            for t in trained:
+                r = g[g["trained on"] == t]
+                if not len(r):
+                    cells.append("-")
+                elif int(r["folds"].iloc[0]) == 1:
+                    cells.append(f"{100 * r['macro_f1_mean'].iloc[0]:.1f}")
+                else:
+                    cells.append(_pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0])
+                                 + f" ({int(r['folds'].iloc[0])} folds)")  # fmt: skip
+            lines.append(f"| {_title(model)} | {spc} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Macro F1 (%) over the classes the scored survey has test objects of.")
+    return "\n".join(lines) + "\n"

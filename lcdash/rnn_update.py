@@ -18,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lcdash.classifiers import BeckerRNN, make_classifier
 from lcdash.errors import ModelError, ValidationError
+from lcdash.models.rnn import StreamState, tail_start
+from lcdash.store.embeddings import _weights_sha256
+from lcdash.store.rnn_states import get_rnn, load_states, read_from, register_rnn, save_states, stale_oids
 
 
 @dataclass
@@ -54,10 +58,6 @@ def _band(store, band: str | None, survey: str | None) -> str:
 
 def load_rnn(store, name: str, device=None):
     """The registered RNN `name` as a fitted BeckerRNN (its weights must be the registered ones)."""
-    from lcdash.classifiers import BeckerRNN
-    from lcdash.store.embeddings import _weights_sha256
-    from lcdash.store.rnn_states import get_rnn
-
     info = get_rnn(store, name)
     if _weights_sha256(Path(info["path"])) != info["sha256"]:
         raise ModelError(
@@ -73,9 +73,6 @@ def train_rnn(
 ) -> dict:  # fmt: skip
     """Fit a BeckerRNN on the catalogue labels (20% per class held out for early stopping), save it
     to `out` and register it as `name`. Returns the registry entry plus fit statistics."""
-    from lcdash.classifiers import make_classifier
-    from lcdash.store.rnn_states import register_rnn
-
     band = _band(store, band, survey)
     df = store.objects(survey=survey, band=band, labelled=True, columns=["oid", "label"])
     if df["label"].nunique() < 2:
@@ -113,9 +110,6 @@ def update_states(
 ) -> UpdateReport:  # fmt: skip
     """Bring the saved RNN reads of `model` up to date with the stored light curves in `band`
     (restricted to a survey or to `oids` when given); see the module docstring."""
-    from lcdash.models.rnn import StreamState, tail_start
-    from lcdash.store.rnn_states import load_states, read_from, save_states, stale_oids
-
     t0 = time.perf_counter()
     est, info = load_rnn(store, model, device=device)
     band = _band(store, band, survey)

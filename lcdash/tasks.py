@@ -1,9 +1,9 @@
 """The job kinds: what each job prepares (app process), runs (worker) and stores (app process).
 
-Each kind is three small functions registered with `lcdash.jobs.register_kind`; the work itself is
-in the library (`embed`, `train`, `weights`, `projection`, `evaluation`, `report`). `prepare` reads
-the store and writes the worker's inputs into the job folder (LightCurveBatch npz, embeddings npz,
-labels); `run` never opens the store; `finalize` writes the results into the store.
+Each kind is three small functions, listed in `KINDS` (which the app hands to its JobManager); the
+work itself is in the library (`embed`, `train`, `weights`, `projection`, `evaluation`, `report`).
+`prepare` reads the store and writes the worker's inputs into the job folder (LightCurveBatch npz,
+embeddings npz, labels); `run` never opens the store; `finalize` writes the results into the store.
 
 Kinds and their params (JSON values; the pages and the CLI build them):
 
@@ -29,8 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lcdash.embed import catalogue_periods, embed_batch
 from lcdash.errors import ValidationError
-from lcdash.jobs import JobCancelled, register_kind
+from lcdash.jobs import TaskKind, task_kind
+from lcdash.lightcurve import LightCurveBatch
+from lcdash.progress import JobCancelled, Scaled, is_cancelled
+from lcdash.projection import map_input, umap_project
+from lcdash.train import TrainConfig, finetune, pretrain
+from lcdash.weights import download, import_official, load_encoder, read_encoder_config
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 EMBED_CHUNK = 2048  # objects per exported batch file: bounds the worker's memory
@@ -111,76 +117,21 @@ def _band_of(store, oids: np.ndarray, band: str | None) -> str | None:
 
 def _cancel_check(progress) -> None:
     """Library loops stop quietly when cancelled; turn that into a cancelled job."""
-    if getattr(progress, "cancelled", False):
+    if is_cancelled(progress):
         raise JobCancelled("cancelled")
 
 
-class _Scaled:
-    """Map a sub-task's progress (its own step/total) into a slice [lo, hi) of the job's steps."""
-
-    def __init__(self, progress, lo: int, hi: int, total: int, prefix: str = ""):
-        self.progress, self.lo, self.hi, self.total, self.prefix = progress, lo, hi, total, prefix
-
-    def __call__(self, step, total=None, message=None, metrics=None):
-        frac = min(1.0, step / total) if total else 0.0
-        self.progress(
-            self.lo + int(frac * (self.hi - self.lo)), self.total, f"{self.prefix}{message or ''}", metrics
-        )
-
-    @property
-    def cancelled(self) -> bool:
-        return getattr(self.progress, "cancelled", False)
-
-
-class _LightCurves(_Scaled):
+class _LightCurves(Scaled):
     """Embedding progress in light curves throughout (embed_batch itself counts windows, which made
     the job's message switch units between batches)."""
 
     def __call__(self, step, total=None, message=None, metrics=None):
-        frac = min(1.0, step / total) if total else 0.0
-        n = self.lo + int(frac * (self.hi - self.lo))
+        n = self.position(step, total)
         self.progress(n, self.total, f"embedded {n}/{self.total} light curves", metrics)
 
 
 # --------------------------------------------------------------------------------------------------
-# labels and embeddings (prepare side)
-
-
-def label_sources(store) -> list[str]:
-    """ "catalogue" plus every label set's name (what the Probe / Compare pages offer)."""
-    out = ["catalogue"]
-    try:
-        from lcdash.store import labels as labels_store
-
-        sets = labels_store.list_label_sets(store)
-        out += [str(n) for n in (sets["name"] if hasattr(sets, "columns") else [s["name"] for s in sets])]
-    except (ImportError, AttributeError):
-        pass
-    return out
-
-
-def load_labels(store, source: str, survey: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(oid int64[N], label str[N]) from catalogue labels or a label set."""
-    if not source or source == "catalogue":
-        df = store.objects(survey=survey or None, labelled=True, columns=["oid", "label"])
-    else:
-        from lcdash.store import labels as labels_store
-
-        df = labels_store.get_labels(store, source)
-        if survey:
-            keep = store.objects(survey=survey, oids=df["oid"].to_numpy(np.int64), columns=["oid"])["oid"]
-            df = df[df["oid"].isin(keep)]
-    if len(df) == 0:
-        where = f" in survey {survey!r}" if survey else ""
-        raise ValidationError(f"no labelled objects{where} for label source {source!r}")
-    return df["oid"].to_numpy(np.int64), np.asarray(df["label"].astype(str), dtype=str)
-
-
-def label_counts(store, source: str, survey: str | None = None) -> dict[str, int]:
-    """Objects per class of a label source (largest first), for choosing the classes to train on."""
-    _, labels = load_labels(store, source, survey)
-    counts = _counts(labels)
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+# embeddings (prepare side)
 
 
 def _embeddings(store, encoder: str, oids=None, band: str | None = None):
@@ -206,13 +157,13 @@ def _align(oid: np.ndarray, bands: np.ndarray, want: np.ndarray) -> np.ndarray:
 
 
 def embed_prepare(store, params, folder):
-    from lcdash.embed import catalogue_periods
+    from lcdash.store.embeddings import embedded_keys
 
     enc = _encoder(store, params.get("encoder"))
     oids = _pick_oids(store, params)
     bands = [params["band"]] if params.get("band") else store.bands(oids)
     files, n_objects = [], 0
-    have, have_bands = _embeddings_index(store, enc["name"])
+    have, have_bands = embedded_keys(store, enc["name"])
     for band in bands:
         sel = store.objects(oids=oids, band=band, columns=["oid"])["oid"].to_numpy(np.int64)
         if not params.get("overwrite"):
@@ -227,20 +178,7 @@ def embed_prepare(store, params, folder):
     return {"encoder_path": str(enc["path"]), "batches": files, "n_objects": int(n_objects)}
 
 
-def _embeddings_index(store, encoder: str):
-    cur = store.cursor()
-    try:
-        rows = cur.execute("SELECT oid, band FROM embeddings WHERE encoder = ?", [encoder]).fetchnumpy()
-    finally:
-        cur.close()
-    return np.asarray(rows["oid"], np.int64), np.asarray(rows["band"], dtype=str)
-
-
 def embed_run(folder, params, progress):
-    from lcdash.embed import embed_batch
-    from lcdash.store import LightCurveBatch
-    from lcdash.weights import load_encoder
-
     total = int(params["n_objects"])
     progress(0, total, "loading the encoder")
     model, _ = load_encoder(params["encoder_path"])
@@ -358,8 +296,6 @@ def train_prepare(store, params, folder):
     if params.get("finetune") and not base:
         raise ValidationError("fine-tuning needs a base encoder to start from")
     base_path = str(_encoder(store, base)["path"]) if base else None
-    from lcdash.train import TrainConfig
-
     TrainConfig.from_dict(params.get("train") or {}).validate()  # fail here, not in the worker
     oids = _pick_oids(store, params)
     if params.get("max_objects"):
@@ -386,18 +322,15 @@ def train_prepare(store, params, folder):
 
 
 def train_run(folder, params, progress):
-    from lcdash import train
-    from lcdash.store import LightCurveBatch
-
-    cfg = train.TrainConfig.from_dict(params.get("train") or {})
+    cfg = TrainConfig.from_dict(params.get("train") or {})
     tr = LightCurveBatch.load(folder / "train.npz")
     va = LightCurveBatch.load(folder / "val.npz")
     if params.get("finetune"):
-        summary = train.finetune(
+        summary = finetune(
             tr, va, cfg, from_dir=params["base_path"], out_dir=params["out_dir"], progress=progress
         )
     else:
-        summary = train.pretrain(
+        summary = pretrain(
             tr,
             va,
             cfg,
@@ -438,20 +371,18 @@ def import_prepare(store, params, folder):
 
 
 def import_run(folder, params, progress):
-    from lcdash import weights
-
     progress(0, 1, "converting the weights")
     if params.get("path"):
-        out = weights.import_official(params["path"], params["out_dir"], name=params["name"])
+        out = import_official(params["path"], params["out_dir"], name=params["name"])
     else:
-        out = weights.download(
+        out = download(
             params["official"],
             params["out_dir"],
             url=params.get("url"),
             cache_dir=params.get("cache_dir"),
             progress=progress,
         )
-    meta = weights.read_encoder_config(out)
+    meta = read_encoder_config(out)
     progress(1, 1, "converted")
     return {"path": str(out), "n_params": meta.get("n_params"), "arch": meta.get("arch")}
 
@@ -469,8 +400,6 @@ def import_finalize(store, folder, params, result):
 
 
 def project_prepare(store, params, folder):
-    from lcdash.projection import map_input
-
     encoder = params.get("encoder")
     _encoder(store, encoder)
     oid, bands, layers = _embeddings(store, encoder, band=params.get("band"))
@@ -499,15 +428,13 @@ def probe_layer_weights(store, run_id: str):
     from lcdash.store.results import load_run
 
     info, results = load_run(store, run_id)
-    if (info.get("timings") or {}).get("layer_weights") is not None:
-        return info["timings"]["layer_weights"]
+    if info.get("layer_weights") is not None:
+        return info["layer_weights"]
     found = [e["layer_weights"] for e in results.get("extra", []) if e and e.get("layer_weights")]
     return np.mean(np.asarray(found, np.float64), axis=0).tolist() if found else None
 
 
 def project_run(folder, params, progress):
-    from lcdash.projection import umap_project
-
     with np.load(folder / "points.npz") as z:
         X = z["X"]
     progress(0, 2, f"UMAP of {len(X)} points (the first run compiles numba: about a minute)")
@@ -561,6 +488,8 @@ def _eval_config(params: dict, **over):
 
 
 def probe_prepare(store, params, folder):
+    from lcdash.store.labels import load_labels
+
     encoder = params.get("encoder")
     enc = _encoder(store, encoder)
     source = params.get("labels", "catalogue")
@@ -636,13 +565,6 @@ def probe_finalize(store, folder, params, result):
     if ev is None:  # protocol skipped (too few labels): keep the run for its weights and predictions
         ev = {"records": [], "config": {}, "selection": {}, "timings": {}, "versions": {}}
     evaluation = EvalResult.from_dict(ev)
-    # the final fit's layer weights and classes live in timings: Explore / project read them there
-    evaluation.timings = {
-        **(evaluation.timings or {}),
-        "layer_weights": result.get("layer_weights"),
-        "classes": result.get("classes"),
-        "note": result.get("note"),
-    }
     config = {"encoder": params.get("encoder_info"), "label_source": params.get("labels", "catalogue")}
     selection = {
         "label_source": params.get("labels", "catalogue"),
@@ -652,7 +574,9 @@ def probe_finalize(store, folder, params, result):
         "n_missing_embeddings": params.get("n_missing"),
         "label_counts": params.get("label_counts"),
     }
-    run_id = save_run(store, evaluation, kind="probe", config=config, selection=selection, job_id=folder.name)
+    run_id = save_run(store, evaluation, kind="probe", config=config, selection=selection, job_id=folder.name,
+                      layer_weights=result.get("layer_weights"), classes=result.get("classes"),
+                      note=result.get("note"))  # fmt: skip
     n_pred = 0
     if (folder / "predictions.npz").exists():
         with np.load(folder / "predict.npz") as p, np.load(folder / "predictions.npz") as z:
@@ -689,8 +613,8 @@ def _f1_summary(evaluation, with_model: bool = True) -> dict:
 
 
 def evaluate_prepare(store, params, folder):
-    from lcdash.embed import catalogue_periods
     from lcdash.evaluation import EvalData
+    from lcdash.store.labels import load_labels
 
     cfg = _eval_config(params)
     if cfg.train_surveys:
@@ -795,7 +719,7 @@ def _cross_survey_prepare(store, params, cfg, folder):
     import zlib
 
     from lcdash.evaluation import EvalData, apply_label_map
-    from lcdash.store import LightCurveBatch
+    from lcdash.store.labels import load_labels
 
     cap = params.get("max_per_class")
     if cap is None:
@@ -852,18 +776,24 @@ def _cross_survey_prepare(store, params, cfg, folder):
 
 # --------------------------------------------------------------------------------------------------
 
-register_kind("embed", embed_run, embed_prepare, embed_finalize, "embeddings of an encoder")
-register_kind("pretrain", train_run, train_prepare, train_finalize, "masked pretraining of a new encoder")
-register_kind("import_weights", import_run, import_prepare, import_finalize, "import official weights")
-register_kind("project", project_run, project_prepare, project_finalize, "UMAP projection of embeddings")
-register_kind("probe", probe_run, probe_prepare, probe_finalize, "few-shot probe on labels")
-register_kind("evaluate", evaluate_run, evaluate_prepare, evaluate_finalize, "compare classifiers")
-
-
 def _finetune_prepare(store, params, folder):
     return train_prepare(store, {**params, "finetune": True}, folder) | {"finetune": True}
 
 
-register_kind("finetune", train_run, _finetune_prepare, train_finalize, "fine-tune an encoder")
-register_kind("embed_catalog", embed_catalog_run, embed_catalog_prepare, embed_catalog_finalize,
-              "embeddings on a Dask cluster")
+#: The built-in job kinds, handed to the JobManager (`JobManager(store, kinds=KINDS)`).
+KINDS: dict[str, TaskKind] = {
+    k.name: k
+    for k in (
+        task_kind("embed", embed_run, embed_prepare, embed_finalize, "embeddings of an encoder"),
+        task_kind(
+            "pretrain", train_run, train_prepare, train_finalize, "masked pretraining of a new encoder"
+        ),
+        task_kind("finetune", train_run, _finetune_prepare, train_finalize, "fine-tune an encoder"),
+        task_kind("import_weights", import_run, import_prepare, import_finalize, "import official weights"),
+        task_kind("project", project_run, project_prepare, project_finalize, "UMAP projection of embeddings"),
+        task_kind("probe", probe_run, probe_prepare, probe_finalize, "few-shot probe on labels"),
+        task_kind("evaluate", evaluate_run, evaluate_prepare, evaluate_finalize, "compare classifiers"),
+        task_kind("embed_catalog", embed_catalog_run, embed_catalog_prepare, embed_catalog_finalize,
+                  "embeddings on a Dask cluster"),
+    )
+}

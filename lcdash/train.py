@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from lcdash.ddp import context as ddp_context
+from lcdash.device import pick_device
+from lcdash.embed import folding_periods
 from lcdash.errors import ModelError
+from lcdash.lightcurve import fold_curves
+from lcdash.progress import is_cancelled
+from lcdash.weights import load_encoder, read_encoder_config, save_encoder
+from lcdash.windows import iter_curves, random_window
 
 PRETRAIN_LR = 1e-3
 FINETUNE_LR = 1e-5
@@ -94,8 +101,6 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------
 def _curves(data) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """(time float64, mag float32, err float32 | None) of each light curve with at least 2 points."""
-    from lcdash.windows import iter_curves
-
     out = []
     for t, m, e in iter_curves(data):
         t = np.asarray(t, np.float64)
@@ -108,9 +113,6 @@ def _curves(data) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
 def _fold_for_training(curves: list) -> list:
     """Each curve folded at its Lomb-Scargle period (`lcdash.embed.folding_periods`), phase-sorted,
     time = phase x period: the input of the folded variants."""
-    from lcdash.embed import folding_periods
-    from lcdash.lightcurve import fold_curves
-
     periods = folding_periods(curves)
     subs, _ = fold_curves(curves, periods, window=max(len(c[0]) for c in curves))  # one sub-curve each
     return subs
@@ -119,8 +121,6 @@ def _fold_for_training(curves: list) -> list:
 def _random_cycle_window(curves: list, window: int, rng):
     """Training windows of folded curves: one random sub-curve of the k = ceil(n / window) interleaved
     ones that inference uses (`fold_curves`), so each window spans the whole cycle."""
-    from lcdash.windows import random_window
-
     subs = []
     for c in curves:
         k = -(-len(c[0]) // window)
@@ -244,8 +244,8 @@ def pretrain(
 
     train, val: LightCurveBatch or sequences of (time, mag[, err]); val=None splits `cfg.val_fraction`
     of train off. model_cfg: an AstromerConfig (or its dict) for a fresh model (default Astromer 2);
-    init_from: an encoder folder to start from instead (its config wins). `pretrain(train, val, cfg,
-    out_dir)` (DESIGN.md's form) also works: a path in the model_cfg place is taken as out_dir.
+    init_from: an encoder folder to start from instead (its config wins). out_dir: the new encoder's
+    folder (`pretrain(train, val, cfg, out_dir=...)` for the default model).
     progress(step, total, message, metrics=None) is called as training goes; the run stops, keeping
     the last completed epoch's checkpoint, once `progress.cancelled` is true.
 
@@ -253,14 +253,10 @@ def pretrain(
     epochs, stopped, path, device, windows_per_s, ...}."""
     import torch
 
-    from lcdash.ddp import context as ddp_context
-    from lcdash.device import pick_device
     from lcdash.models.astromer import Astromer, AstromerConfig
-    from lcdash.weights import load_encoder, read_encoder_config, save_encoder
-    from lcdash.windows import random_window
 
-    if out_dir is None and isinstance(model_cfg, str | os.PathLike):
-        model_cfg, out_dir = None, model_cfg
+    if isinstance(model_cfg, str | os.PathLike):
+        raise ModelError("pretrain's model_cfg is an AstromerConfig or a dict; give the folder as out_dir=")
     if out_dir is None:
         raise ModelError("pretrain needs an output folder (out_dir)")
     cfg = cfg or TrainConfig()
@@ -365,7 +361,7 @@ def pretrain(
             progress(step, total_steps, message, metrics)
 
     def cancelled() -> bool:
-        return bool(getattr(progress, "cancelled", False))
+        return is_cancelled(progress)
 
     def save_best(epoch, val_rmse):
         extra = {

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lcdash.errors import ModelError, one_line
+from lcdash.jsonio import read_encoder_config, read_json_object
 
 BASE_URL = "https://github.com/astromer-science/weights/raw/main"
 
@@ -633,17 +634,6 @@ def save_encoder(model, cfg, out_dir: str | os.PathLike, extra: dict | None = No
     return out
 
 
-def read_encoder_config(model_dir: str | os.PathLike) -> dict:
-    """config.json of an encoder folder as a dict (a folder may come from anyone: anything else
-    is a ModelError)."""
-    path = Path(model_dir) / "config.json"
-    if not path.exists():
-        raise ModelError(f"{model_dir} is not an lcdash encoder folder (no config.json)")
-    if path.stat().st_size > 10 * 2**20:
-        raise ModelError(f"{path} is larger than 10 MB; not an encoder config")
-    return _json_object(path, str(path))
-
-
 # Bounds on an encoder configuration from an untrusted folder; the published models sit far
 # inside them (Astromer 2: 6 blocks, d_model 256).
 CONFIG_INTS = {
@@ -689,21 +679,9 @@ def config_from_dict(d, where: str):
         raise ModelError(f"{where}: not a valid model configuration ({one_line(exc)})") from exc
 
 
-def _json_object(path: Path, name: str) -> dict:
-    """A JSON object from a file anyone may have written (an encoder's config.json, an official
-    archive's conf.json); anything else is a one-line ModelError naming `name`."""
-    try:
-        obj = json.loads(path.read_text(errors="replace"))
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ModelError(f"{name} is not valid JSON: {one_line(exc)}") from exc
-    if not isinstance(obj, dict):
-        raise ModelError(f"{name} must hold a JSON object, not {type(obj).__name__}")
-    return obj
-
-
 def _reference_conf(path: Path) -> dict:
     """An official archive's conf.json (heads, max_obs, ...), checked like any untrusted JSON."""
-    return _json_object(path, path.name)
+    return read_json_object(path, path.name)
 
 
 def _expected_shapes(cfg) -> dict[str, tuple[int, ...]]:

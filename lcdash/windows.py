@@ -40,7 +40,9 @@ class Windows:
 
     mag: np.ndarray  # float32 [W, T] window-mean subtracted, 0 on padding
     time: np.ndarray  # float32 [W, T] window-mean subtracted, 0 on padding
-    mask_in: np.ndarray  # float32 [W, T] 1 = padding
+    # float32 [W, T] 1 = padding: Astromer's polarity (1 = a step attention ignores), the opposite of
+    # LightCurveBatch.mask (True = observed)
+    mask_in: np.ndarray
     err: np.ndarray  # float32 [W, T] raw errors (NaN if missing), 0 on padding
     start: np.ndarray  # int64 [W] index of the window's first observation in its light curve
     length: np.ndarray  # int32 [W] observations in the window

@@ -16,12 +16,25 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from lcdash.errors import LcdashError
+from lcdash.jobs import JobManager
+from lcdash.jobstates import ACTIVE_STATES
+from lcdash.projection import umap_project
+from lcdash.store import Store, embeddings, projections
+from lcdash.store import labels as label_store
+from lcdash.store.demo import create_demo_store
+from lcdash.store.embeddings import default_encoder_dir
+from lcdash.store.meta import get_meta, set_meta
+from lcdash.store.results import list_runs, load_predictions
+from lcdash.tasks import KINDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "data"
@@ -32,7 +45,6 @@ DEMO_SEED = 0
 #: The projection queued at first start (UMAP on the layer-weighted embedding, uniform weights).
 FIRST_PROJECTION = {"embedding": "weighted", "n_neighbors": 15, "min_dist": 0.1, "metric": "cosine",
                     "seed": 0}
-ACTIVE_STATES = ("queued", "running")
 
 
 def first_jobs_enabled() -> bool:
@@ -67,11 +79,7 @@ def warm_numba_cache(folder: Path | None = None) -> float:
     A tiny random UMAP through `lcdash.projection.umap_project` compiles the same specialisations
     the app's projection jobs use (float32 input, spectral initialisation, both metrics).
     """
-    import time
-
     configure_numba_cache(folder)
-    from lcdash.projection import umap_project
-
     t0 = time.monotonic()
     X = np.random.default_rng(0).normal(size=(1000, 8)).astype(np.float32)
     for metric in ("cosine", "euclidean"):
@@ -93,17 +101,13 @@ class StartReport:
 def open_store(path: Path | str | None = None, n_objects: int = DEMO_OBJECTS, seed: int = DEMO_SEED):
     """Open the store at `path` (default `store_path()`), creating the synthetic demo store when the
     file does not exist yet. Returns (store, created)."""
-    from lcdash.store import Store
-
     path = Path(path) if path is not None else store_path()
     created = False
     if not path.exists():
-        from lcdash.store.demo import create_demo_store
-
         path.parent.mkdir(parents=True, exist_ok=True)
         made = create_demo_store(path, n_objects=n_objects, seed=seed)
         store = made if isinstance(made, Store) else Store(path)
-        _set_meta(store, DEMO_KEY, "1")
+        set_meta(store, DEMO_KEY, "1")
         return store, True
     return Store(path), created
 
@@ -112,17 +116,11 @@ def open_store(path: Path | str | None = None, n_objects: int = DEMO_OBJECTS, se
 DEMO_KEY = "lcdash:demo_store"
 
 
-def _set_meta(store, key: str, value: str) -> None:
-    with store.transaction() as cur:
-        cur.execute("DELETE FROM meta WHERE key = ?", [key])
-        cur.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
-
-
 def is_demo_store(store, path: Path | str | None = None) -> bool:
     """Whether `store` is the app's own demo store: created by `open_store` (marked in `meta`), or
     the checkout's default `data/lcdash.duckdb`. Only there does the app register the shipped encoder
     and queue embeddings and a UMAP by itself; a user's store gets nothing unasked."""
-    if _fetchone(store, "SELECT count(*) FROM meta WHERE key = ?", [DEMO_KEY])[0]:
+    if get_meta(store, DEMO_KEY) is not None:
         return True
     return path is not None and Path(path).resolve() == DEFAULT_DB.resolve()
 
@@ -130,8 +128,6 @@ def is_demo_store(store, path: Path | str | None = None) -> bool:
 def shipped_encoder_name() -> str:
     """The shipped encoder's folder under data/encoders: DEFAULT_ENCODER_NAME, else the first holding
     a model.safetensors (a demo encoder shipped under another name works the same)."""
-    from lcdash.store.embeddings import default_encoder_dir
-
     if (default_encoder_dir(DEFAULT_ENCODER_NAME) / "model.safetensors").exists():
         return DEFAULT_ENCODER_NAME
     root = default_encoder_dir(DEFAULT_ENCODER_NAME).parent
@@ -142,8 +138,6 @@ def shipped_encoder_name() -> str:
 def ensure_default_encoder(store) -> str | None:
     """Register the shipped default encoder (data/encoders/, see `shipped_encoder_name`) if present;
     return its name, or None when it is neither registered nor shipped."""
-    from lcdash.store import embeddings
-
     name = shipped_encoder_name()
     if name in _encoder_names(store):
         return name
@@ -152,32 +146,15 @@ def ensure_default_encoder(store) -> str | None:
 
 
 def _encoder_names(store) -> list[str]:
-    from lcdash.store import embeddings
-
     return [str(n) for n in embeddings.list_encoders(store)["name"]]
 
 
-def _fetchone(store, sql: str, params: list):
-    """One row through a fresh cursor: the app reads from many session threads at once."""
-    cur = store.cursor()
-    try:
-        return cur.execute(sql, params).fetchone()
-    finally:
-        cur.close()
-
-
-def _count(store, sql: str, params: list) -> int:
-    return int(_fetchone(store, sql, params)[0])
-
-
 def has_embeddings(store, encoder: str) -> bool:
-    from lcdash.store import embeddings
-
     return embeddings.has_embeddings(store, encoder)
 
 
 def has_projection(store, encoder: str) -> bool:
-    return _count(store, "SELECT count(*) FROM projections WHERE encoder = ?", [encoder]) > 0
+    return projections.has_projection(store, encoder)
 
 
 def _active_job(jobs, kind: str, encoder: str) -> str | None:
@@ -228,9 +205,7 @@ def bootstrap(path: Path | str | None = None, jobs_factory=None, queue_jobs: boo
         except LcdashError as exc:  # a broken shipped encoder must not keep the app from starting
             report.notes.append(f"default encoder not registered: {exc}")
     if jobs_factory is None:
-        from lcdash.jobs import JobManager
-
-        jobs_factory = JobManager
+        jobs_factory = partial(JobManager, kinds=KINDS)
     jobs = jobs_factory(store)
     if queue_jobs and first_jobs_enabled() and report.encoder:
         report.jobs = advance(store, jobs, report.encoder)
@@ -261,9 +236,7 @@ def save_selection(store, oids, token: str | None = None) -> str:
     """Store a list of object ids under a short random token (put the token in st.query_params)."""
     token = token or secrets.token_urlsafe(6)
     value = json.dumps([int(o) for o in oids])
-    with store.transaction() as cur:
-        cur.execute("DELETE FROM meta WHERE key = ?", [_SEL_PREFIX + token])
-        cur.execute("INSERT INTO meta VALUES (?, ?)", [_SEL_PREFIX + token, value])
+    set_meta(store, _SEL_PREFIX + token, value)
     return token
 
 
@@ -271,8 +244,8 @@ def load_selection(store, token: str | None) -> list[int]:
     """The object ids saved under `token` ([] when unknown or empty)."""
     if not token:
         return []
-    row = _fetchone(store, "SELECT value FROM meta WHERE key = ?", [_SEL_PREFIX + str(token)])
-    return [int(o) for o in json.loads(row[0])] if row else []
+    value = get_meta(store, _SEL_PREFIX + str(token))
+    return [int(o) for o in json.loads(value)] if value else []
 
 
 # --- what the Explore page shows: stored projections joined with object columns ------------------
@@ -283,38 +256,24 @@ OBJECT_COLOURS = ("label", "survey", "period", "n_obs", "synthetic", "ra", "dec"
 
 def encoders_with_projection(store) -> list[str]:
     """Encoders that have at least one stored projection."""
-    from lcdash.store.projections import list_projections
-
-    return sorted(set(list_projections(store)["encoder"]))
+    return sorted(set(projections.list_projections(store)["encoder"]))
 
 
 def find_projection(store, encoder: str, embedding: str, params: dict) -> int | None:
     """The newest stored projection of (encoder, embedding) with exactly these UMAP parameters."""
-    from lcdash.store.projections import find_projection as find
-
-    return find(store, encoder, embedding, params)
+    return projections.find_projection(store, encoder, embedding, params)
 
 
 def projection_points(store, proj_id: int):
     """oid, band, x, y of a stored projection joined with the object columns (object_id and
     OBJECT_COLOURS): one row per (object, band). (`store.projections.load_projection` gives fewer
     object columns; the scatter wants them all in one read.)"""
-    cur = store.cursor()
-    try:
-        return cur.execute(
-            "SELECT p.oid, p.band, p.x, p.y, o.object_id, o.label, o.survey, o.period, o.n_obs, "
-            "o.synthetic, o.ra, o.dec FROM projection_points p JOIN objects o USING (oid) "
-            "WHERE p.proj_id = ? ORDER BY p.oid, p.band", [int(proj_id)]).df()
-    finally:
-        cur.close()
+    return projections.projection_points(store, proj_id)
 
 
 def colour_options(store, max_runs: int = 5) -> list[str]:
     """What the scatter can be coloured by: object columns, each few-shot label set ("set: NAME"),
     and the newest probe runs' predictions ("prediction: RUN", "confidence: RUN")."""
-    from lcdash.store import labels as label_store
-    from lcdash.store.results import list_runs
-
     out = list(OBJECT_COLOURS)
     out += [f"set: {n}" for n in label_store.list_sets(store)["name"]]
 
@@ -326,19 +285,13 @@ def colour_options(store, max_runs: int = 5) -> list[str]:
 def colour_values(store, points, option: str):
     """The values of colour `option` for each row of `points` (oid, band[, object columns]), as a
     Series aligned with `points`; missing values are NA."""
-    import pandas as pd
-
     if option in points.columns:
         return points[option]
     kind, _, name = option.partition(": ")
     if kind == "set":
-        from lcdash.store import labels as label_store
-
         lab = label_store.get_labels(store, name)
         return points["oid"].map(dict(zip(lab["oid"], lab["label"], strict=True))).rename(option)
     if kind in ("prediction", "confidence"):
-        from lcdash.store.results import load_predictions
-
         pred = load_predictions(store, name)
         col = "label" if kind == "prediction" else "confidence"
         # by (oid, band) where the band matches, else the object's first predicted band
@@ -354,25 +307,12 @@ def map_coverage(store, encoder: str, proj_id: int | None) -> dict:
     """How much of the store a map shows: objects in the store, objects without an `encoder`
     embedding ("unembedded": e.g. uploaded after the embedding job), and embedded objects missing
     from projection `proj_id` ("unmapped": embedded after the map was computed; 0 without a map)."""
-    objects = _count(store, "SELECT count(*) FROM objects", [])
-    embedded = _count(store, "SELECT count(DISTINCT oid) FROM embeddings WHERE encoder = ?", [encoder])
-    unembedded = _count(store, "SELECT count(*) FROM objects o WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
-                        "WHERE e.encoder = ? AND e.oid = o.oid)", [encoder])
-    unmapped = 0
-    if proj_id is not None:
-        unmapped = _count(store, "SELECT count(DISTINCT e.oid) FROM embeddings e WHERE e.encoder = ? AND NOT "
-                          "EXISTS (SELECT 1 FROM projection_points p WHERE p.proj_id = ? AND p.oid = e.oid)",
-                          [encoder, int(proj_id)])
-    return {"objects": objects, "embedded": embedded, "unembedded": unembedded, "unmapped": unmapped}
+    return projections.map_coverage(store, encoder, proj_id)
 
 
 def colour_label(store, max_runs: int = 5):
     """A `format_func` for `colour_options`: probe runs by what they are (when, which labels) rather
     than by their run id."""
-    import pandas as pd
-
-    from lcdash.store.results import list_runs
-
     names = {}
     runs = list_runs(store, kind="probe").head(max_runs)
     for row in runs.to_dict("records"):

@@ -12,8 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from lcdash import tasks
 from lcdash.report import MODEL_TITLES, summed_confusion
+from lcdash.store import labels as label_store
 from lcdash.store import results as results_store
 from pages import _ui
 
@@ -249,7 +249,7 @@ def show_run(run_id: str, key: str, probe: bool = False) -> None:
     chosen spc, layer weights (probe), timings."""
     info, results = results_store.load_run(_ui.store(), run_id)
     sel, timings = info.get("selection") or {}, info.get("timings") or {}
-    classes = sel.get("classes") or timings.get("classes") or []
+    classes = sel.get("classes") or info.get("classes") or []
     bits = [
         f"{len(classes)} classes",
         f"{sel.get('n_objects', sel.get('n_labelled', '?'))} objects",
@@ -265,8 +265,8 @@ def show_run(run_id: str, key: str, probe: bool = False) -> None:
     if timings.get("cancelled"):
         bits.append("cancelled before the end")
     st.caption(" · ".join(bits))
-    if timings.get("note"):
-        st.info(timings["note"])
+    if info.get("note"):
+        st.info(info["note"])
     if sel.get("capped_classes"):
         st.caption(f"Fewer test / training objects than asked in: {', '.join(sel['capped_classes'])}")
     if results.empty:
@@ -298,7 +298,7 @@ def show_run(run_id: str, key: str, probe: bool = False) -> None:
             note = speed_note(results)
             if note:
                 st.caption(note)
-    weights = timings.get("layer_weights")
+    weights = info.get("layer_weights")
     if probe and weights:
         st.markdown("**Learned layer weights** (softmax γ of the final fit; Astromer 2's weighted embedding)")
         st.plotly_chart(layer_weights_figure(weights), key=f"{key}_gamma")
@@ -313,7 +313,7 @@ def label_selection(store, c_labels, c_survey, c_band, key: str, with_counts: bo
     the {class: labelled objects} counts last when `with_counts`."""
     source = c_labels.selectbox(
         "Labels",
-        tasks.label_sources(store),
+        label_store.label_sources(store),
         key=f"{key}_labels",
         format_func=lambda s: "catalogue labels" if s == "catalogue" else f"label set: {s}",
     )
@@ -321,7 +321,7 @@ def label_selection(store, c_labels, c_survey, c_band, key: str, with_counts: bo
     band = c_band.selectbox("Band", [ALL, *store.bands()], key=f"{key}_band")
     counts: dict[str, int] = {}
     with _ui.guard("Reading the labels"):
-        counts = tasks.label_counts(store, source, None if survey == ALL else survey)
+        counts = label_store.source_counts(store, source, None if survey == ALL else survey)
     classes = st.multiselect(
         "Classes (none chosen = all)",
         list(counts),

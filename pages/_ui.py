@@ -15,8 +15,8 @@ import streamlit as st
 
 from lcdash import workspace
 from lcdash.errors import LcdashError, user_message
+from lcdash.jobstates import ACTIVE_STATES as ACTIVE  # the pages' short name
 
-ACTIVE = ("queued", "running")
 _ROUTER = {"ran": False}  # has app.py's router run in this process (see _ensure_router)
 
 

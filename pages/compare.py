@@ -9,8 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 from lcdash.classifiers import MODEL_NAMES
+from lcdash.evaluation import EvalResult
 from lcdash.store.embeddings import list_encoders
-from lcdash.store.results import list_runs, load_run, result_from_run
+from lcdash.store.results import list_runs, load_run
 from pages import _cross_survey, _results, _ui
 from pages._results import ALL
 
@@ -144,7 +145,7 @@ with _ui.guard("Showing the comparison"):
         _results.show_run(run_id, key="compare_res")
         info = load_run(store, run_id)[0]
         if (info.get("config") or {}).get("train_surveys"):
-            _cross_survey.show(result_from_run(store, run_id))
+            _cross_survey.show(EvalResult.from_run(*load_run(store, run_id)))
         report = Path(jm.folder(info["job_id"])) / "report.md" if info.get("job_id") else None
         if report is not None and report.exists():
             st.download_button(

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from lcdash.store import labels as label_store
+from lcdash.suggest import suggest_next
 from pages import _ui
 
 st.title("Label")
@@ -104,7 +105,7 @@ s1, s2 = st.columns([1, 3])
 n_suggest = s1.number_input("How many", 1, 200, 12, key="label_n_suggest")
 suggestions = pd.DataFrame()
 with _ui.guard("Suggestions"):
-    suggestions = label_store.suggest_next(store, current, n=int(n_suggest))
+    suggestions = suggest_next(store, current, n=int(n_suggest))
 if len(suggestions) and suggestions["entropy"].notna().any():
     st.caption("The objects the latest probe is least sure about (highest prediction entropy), spread "
                "over the embedding map so that one region does not take every suggestion.")

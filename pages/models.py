@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from lcdash import tasks
+from lcdash.jobstates import ACTIVE_STATES
 from lcdash.models.astromer import AstromerConfig
 from lcdash.projection import embedding_knn
 from lcdash.scale import default_workers
@@ -132,7 +133,7 @@ if names:
 
 active = []
 with _ui.guard("Reading jobs"):
-    active = jm.list(states=["queued", "running"], kinds=KINDS)
+    active = jm.list(states=ACTIVE_STATES, kinds=KINDS)
 for job in active:
     st.markdown(f"**{job.kind}** {describe(job)} `{job.job_id}`")
     _ui.watch_job(job.job_id, key="models")

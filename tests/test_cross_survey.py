@@ -14,11 +14,11 @@ from lcdash.evaluation import (
     EvalConfig,
     EvalData,
     apply_label_map,
-    cross_survey_markdown,
     load_label_map,
     make_cross_splits,
     run_evaluation,
 )
+from lcdash.report import cross_survey_markdown
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -112,7 +112,7 @@ def test_cross_splits_keep_test_objects_unseen_and_surveys_apart(train, score):
 
 
 def _batch(labels, seed=0):
-    from lcdash.store import LightCurveBatch
+    from lcdash.lightcurve import LightCurveBatch
 
     rng = np.random.default_rng(seed)
     period = {"A": 0.5, "B": 3.0, "C": 40.0}

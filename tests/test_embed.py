@@ -9,8 +9,9 @@ import torch
 
 from lcdash.embed import count_windows, embed_batch, embed_frame, embed_store
 from lcdash.errors import JobError, ModelError, ValidationError
+from lcdash.lightcurve import LightCurveBatch
 from lcdash.models.astromer import Astromer, AstromerConfig, masked_mean
-from lcdash.store import LightCurveBatch, Store
+from lcdash.store import Store
 from lcdash.store.embeddings import (
     default_encoder_dir,
     get_encoder,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from lcdash.evaluation import (
     metrics,
     run_evaluation,
     run_probe,
-    take_batch,
 )
+from lcdash.lightcurve import LightCurveBatch
 from lcdash.simulate import simulate_survey
 
 # tiny models: one torch thread (tests/conftest.py explains why)
@@ -26,12 +25,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sim_batch(n=90, classes=("RRab", "EA", "LPV"), seed=0, n_obs=(60, 120)):
-    """A LightCurveBatch-like namespace and labels from the simulated survey."""
+    """A LightCurveBatch and labels from the simulated survey."""
     obs, objs = simulate_survey(n, seed=seed, classes=list(classes), n_obs=n_obs)
     groups = list(obs.groupby("object_id", sort=False))
     L = max(len(g) for _, g in groups)
     B = len(groups)
-    b = SimpleNamespace(
+    b = LightCurveBatch(
         oid=np.arange(1, B + 1), band=["V"] * B, time=np.zeros((B, L)), mag=np.zeros((B, L), np.float32),
         mag_err=np.full((B, L), np.nan, np.float32), mask=np.zeros((B, L), bool),
         length=np.zeros(B, np.int32),
@@ -158,7 +157,7 @@ def test_window_scoring_splits_objects_not_windows():
 
 def test_eval_data_save_load(small, tmp_path):
     batch, labels = small
-    sub = take_batch(batch, [3, 1, 2])
+    sub = batch.take([3, 1, 2])
     assert sub.time.shape[1] == sub.length.max() and list(sub.oid) == [4, 2, 3]
     layers = np.ones((3, 2, 4), np.float32)
     data = EvalData(sub, labels[[3, 1, 2]], layers, {"name": "x", "dir": "/tmp/x"})
@@ -205,7 +204,6 @@ def test_results_storage_round_trip(tmp_path):
         list_runs,
         load_predictions,
         load_run,
-        result_from_run,
         save_predictions,
         save_run,
     )
@@ -225,7 +223,7 @@ def test_results_storage_round_trip(tmp_path):
         assert df["confusion"][0]["matrix"] == [[1, 0], [1, 1]]
         runs = list_runs(store)
         assert runs.loc[0, "run_id"] == run_id and runs.loc[0, "best"] == "rf@5"
-        back = result_from_run(store, run_id)
+        back = EvalResult.from_run(*load_run(store, run_id))
         assert back.summary()["macro_f1_mean"].iloc[0] == pytest.approx((rec["macro_f1"] + 0.5) / 2)
         n = save_predictions(store, run_id, [1, 2], ["V", "V"], ["a", "b"], [0.9, 0.6], [0.1, 0.5])
         assert n == 2

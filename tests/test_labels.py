@@ -10,6 +10,7 @@ from lcdash.errors import LcdashError
 from lcdash.simulate import SURVEY, simulate_survey
 from lcdash.store import Store
 from lcdash.store import labels as L
+from lcdash.suggest import suggest_next
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_sets_crud(store):
     assert store.con.execute("SELECT count(*) FROM labels").fetchone()[0] == 0
     with pytest.raises(LcdashError, match="no label set"):
         L.get_labels(store, a)
-    assert L.list_label_sets is L.list_sets
+    assert not hasattr(L, "list_label_sets")  # one name per function (issue 12 removed the aliases)
 
 
 def test_set_relabel_remove_and_counts(store):
@@ -106,7 +107,7 @@ def test_suggest_without_predictions_spreads_away_from_labels(store):
     pts = _grid_points(6)                      # 36 points on a 6x6 grid; oids 1..36
     s = L.create_set(store, "active")
     L.set_labels(store, s, [1, 2, 7, 8], "RRab")  # the corner near (0, 0)
-    sug = L.suggest_next(store, s, pts, None, k=4)
+    sug = suggest_next(store, s, pts, None, k=4)
     assert list(sug.columns) == ["oid", "x", "y", "entropy", "rank"]
     assert len(sug) == 4 and sug["rank"].tolist() == [1, 2, 3, 4]
     assert not set(sug["oid"]) & {1, 2, 7, 8}
@@ -119,7 +120,7 @@ def test_suggest_without_predictions_spreads_away_from_labels(store):
     # Duplicated bands (same oid twice) count once; no labels: start near the centre.
     twice = pd.concat([pts, pts])
     fresh = L.create_set(store, "fresh")
-    sug2 = L.suggest_next(store, fresh, twice, None, k=36)
+    sug2 = suggest_next(store, fresh, twice, None, k=36)
     assert sug2["oid"].is_unique and len(sug2) == 36
 
 
@@ -136,7 +137,7 @@ def test_suggest_with_predictions_is_uncertain_and_spread(store):
     s = L.create_set(store, "probe")
     most = 1
     L.set_labels(store, s, [most], "EA")
-    sug = L.suggest_next(store, s, pts, preds, k=6)
+    sug = suggest_next(store, s, pts, preds, k=6)
     assert len(sug) == 6 and most not in set(sug["oid"])
     assert np.all(np.diff(sug["entropy"].to_numpy()) <= 0)
     # Uncertain: all from the top quarter; spread: not all the same few points of one clump.
@@ -144,41 +145,41 @@ def test_suggest_with_predictions_is_uncertain_and_spread(store):
     xy = sug[["x", "y"]].to_numpy()
     assert np.linalg.norm(xy[:, None] - xy[None], axis=2).max() > 0.5
     with pytest.raises(LcdashError, match="entropy"):
-        L.suggest_next(store, s, pts, preds.rename(columns={"entropy": "h"}))
+        suggest_next(store, s, pts, preds.rename(columns={"entropy": "h"}))
     # Everything labelled: nothing to suggest.
     L.set_labels(store, s, pts["oid"][:40], "EA")
-    assert L.suggest_next(store, s, pts.head(40), preds).empty
+    assert suggest_next(store, s, pts.head(40), preds).empty
 
 
 def test_suggest_defaults_use_latest_map_and_probe(store):
     from lcdash.store.projections import save_projection
 
-    s = L.create_label_set(store, "defaults", description=None)
-    assert L.suggest_next(store, s).empty                      # no map, no probe: nothing to suggest
+    s = L.create_set(store, "defaults", description=None)
+    assert suggest_next(store, s).empty                      # no map, no probe: nothing to suggest
     oids = store.objects()["oid"].to_numpy()
     rng = np.random.default_rng(3)
     save_projection(store, "enc", "last", {"seed": 0}, oids, "V", rng.normal(size=(len(oids), 2)))
     L.set_labels(store, s, oids[:5], "RRab")
-    far = L.suggest_next(store, s, n=7)                        # map only: farthest points
+    far = suggest_next(store, s, n=7)                        # map only: farthest points
     assert len(far) == 7 and far["entropy"].isna().all() and not set(far["oid"]) & set(oids[:5])
     with store.transaction() as cur:
         cur.execute("INSERT INTO eval_runs (run_id, kind, config, selection) "
                     "VALUES ('r1', 'probe', '{}', '{}')")
         for i, oid in enumerate(oids):
             cur.execute("INSERT INTO predictions VALUES ('r1', ?, 'V', 'EW', 0.5, ?)", [int(oid), i / 100])
-    sug = L.suggest_next(store, s, k=3)                        # map + newest probe run
+    sug = suggest_next(store, s, k=3)                        # map + newest probe run
     assert len(sug) == 3 and sug["entropy"].notna().all()
     assert sug["entropy"].max() == pytest.approx((len(oids) - 1) / 100)
-    assert L.suggest_next(store, s, predictions=None, k=3)["entropy"].isna().all()
+    assert suggest_next(store, s, predictions=None, k=3)["entropy"].isna().all()
     with pytest.raises(LcdashError, match="'latest'"):
-        L.suggest_next(store, s, predictions="newest")
+        suggest_next(store, s, predictions="newest")
 
 
 def test_export_frame_and_aliases(store):
-    s = L.create_label_set(store, "frame")
+    s = L.create_set(store, "frame")
     L.set_labels(store, s, [3], "EA")
     frame = L.export_labels(store, "frame")
     assert frame[["object_id", "label", "label_set"]].values.tolist() == [
         [store.objects(oids=[3])["object_id"][0], "EA", "frame"]]
-    L.delete_label_set(store, "frame")
+    L.delete_set(store, "frame")
     assert L.list_sets(store).empty

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 
@@ -11,7 +12,8 @@ import pytest
 
 from lcdash import io
 from lcdash.errors import LcdashError, ValidationError
-from lcdash.store import LightCurveBatch, Store
+from lcdash.lightcurve import LightCurveBatch
+from lcdash.store import Store
 from lcdash.store.schema import SCHEMA_VERSION
 
 
@@ -335,3 +337,28 @@ def test_open_errors_are_lcdash_errors(tmp_path):
     with Store(path):
         with pytest.raises(LcdashError, match="cannot open the store"):
             Store(path, read_only=True)  # same process, other mode
+
+
+def test_a_version_2_store_moves_probe_results_out_of_timings(tmp_path):
+    """Before version 3 a probe run kept its layer weights (gamma), classes and note in `timings`;
+    opening such a store moves them into their own columns, where load_run reads them."""
+    from lcdash.store.results import load_run
+
+    db = tmp_path / "old.duckdb"
+    old_timings = {"total_seconds": 3.5, "layer_weights": [0.2, 0.3, 0.5], "classes": ["EA", "RRab"],
+                   "note": "protocol skipped"}  # fmt: skip
+    with Store(db) as s:
+        s.con.execute("ALTER TABLE eval_runs DROP COLUMN layer_weights; ALTER TABLE eval_runs DROP COLUMN "
+                      "classes; ALTER TABLE eval_runs DROP COLUMN note")  # fmt: skip
+        s.con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        s.con.execute("INSERT INTO eval_runs (run_id, kind, config, selection, timings) VALUES "
+                      "('old', 'probe', '{}', '{}', ?), ('cmp', 'compare', '{}', '{}', ?)",
+                      [json.dumps(old_timings), json.dumps({"total_seconds": 1})])  # fmt: skip
+    with Store(db) as s:
+        assert s.schema_version() == SCHEMA_VERSION >= 3
+        info, _ = load_run(s, "old")
+        assert info["layer_weights"] == [0.2, 0.3, 0.5] and info["classes"] == ["EA", "RRab"]
+        assert info["note"] == "protocol skipped" and info["timings"] == {"total_seconds": 3.5}
+        other, _ = load_run(s, "cmp")
+        assert other["layer_weights"] is None and other["classes"] is None
+        assert other["timings"] == {"total_seconds": 1}

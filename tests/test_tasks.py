@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
+from lcdash import tasks
 from lcdash.errors import LcdashError
 from lcdash.jobs import JobManager
 
@@ -30,7 +31,7 @@ def env(demo_db, tmp_path_factory):
     cfg = AstromerConfig.astromer2(n_layers=2, d_model=16, n_heads=2, d_ff=16)
     save_encoder(Astromer(cfg), cfg, root / "tiny")
     register_encoder(store, "tiny", root / "tiny", source="test")
-    jm = JobManager(store)
+    jm = JobManager(store, kinds=tasks.KINDS)
     yield store, jm
     jm.shutdown()
     store.close()
@@ -90,8 +91,8 @@ def test_probe_writes_a_run_predictions_and_layer_weights(env):
     assert info["kind"] == "probe" and info["job_id"] == job.job_id
     assert len(results) == 2 and set(results["model"]) == {"probe"}
     assert results["macro_f1"].between(0, 1).all()
-    assert len(info["timings"]["layer_weights"]) == 3
-    assert abs(sum(info["timings"]["layer_weights"]) - 1) < 1e-5
+    assert len(info["layer_weights"]) == 3
+    assert abs(sum(info["layer_weights"]) - 1) < 1e-5
     preds = load_predictions(store, run_id)
     assert len(preds) == len(store.objects()) and set(preds["label"]) <= set(CLASSES)
     assert run_id in set(list_runs(store, kind="probe")["run_id"])
@@ -153,7 +154,6 @@ def test_import_official_weights(env, shared):
 
 
 def test_label_sources_and_counts_include_label_sets(env):
-    from lcdash import tasks
     from lcdash.store import labels
 
     store, _ = env
@@ -161,10 +161,10 @@ def test_label_sources_and_counts_include_label_sets(env):
     labels.create_set(store, "mine")
     for lab in ("RRab", "EA"):
         labels.set_labels(store, "mine", objs.loc[objs["label"] == lab, "oid"], f"my-{lab}")
-    assert tasks.label_sources(store) == ["catalogue", "mine"]
-    oids, labs = tasks.load_labels(store, "mine")
+    assert labels.label_sources(store) == ["catalogue", "mine"]
+    oids, labs = labels.load_labels(store, "mine")
     assert sorted(oids) == sorted(objs["oid"]) and set(labs) == {"my-RRab", "my-EA"}
-    counts = tasks.label_counts(store, "catalogue")
+    counts = labels.source_counts(store, "catalogue")
     assert sum(counts.values()) == len(store.objects(labelled=True)) and list(counts.values()) == sorted(
         counts.values(), reverse=True
     )

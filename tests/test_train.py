@@ -75,7 +75,7 @@ def test_masking_statistics_through_the_loop(tmp_path, monkeypatch):
 
 
 def test_pretrain_learns_and_saves_loadable_weights(tmp_path):
-    from lcdash.store import LightCurveBatch
+    from lcdash.lightcurve import LightCurveBatch
 
     curves = _curves(72)
     train = LightCurveBatch.from_arrays([c[0] for c in curves[:60]], [c[1] for c in curves[:60]],
@@ -174,7 +174,7 @@ def test_finetune_starts_from_encoder_with_small_lr(tmp_path):
 
 def test_design_call_form_and_bad_inputs(tmp_path):
     curves = _curves(12)
-    res = pretrain(curves, None, _cfg(epochs=0), tmp_path)  # DESIGN.md: pretrain(train, val, cfg, out_dir)
+    res = pretrain(curves, None, _cfg(epochs=0), out_dir=tmp_path)  # DESIGN.md's call form
     assert res["epochs"] == 0 and len(res["history"]) == 1
     assert json.loads((tmp_path / "config.json").read_text())["arch"] == "astromer2"
     with pytest.raises(ModelError, match="at least 2"):

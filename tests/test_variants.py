@@ -190,7 +190,7 @@ def test_hybrid_runs_through_the_evaluation_loop():
     curves = [(g.time.to_numpy(), g.mag.to_numpy(np.float32), g.mag_err.to_numpy(np.float32))
               for _, g in groups]
     labels = objs.set_index("object_id").loc[list(groups.groups), "label"].to_numpy()
-    from lcdash.store import LightCurveBatch
+    from lcdash.lightcurve import LightCurveBatch
 
     batch = LightCurveBatch.from_arrays(*zip(*curves, strict=True))
     layers = np.random.default_rng(0).normal(size=(len(labels), 3, 8)).astype(np.float32)

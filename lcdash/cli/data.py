@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lcdash.errors import LcdashError
+from lcdash.progress import TqdmProgress
 
 
 def register(subparsers) -> None:
@@ -81,21 +82,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_info)
 
 
-def _tqdm_progress(desc: str):
-    from tqdm import tqdm
-
-    bar = tqdm(total=1, desc=desc, unit="step", file=sys.stderr, leave=False)
-
-    def progress(step, total, message, metrics=None):
-        bar.total = total
-        bar.n = step
-        bar.set_postfix_str(message)
-        bar.refresh()
-
-    progress.close = bar.close
-    return progress
-
-
 def cmd_demo(args) -> int:
     from lcdash.store.demo import create_demo_store
 
@@ -106,7 +92,7 @@ def cmd_demo(args) -> int:
 
         write, path = ((simulate.write_survey_parquet, args.out_parquet) if args.out_parquet
                        else (simulate.write_survey_hats, args.out_hats))
-        progress = _tqdm_progress("demo")
+        progress = TqdmProgress("demo", leave=False)
         try:
             kw = {"bands": tuple(args.bands)} if args.bands else {}
             res = write(path, args.n_objects, seed=args.seed, objects_per_partition=args.partition_size,
@@ -116,7 +102,7 @@ def cmd_demo(args) -> int:
         print(f"{path}: {res['objects']:,} objects, {res['observations']:,} observations in "
               f"{res['partitions']} partitions")
         return 0
-    progress = _tqdm_progress("demo")
+    progress = TqdmProgress("demo", leave=False)
     try:
         store = create_demo_store(
             args.db, n_objects=args.n_objects, seed=args.seed, bands=args.bands, progress=progress
@@ -279,7 +265,7 @@ def _ingest_unit(args, unit, obs_map, obj_map, store, cur):
             file=sys.stderr,
         )
         return None
-    progress = _tqdm_progress(f"ingest {unit['name']}")
+    progress = TqdmProgress(f"ingest {unit['name']}", leave=False)
     try:
         return store.ingest(
             obs, objs, survey=args.survey or unit["name"], validation=report, progress=progress, cursor=cur

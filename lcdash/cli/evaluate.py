@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lcdash.classifiers import MODEL_NAMES as MODELS
 from lcdash.errors import JobError, LcdashError, ValidationError
+from lcdash.progress import TqdmProgress
 
 
 def register(subparsers) -> None:
@@ -132,32 +133,12 @@ def _models(text: str) -> list[str]:
     return models
 
 
-class _Bar:
-    """tqdm bar fed by the progress(step, total, message, metrics) protocol."""
-
-    def __init__(self, desc: str):
-        from tqdm import tqdm
-
-        self.bar = tqdm(desc=desc, unit="fit", dynamic_ncols=True, file=sys.stderr)
-
-    def __call__(self, step, total, message="", metrics=None):
-        if total and self.bar.total != total:
-            self.bar.total = total
-        self.bar.n = int(step or 0)
-        if message:
-            self.bar.set_description_str(str(message)[:60], refresh=False)
-        self.bar.refresh()
-
-    def close(self):
-        self.bar.close()
-
-
 def _ensure_embeddings(store, args, encoder: str) -> None:
     """Compute the probe's missing embeddings into the store (or explain which command does)."""
     import numpy as np
 
     from lcdash.store.embeddings import load_embeddings
-    from lcdash.tasks import load_labels
+    from lcdash.store.labels import load_labels
 
     if args.train_surveys:  # across surveys: each survey in its own band
         from lcdash.tasks import survey_band
@@ -185,7 +166,7 @@ def _ensure_embeddings(store, args, encoder: str) -> None:
     print(
         f"computing {encoder!r} embeddings of {len(missing)} objects (as `{command}` would)", file=sys.stderr
     )
-    bar = _Bar(f"embed ({encoder})")
+    bar = TqdmProgress(f"embed ({encoder})", "fit")
     try:
         embed_store(store, encoder, band=args.band, oids=missing, progress=bar)
     finally:
@@ -200,6 +181,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lcdash.jobs import JobManager
     from lcdash.report import write_report
     from lcdash.store import Store
+    from lcdash.tasks import KINDS
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,10 +208,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
             params["encoder"] = _resolve_encoder(store, args.encoder or DEFAULT_ENCODER, None)
             _ensure_embeddings(store, args, params["encoder"])
-        jm = JobManager(store)
+        jm = JobManager(store, kinds=KINDS)
         job_id = jm.submit("evaluate", {k: v for k, v in params.items() if v is not None})
         print(f"job {job_id} ({jm.folder(job_id)})", file=sys.stderr)
-        bar = _Bar("evaluate")
+        bar = TqdmProgress("evaluate", "fit")
         try:
             job = jm.wait(job_id, on_progress=bar)
         finally:
@@ -263,7 +245,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _write_cross_survey(results, out: Path, title: str = "Training across surveys") -> None:
     """cross_survey.md: macro F1 per scored survey (each on its own test objects), and print it."""
-    from lcdash.evaluation import cross_survey_markdown
+    from lcdash.report import cross_survey_markdown
 
     first = results[0]
     text = cross_survey_markdown(results)
@@ -296,11 +278,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.run:
         if not args.db:
             raise ValidationError("--run needs --db")
+        from lcdash.evaluation import EvalResult
         from lcdash.store import Store
-        from lcdash.store.results import result_from_run
+        from lcdash.store.results import load_run
 
         with Store(args.db, read_only=True) as store:
-            results += [result_from_run(store, run_id) for run_id in args.run]
+            results += [EvalResult.from_run(*load_run(store, run_id)) for run_id in args.run]
     if not results:
         raise ValidationError("give results.json files or --db with --run")
     if all(r.config.get("train_surveys") for r in results):  # modes differ: one table, no merge

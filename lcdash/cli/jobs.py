@@ -62,6 +62,7 @@ def _fmt(job) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from lcdash.jobs import JobManager, jobs_from_folders
+    from lcdash.tasks import KINDS
 
     store, why = _open(args.db)
     if store is None:
@@ -75,7 +76,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         with store:
             # reconcile: a job left running by an app that is gone is finalized or marked failed
-            jobs = JobManager(store, autostart=False).list(
+            jobs = JobManager(store, autostart=False, kinds=KINDS).list(
                 states=args.state, kinds=args.kind, limit=args.limit
             )
     if not jobs:
@@ -89,6 +90,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from lcdash.jobs import JobManager, request_cancel
+    from lcdash.tasks import KINDS
 
     store, why = _open(args.db)
     if store is None:
@@ -99,7 +101,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         print(f"asked job {args.job_id} to stop; the app that holds the store will mark it cancelled")
         return 0
     with store:
-        jm = JobManager(store, autostart=False)
+        jm = JobManager(store, autostart=False, kinds=KINDS)
         job = jm.cancel(args.job_id)
         if job.finished:
             print(f"job {job.job_id} is {job.state}")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lcdash.errors import LcdashError, ModelError
+from lcdash.progress import TqdmProgress
 
 
 def register(subparsers) -> None:
@@ -108,29 +109,6 @@ def _train_args(p, lr_default: str) -> None:
                    help="register the result in the store under NAME when done")
 
 
-class _Progress:
-    """tqdm bar for the progress(step, total, message, metrics) protocol."""
-
-    cancelled = False
-
-    def __init__(self, desc: str, unit: str):
-        from tqdm import tqdm
-
-        self.bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
-
-    def __call__(self, step, total, message="", metrics=None):
-        if total and self.bar.total != total:
-            self.bar.total = total
-        self.bar.n = step
-        if metrics:
-            self.bar.set_postfix({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in metrics.items()
-                                  if v is not None}, refresh=False)
-        self.bar.refresh()
-
-    def close(self):
-        self.bar.close()
-
-
 def _load_training_data(args):
     """The light curves named by --db/--survey/--band/--max-objects as one LightCurveBatch."""
     import numpy as np
@@ -186,7 +164,7 @@ def _run_training(args, init_from=None, model_cfg=None) -> int:
         return 0
     on = f" on {world_size()} processes (DistributedDataParallel)" if world_size() > 1 else ""
     print(f"training on {len(batch)} light curves from {args.db} -> {args.out}{on}", file=sys.stderr)
-    bar = _Progress("pretrain" if init_from is None else "finetune", "step")
+    bar = TqdmProgress("pretrain" if init_from is None else "finetune", "step")
     try:
         result = pretrain(batch, None, cfg, model_cfg, args.out, init_from=init_from, progress=bar,
                           resume=args.resume)
@@ -288,7 +266,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             oids = store.objects(survey=args.survey, columns=["oid"])["oid"].to_numpy()
             if len(oids) == 0:
                 raise LcdashError(f"{args.db}: no objects of survey {args.survey!r}")
-        bar = _Progress(f"embed ({name})", "LC")
+        bar = TqdmProgress(f"embed ({name})", "LC")
         try:
             res = embed_store(store, name, band=args.band, batch_size=args.batch_size, progress=bar,
                               oids=oids, overwrite=args.overwrite, device=args.device,
@@ -322,7 +300,7 @@ def cmd_embed_file(args: argparse.Namespace) -> int:
         if col is not None and col in df.columns:
             rename[col] = role
     df = df[list(rename)].rename(columns=rename)
-    bar = _Progress("embed-file", "window")
+    bar = TqdmProgress("embed-file", "window")
     try:
         out = embed_frame(df, model_dir, batch_size=args.batch_size, device=args.device, progress=bar,
                           precision=args.precision)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lcdash.progress import TqdmProgress
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -82,7 +84,7 @@ def cmd_rnn_train(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from lcdash.cli.data import _tqdm_progress, cmd_ingest
+    from lcdash.cli.data import cmd_ingest
     from lcdash.rnn_update import update_states
     from lcdash.store import Store
 
@@ -94,7 +96,7 @@ def cmd_update(args: argparse.Namespace) -> int:
                                     dry_run=False)  # fmt: skip
         cmd_ingest(ingest)
     with Store(args.db) as store:
-        progress = _tqdm_progress(f"update {args.model}")
+        progress = TqdmProgress(f"update {args.model}", leave=False)
         try:
             report = update_states(store, args.model, band=args.band, survey=args.survey, progress=progress)
         finally:

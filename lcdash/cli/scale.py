@@ -99,12 +99,12 @@ def cmd_embed_catalog(args: argparse.Namespace) -> int:
 
 
 def cmd_import_embeddings(args: argparse.Namespace) -> int:
-    from lcdash.cli.models import _Progress
+    from lcdash.progress import TqdmProgress
     from lcdash.scale import import_embeddings
     from lcdash.store import Store
 
     with Store(args.db) as store:
-        bar = _Progress(f"import ({args.name})", "partition")
+        bar = TqdmProgress(f"import ({args.name})", "partition")
         try:
             res = import_embeddings(store, args.path, args.name, model_dir=args.model, survey=args.survey,
                                     missing="skip" if args.skip_missing else "error", progress=bar)

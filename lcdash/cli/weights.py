@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from lcdash.errors import ModelError
+from lcdash.weights import OFFICIAL, download, import_official, read_encoder_config
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("weights", help="import or download official Astromer weights")
@@ -26,8 +29,6 @@ def register(subparsers) -> None:
 
 
 def _describe(out) -> str:
-    from lcdash.weights import read_encoder_config
-
     meta = read_encoder_config(out)
     c = meta["config"]
     return (
@@ -37,8 +38,6 @@ def _describe(out) -> str:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from lcdash.weights import import_official
-
     out = import_official(args.path, args.out, name=args.name)
     print(f"wrote {out} ({_describe(out)})")
     return 0
@@ -46,9 +45,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_download(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
-    from lcdash.errors import ModelError
-    from lcdash.weights import OFFICIAL, download
 
     if args.name not in OFFICIAL:
         raise ModelError(f"unknown official weights {args.name!r}; known: {', '.join(OFFICIAL)}")

@@ -15,7 +15,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -24,121 +23,10 @@ import pandas as pd
 import pyarrow as pa
 
 from lcdash.errors import LcdashError
+from lcdash.lightcurve import LightCurve, LightCurveBatch
+from lcdash.store.ingest import ingest as ingest_frames  # `ingest` stays the submodule
 from lcdash.store.schema import MIGRATIONS, SCHEMA_VERSION
-
-
-@dataclass
-class LightCurveBatch:
-    """Many light curves of one band each, as padded arrays (padding is 0, `mask` True = observed).
-
-    oid int64[B], band list[str] (B), time float64[B, L], mag float32[B, L], mag_err float32[B, L]
-    (NaN where the survey gives none), mask bool[B, L], length int32[B]; rows sorted by time;
-    L = the longest light curve in the batch.
-    """
-
-    oid: np.ndarray
-    band: list[str]
-    time: np.ndarray
-    mag: np.ndarray
-    mag_err: np.ndarray
-    mask: np.ndarray
-    length: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.oid.shape[0])
-
-    def __getitem__(self, idx) -> LightCurveBatch:
-        """Rows by index array / slice / boolean mask (L shrinks to the longest row kept)."""
-        idx = np.arange(len(self))[idx] if not isinstance(idx, np.ndarray) or idx.dtype == bool else idx
-        idx = np.atleast_1d(idx)
-        length = self.length[idx]
-        L = int(length.max()) if length.size else 0
-        return LightCurveBatch(
-            self.oid[idx],
-            [self.band[i] for i in idx],
-            self.time[idx, :L],
-            self.mag[idx, :L],
-            self.mag_err[idx, :L],
-            self.mask[idx, :L],
-            length,
-        )
-
-    def row(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(time, mag, mag_err) of row i without padding."""
-        n = int(self.length[i])
-        return self.time[i, :n], self.mag[i, :n], self.mag_err[i, :n]
-
-    @classmethod
-    def from_arrays(
-        cls,
-        times: Sequence[np.ndarray],
-        mags: Sequence[np.ndarray],
-        errs: Sequence[np.ndarray] | None = None,
-        oid: Iterable[int] | None = None,
-        band: Iterable[str] | None = None,
-    ) -> LightCurveBatch:
-        """Pad ragged per-light-curve arrays (each sorted by time) into a batch."""
-        n = np.array([len(t) for t in times], dtype=np.int32)
-        flat_e = (
-            np.concatenate([np.asarray(e, np.float32) for e in errs])
-            if errs is not None and len(n)
-            else np.full(int(n.sum()), np.nan, np.float32)
-        )
-        return _pad(
-            np.asarray(list(oid) if oid is not None else np.arange(len(n)), dtype=np.int64),
-            list(band) if band is not None else ["default"] * len(n),
-            n,
-            np.concatenate([np.asarray(t, np.float64) for t in times]) if len(n) else np.zeros(0),
-            np.concatenate([np.asarray(m, np.float32) for m in mags]) if len(n) else np.zeros(0, np.float32),
-            flat_e,
-        )
-
-    def save(self, path: str | Path) -> Path:
-        """Write an uncompressed npz (fast to write and to memory-map for workers)."""
-        path = Path(path)
-        with open(path, "wb") as fh:  # a file handle keeps numpy from appending ".npz"
-            np.savez(
-                fh,
-                oid=self.oid,
-                band=np.asarray(self.band, dtype=str),
-                time=self.time,
-                mag=self.mag,
-                mag_err=self.mag_err,
-                mask=self.mask,
-                length=self.length,
-            )
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> LightCurveBatch:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return cls(
-                    z["oid"],
-                    [str(b) for b in z["band"]],
-                    z["time"],
-                    z["mag"],
-                    z["mag_err"],
-                    z["mask"],
-                    z["length"],
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise LcdashError(f"{path}: not a light-curve batch file ({exc})") from exc
-
-
-def _pad(oid, band, n, flat_t, flat_m, flat_e) -> LightCurveBatch:
-    B = len(n)
-    L = int(n.max()) if B else 0
-    mask = np.arange(L, dtype=np.int32)[None, :] < n[:, None]
-    time = np.zeros((B, L), np.float64)
-    mag = np.zeros((B, L), np.float32)
-    err = np.zeros((B, L), np.float32)
-    # boolean assignment fills row-major, i.e. in the order of the concatenated lists
-    time[mask] = flat_t
-    mag[mask] = flat_m
-    err[mask] = flat_e
-    return LightCurveBatch(oid, band, time, mag, err, mask, n.astype(np.int32))
-
+from lcdash.store.sql import run_sql
 
 SMALL_BATCH = 256  # up to this many oids, read_batch looks them up through the oid index
 
@@ -258,7 +146,11 @@ class Store:
             )
         with self.transaction() as cur:
             for v in range(version + 1, SCHEMA_VERSION + 1):
-                cur.execute(MIGRATIONS[v])
+                step = MIGRATIONS[v]
+                if callable(step):
+                    step(cur)
+                else:
+                    cur.execute(step)
             cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
     # -- ingest -------------------------------------------------------------------------------
@@ -276,9 +168,7 @@ class Store:
     ):
         """Add observations (+ catalogue rows) in one transaction (or the caller's, `cursor`); see
         `lcdash.store.ingest.ingest`."""
-        from lcdash.store.ingest import ingest
-
-        return ingest(
+        return ingest_frames(
             self,
             observations,
             objects,
@@ -460,8 +350,6 @@ class Store:
 
     def lightcurve(self, oid: int):
         """All bands of one object as a `lcdash.lightcurve.LightCurve` (observations sorted by time)."""
-        from lcdash.lightcurve import LightCurve
-
         cur = self.cursor()
         try:
             obj = cur.execute(
@@ -546,7 +434,7 @@ class Store:
                 f"{len(missing)} of {oids.size} object(s) have no {what} in the store (e.g. oid {missing[0]})"
             )
         n = tb.column("n_obs").to_numpy().astype(np.int32)
-        return _pad(
+        return LightCurveBatch.from_flat(
             tb.column("oid").to_numpy(),
             tb.column("band").to_pylist(),
             n,
@@ -570,8 +458,6 @@ class Store:
 
     def sql(self, query: str, limit: int = 10_000, timeout_s: float = 10) -> pd.DataFrame:
         """Run one read-only SELECT in the sandbox (see `lcdash.store.sql.run_sql`)."""
-        from lcdash.store.sql import run_sql
-
         return run_sql(self, query, limit=limit, timeout_s=timeout_s)
 
 
@@ -582,4 +468,4 @@ def _flat(tb: pa.Table, col: str, dtype) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
-__all__ = ["Store", "LightCurveBatch"]
+__all__ = ["Store"]

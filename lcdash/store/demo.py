@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lcdash.io import prepare
+from lcdash.simulate import simulate_survey
 from lcdash.store import Store
 
 
@@ -19,9 +21,6 @@ def create_demo_store(
     Objects are marked synthetic=true and their survey name contains "synthetic", so nobody takes
     them for real data. Ingest is idempotent: calling this again with the same arguments adds nothing.
     """
-    from lcdash.io import prepare
-    from lcdash.simulate import simulate_survey
-
     kwargs = {"bands": tuple(bands)} if bands else {}
     observations, objects = simulate_survey(n_objects=n_objects, seed=seed, **kwargs)
     survey = str(objects["survey"].iloc[0]) if "survey" in objects.columns and len(objects) else "demo"

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lcdash.errors import ModelError
+from lcdash.jsonio import read_encoder_config
 
 DEFAULT_ENCODER = "astromer2-logpe-folded-demo"
 
@@ -50,8 +51,6 @@ def register_encoder(store, name: str, path: str | os.PathLike, source: str | No
     """Add (or update) encoder `name` pointing at folder `path`; arch / n_layers / d_model come from its
     config.json. Re-registering a name with different weights deletes that name's embeddings (they
     were computed by the old weights). Returns get_encoder(store, name)."""
-    from lcdash.weights import read_encoder_config
-
     if not name or not str(name).strip():
         raise ModelError("an encoder needs a non-empty name")
     path = Path(path).resolve()
@@ -208,6 +207,21 @@ def has_embeddings(store, encoder: str, band: str | None = None) -> bool:
         cur.close()
 
 
+def embedded_keys(store, encoder: str, band: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(oid int64[N], band str[N]) of every stored embedding of `encoder` (in `band` when given): what
+    is already embedded, so a job computes only the rest."""
+    cur = store.cursor()
+    try:
+        sql, params = "SELECT oid, band FROM embeddings WHERE encoder = ?", [encoder]
+        if band is not None:
+            sql += " AND band = ?"
+            params.append(band)
+        rows = cur.execute(sql, params).fetchnumpy()
+    finally:
+        cur.close()
+    return np.asarray(rows["oid"], np.int64), np.asarray(rows["band"], dtype=str)
+
+
 def delete_embeddings(store, encoder: str) -> int:
     """Drop every embedding of `encoder` (the registry entry stays). Returns the rows deleted."""
     with store.transaction() as cur:
@@ -216,12 +230,8 @@ def delete_embeddings(store, encoder: str) -> int:
     return int(n)
 
 
-def load(store, encoder: str, oids=None, band=None):
-    """DESIGN.md's name for load_embeddings."""
-    return load_embeddings(store, encoder, oids=oids, band=band)
-
-
 __all__ = [
     "DEFAULT_ENCODER", "default_encoder_dir", "register_encoder", "register_default_encoder", "list_encoders",
-    "get_encoder", "save_embeddings", "load_embeddings", "has_embeddings", "delete_embeddings", "load",
+    "get_encoder", "save_embeddings", "load_embeddings", "has_embeddings", "embedded_keys",
+    "delete_embeddings",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from lcdash.jobs import to_json
+from lcdash.jsonio import to_json
 
 COLUMNS = (
     "job_id",
@@ -29,8 +29,6 @@ COLUMNS = (
     "finished_at",
 )
 JSON_COLUMNS = {"params", "metrics", "result"}
-STATES = ("queued", "running", "done", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "running")
 # Columns update_job may set; job_id, kind and created_at never change after insert.
 _UPDATABLE = set(COLUMNS) - {"job_id", "kind", "created_at"}
 

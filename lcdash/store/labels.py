@@ -2,7 +2,8 @@
 
 A set is addressed by its integer ``set_id`` or by its name (every function accepts either). Labels
 are (set, oid) -> label with upsert semantics, so labelling the current selection again simply
-relabels it. `suggest_next` proposes which objects to label next (active learning).
+relabels it. A *label source* is "catalogue" (objects.label) or a set's name: `load_labels` reads
+either. Which objects to label next is `lcdash.suggest`'s business.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lcdash.errors import LcdashError
+from lcdash.errors import LcdashError, ValidationError
 
 
 def _clean_name(name) -> str:
@@ -64,10 +65,6 @@ def list_sets(store) -> pd.DataFrame:
         cur.close()
 
 
-#: The names lcdash.tasks and the Label page use.
-list_label_sets = list_sets
-
-
 def get_set(store, set_ref) -> dict:
     """One set's row of `list_sets` as a dict."""
     cur = store.cursor()
@@ -77,9 +74,6 @@ def get_set(store, set_ref) -> dict:
         cur.close()
     sets = list_sets(store)
     return sets[sets["set_id"] == set_id].iloc[0].to_dict()
-
-
-create_label_set = create_set
 
 
 def rename_set(store, set_ref, new_name: str, description: str | None = None) -> None:
@@ -101,9 +95,6 @@ def delete_set(store, set_ref) -> None:
         set_id = _set_id(cur, set_ref)
         cur.execute("DELETE FROM labels WHERE set_id = ?", [set_id])
         cur.execute("DELETE FROM label_sets WHERE set_id = ?", [set_id])
-
-
-delete_label_set = delete_set
 
 
 def set_labels(store, set_ref, oids, label: str) -> int:
@@ -201,128 +192,28 @@ def export_labels(store, set_ref, path=None):
     return path
 
 
-_LATEST = "latest"
+def label_sources(store) -> list[str]:
+    """ "catalogue" plus every label set's name (what the Probe / Compare pages offer)."""
+    return ["catalogue", *(str(n) for n in list_sets(store)["name"])]
 
 
-def latest_predictions(store) -> pd.DataFrame | None:
-    """oid, band, entropy of the newest probe run that wrote predictions; None when there is none."""
-    cur = store.cursor()
-    try:
-        runs = cur.execute(
-            "SELECT r.run_id FROM eval_runs r WHERE r.run_id IN (SELECT DISTINCT run_id FROM predictions) "
-            "ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1"
-        ).fetchall()
-        if not runs:
-            return None
-        return cur.execute("SELECT oid, band, entropy FROM predictions WHERE run_id = ?", [runs[0][0]]).df()
-    finally:
-        cur.close()
-
-
-def latest_projection_points(store) -> pd.DataFrame | None:
-    """oid, band, x, y of the newest stored projection; None when there is none."""
-    from lcdash.store.projections import list_projections, load_projection
-
-    found = list_projections(store)
-    if found.empty:
-        return None
-    return load_projection(store, int(found["proj_id"].iloc[0]))[["oid", "band", "x", "y"]]
-
-
-def suggest_next(store, set_ref, candidates_xy: pd.DataFrame | None = None,
-                 predictions: pd.DataFrame | str | None = _LATEST, k: int = 20, seed: int = 0,
-                 n: int | None = None) -> pd.DataFrame:
-    """Which unlabelled objects to label next: oid, x, y, entropy (NaN without predictions), rank.
-
-    ``candidates_xy`` (oid, x, y) defaults to the newest stored projection; ``predictions`` (oid,
-    entropy) defaults to the newest probe run's ("latest"), None means none. ``n`` is an alias of k.
-    Without a map, the most uncertain objects are returned (x, y NaN); with neither, nothing.
-
-    With ``predictions`` (oid, entropy): the most uncertain objects under the current probe, spread
-    over the map: the most uncertain quarter of the candidates (at least 5k of them) is split into k
-    k-means clusters in (x, y) and each cluster offers its most uncertain object, so suggestions do
-    not all come from one confused clump. Without: farthest-point sampling in (x, y), starting from
-    the labelled objects, so the picks cover the regions nobody has labelled yet.
-    """
-    if n is not None:
-        k = n
-    if isinstance(predictions, str):
-        if predictions != _LATEST:
-            raise LcdashError(f"predictions must be a DataFrame, None or 'latest', got {predictions!r}")
-        predictions = latest_predictions(store)
-    if candidates_xy is None:
-        candidates_xy = latest_projection_points(store)
-        if candidates_xy is None:
-            if predictions is None:
-                candidates_xy = pd.DataFrame({"oid": pd.Series(dtype=np.int64), "x": [], "y": []})
-            else:  # no map: rank by uncertainty alone
-                candidates_xy = pd.DataFrame({"oid": predictions["oid"].unique(), "x": np.nan, "y": np.nan})
-    need = {"oid", "x", "y"}
-    if not need <= set(candidates_xy.columns):
-        raise LcdashError(f"candidates need columns {sorted(need)}, got {list(candidates_xy.columns)}")
-    k = int(k)
-    if k < 1:
-        raise LcdashError(f"k must be at least 1, got {k}")
-    labelled = set(get_labels(store, set_ref)["oid"].tolist())
-    # Multi-band objects appear once per band in a projection: one point per object is enough.
-    pts = candidates_xy[["oid", "x", "y"]].drop_duplicates("oid").reset_index(drop=True)
-    is_lab = pts["oid"].isin(labelled).to_numpy()
-    cand = pts[~is_lab].reset_index(drop=True)
-    empty = pd.DataFrame({"oid": pd.Series(dtype=np.int64), "x": pd.Series(dtype=np.float32),
-                          "y": pd.Series(dtype=np.float32), "entropy": pd.Series(dtype=np.float64),
-                          "rank": pd.Series(dtype=np.int64)})
-    if cand.empty:
-        return empty
-    xy = cand[["x", "y"]].to_numpy(np.float64)
-
-    if predictions is not None:
-        if not {"oid", "entropy"} <= set(predictions.columns):
-            raise LcdashError(f"predictions need columns oid and entropy, got {list(predictions.columns)}")
-        ent = predictions.groupby("oid")["entropy"].max()
-        cand["entropy"] = cand["oid"].map(ent).astype(float)
-        cand = cand[cand["entropy"].notna()].reset_index(drop=True)
-        if cand.empty:
-            return empty
-        pool = cand.nlargest(min(len(cand), max(5 * k, len(cand) // 4)), "entropy").reset_index(drop=True)
-        n_clusters = min(k, len(pool))
-        if n_clusters < len(pool) and np.isfinite(pool[["x", "y"]].to_numpy(np.float64)).all():
-            from sklearn.cluster import KMeans
-
-            cluster = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit_predict(
-                pool[["x", "y"]].to_numpy(np.float64))
-            pool["cluster"] = cluster
-            picks = pool.loc[pool.groupby("cluster")["entropy"].idxmax()]
-        else:
-            picks = pool
-        out = picks.sort_values("entropy", ascending=False, kind="stable")
+def load_labels(store, source: str, survey: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(oid int64[N], label str[N]) of a label source: catalogue labels or a label set's."""
+    if not source or source == "catalogue":
+        df = store.objects(survey=survey or None, labelled=True, columns=["oid", "label"])
     else:
-        picked = _farthest_points(xy, pts.loc[is_lab, ["x", "y"]].to_numpy(np.float64), k)
-        out = cand.iloc[picked].assign(entropy=np.nan)
-    out = out[["oid", "x", "y", "entropy"]].head(k).reset_index(drop=True)
-    out["oid"] = out["oid"].astype(np.int64)
-    out["rank"] = np.arange(1, len(out) + 1, dtype=np.int64)
-    return out
+        df = get_labels(store, source)
+        if survey:
+            keep = store.objects(survey=survey, oids=df["oid"].to_numpy(np.int64), columns=["oid"])["oid"]
+            df = df[df["oid"].isin(keep)]
+    if len(df) == 0:
+        where = f" in survey {survey!r}" if survey else ""
+        raise ValidationError(f"no labelled objects{where} for label source {source!r}")
+    return df["oid"].to_numpy(np.int64), np.asarray(df["label"].astype(str), dtype=str)
 
 
-def _farthest_points(xy: np.ndarray, seeds: np.ndarray, k: int) -> list[int]:
-    """Greedy farthest-point sampling of k rows of xy away from ``seeds`` (and from each other).
-
-    With no seeds, starts from the candidate nearest the centre of the map.
-    """
-    k = min(k, len(xy))
-    if len(seeds):
-        from scipy.spatial import cKDTree
-
-        d = cKDTree(seeds).query(xy)[0]
-        picked: list[int] = []
-    else:
-        first = int(np.argmin(np.linalg.norm(xy - xy.mean(axis=0), axis=1)))
-        picked = [first]
-        d = np.linalg.norm(xy - xy[first], axis=1)
-        d[first] = -1.0
-    while len(picked) < k:
-        nxt = int(np.argmax(d))
-        picked.append(nxt)
-        d = np.minimum(d, np.linalg.norm(xy - xy[nxt], axis=1))
-        d[picked] = -1.0          # never twice, even among duplicate coordinates
-    return picked
+def source_counts(store, source: str, survey: str | None = None) -> dict[str, int]:
+    """Objects per class of a label source (largest first), for choosing the classes to train on."""
+    _, labels = load_labels(store, source, survey)
+    names, counts = np.unique(labels, return_counts=True)
+    return dict(sorted(zip(names.tolist(), counts.tolist(), strict=True), key=lambda kv: (-kv[1], kv[0])))

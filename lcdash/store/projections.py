@@ -117,6 +117,61 @@ def load_projection(store, proj_id: int) -> pd.DataFrame:
         cur.close()
 
 
+def projection_points(store, proj_id: int) -> pd.DataFrame:
+    """oid, band, x, y of a projection joined with the object columns the scatter colours by
+    (object_id, label, survey, period, n_obs, synthetic, ra, dec): one row per (object, band)."""
+    cur = store.cursor()
+    try:
+        return cur.execute(
+            "SELECT p.oid, p.band, p.x, p.y, o.object_id, o.label, o.survey, o.period, o.n_obs, "
+            "o.synthetic, o.ra, o.dec FROM projection_points p JOIN objects o USING (oid) "
+            "WHERE p.proj_id = ? ORDER BY p.oid, p.band", [int(proj_id)]).df()
+    finally:
+        cur.close()
+
+
+def latest_projection_points(store) -> pd.DataFrame | None:
+    """oid, band, x, y of the newest stored projection; None when there is none."""
+    found = list_projections(store)
+    if found.empty:
+        return None
+    return load_projection(store, int(found["proj_id"].iloc[0]))[["oid", "band", "x", "y"]]
+
+
+def map_coverage(store, encoder: str, proj_id: int | None) -> dict:
+    """How much of the store a map shows: objects in the store, objects with an `encoder` embedding,
+    objects without one ("unembedded"), and embedded objects missing from projection `proj_id`
+    ("unmapped"; 0 without a map)."""
+    cur = store.cursor()
+    try:
+        def count(sql, params):
+            return int(cur.execute(sql, params).fetchone()[0])
+
+        objects = count("SELECT count(*) FROM objects", [])
+        embedded = count("SELECT count(DISTINCT oid) FROM embeddings WHERE encoder = ?", [encoder])
+        unembedded = count("SELECT count(*) FROM objects o WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
+                           "WHERE e.encoder = ? AND e.oid = o.oid)", [encoder])
+        unmapped = 0
+        if proj_id is not None:
+            unmapped = count(
+                "SELECT count(DISTINCT e.oid) FROM embeddings e WHERE e.encoder = ? AND NOT EXISTS "
+                "(SELECT 1 FROM projection_points p WHERE p.proj_id = ? AND p.oid = e.oid)",
+                [encoder, int(proj_id)],
+            )
+    finally:
+        cur.close()
+    return {"objects": objects, "embedded": embedded, "unembedded": unembedded, "unmapped": unmapped}
+
+
+def has_projection(store, encoder: str) -> bool:
+    cur = store.cursor()
+    try:
+        found = cur.execute("SELECT count(*) FROM projections WHERE encoder = ?", [encoder]).fetchone()
+        return bool(found[0])
+    finally:
+        cur.close()
+
+
 def list_projections(store) -> pd.DataFrame:
     """One row per projection, newest first: proj_id, encoder, embedding, params (dict),
     layer_weights, n_points, created_at."""

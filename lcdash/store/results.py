@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lcdash.errors import LcdashError, ValidationError
-from lcdash.jobs import to_json
+from lcdash.jsonio import to_json
 
 RESULT_COLUMNS = (
     "model", "spc", "fold", "macro_f1", "macro_precision", "macro_recall", "accuracy", "per_class",
@@ -41,11 +41,14 @@ def new_run_id() -> str:
 
 
 def save_run(store, result, kind: str, config: dict | None = None, selection: dict | None = None,
-             job_id: str | None = None) -> str:  # fmt: skip
+             job_id: str | None = None, layer_weights=None, classes=None,
+             note: str | None = None) -> str:  # fmt: skip
     """Store an EvalResult (eval_runs row + one eval_results row per record) in one transaction.
 
     `kind`: "compare" or "probe"; `config` / `selection` are merged over the result's own (e.g. the
-    survey, label source or encoder name the caller knows). Returns the new run_id.
+    survey, label source or encoder name the caller knows). A probe run also stores its final fit's
+    `layer_weights` (softmax gamma), `classes` and `note` (why the protocol was skipped). Returns the
+    new run_id.
     """
     if kind not in ("compare", "probe"):
         raise ValidationError(f"run kind must be 'compare' or 'probe', got {kind!r}")
@@ -66,9 +69,10 @@ def save_run(store, result, kind: str, config: dict | None = None, selection: di
     ]  # fmt: skip
     with store.transaction() as cur:
         cur.execute(
-            "INSERT INTO eval_runs (run_id, kind, config, selection, timings, job_id) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [run_id, kind, _json(cfg), _json(sel), _json(result.timings), job_id],
+            "INSERT INTO eval_runs (run_id, kind, config, selection, timings, job_id, layer_weights, "
+            "classes, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, kind, _json(cfg), _json(sel), _json(result.timings), job_id, _json(layer_weights),
+             _json(classes), note],
         )
         if rows:
             cur.executemany(
@@ -139,13 +143,16 @@ def list_runs(store, kind: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
+_RUN_COLUMNS = ("run_id", "created_at", "kind", "config", "selection", "timings", "job_id", "layer_weights",
+                "classes", "note")  # fmt: skip
+
+
 def load_run(store, run_id: str) -> tuple[dict, pd.DataFrame]:
-    """(run info: run_id, created_at, kind, config, selection, timings, job_id; results, one row per
-    model x spc x fold with JSON columns parsed)."""
+    """(run info: run_id, created_at, kind, config, selection, timings, job_id, layer_weights,
+    classes, note; results, one row per model x spc x fold with JSON columns parsed)."""
     with store.cursor() as cur:
         row = cur.execute(
-            "SELECT run_id, created_at, kind, config, selection, timings, job_id FROM eval_runs "
-            "WHERE run_id = ?",
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM eval_runs WHERE run_id = ?",
             [run_id],
         ).fetchone()
         if row is None:
@@ -155,25 +162,12 @@ def load_run(store, run_id: str) -> tuple[dict, pd.DataFrame]:
             "ORDER BY model, spc, fold",
             [run_id],
         ).df()
-    info = dict(
-        zip(("run_id", "created_at", "kind", "config", "selection", "timings", "job_id"), row, strict=True)
-    )
-    for k in ("config", "selection", "timings"):
+    info = dict(zip(_RUN_COLUMNS, row, strict=True))
+    for k in ("config", "selection", "timings", "layer_weights", "classes"):
         info[k] = _parse(info[k])
     for k in _JSON_RESULT:
         results[k] = results[k].map(_parse)
     return info, results
-
-
-def result_from_run(store, run_id: str):
-    """Rebuild an EvalResult from a stored run (for reports of earlier runs)."""
-    from lcdash.evaluation import EvalResult
-
-    info, results = load_run(store, run_id)
-    records = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in
-               results.to_dict("records")]  # fmt: skip
-    cfg = dict(info["config"] or {})
-    return EvalResult(records, cfg, info["selection"] or {}, info["timings"] or {}, cfg.pop("versions", {}))
 
 
 def load_predictions(store, run_id: str) -> pd.DataFrame:
@@ -184,3 +178,18 @@ def load_predictions(store, run_id: str) -> pd.DataFrame:
             "ORDER BY oid, band",
             [run_id],
         ).df()
+
+
+def latest_predictions(store) -> pd.DataFrame | None:
+    """oid, band, entropy of the newest probe run that wrote predictions; None when there is none."""
+    cur = store.cursor()
+    try:
+        runs = cur.execute(
+            "SELECT r.run_id FROM eval_runs r WHERE r.run_id IN (SELECT DISTINCT run_id FROM predictions) "
+            "ORDER BY r.created_at DESC, r.run_id DESC LIMIT 1"
+        ).fetchall()
+        if not runs:
+            return None
+        return cur.execute("SELECT oid, band, entropy FROM predictions WHERE run_id = ?", [runs[0][0]]).df()
+    finally:
+        cur.close()

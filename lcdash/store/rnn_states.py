@@ -18,13 +18,12 @@ import pandas as pd
 import pyarrow as pa
 
 from lcdash.errors import ModelError
+from lcdash.store.embeddings import _weights_sha256
 
 
 def register_rnn(store, name: str, path: str | os.PathLike) -> dict:
     """Add (or update) RNN `name` pointing at folder `path`. Re-registering a name with other
     weights deletes that name's saved states (they were computed by the old weights)."""
-    from lcdash.store.embeddings import _weights_sha256
-
     if not name or not str(name).strip():
         raise ModelError("an RNN needs a non-empty name")
     path = Path(path).resolve()

@@ -11,7 +11,9 @@ the missing steps on open inside one transaction.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+import json
+
+SCHEMA_VERSION = 3
 
 # The physical layout of light curves, chosen by measurement (bench/store_bench.py, catalina_train,
 # 10,000 random light curves read as padded arrays, same DuckDB file, same numpy padding): one row
@@ -148,8 +150,9 @@ CREATE TABLE IF NOT EXISTS eval_runs (
     kind       VARCHAR NOT NULL,   -- "compare" | "probe"
     config     JSON NOT NULL,      -- protocol settings, seeds, models and their versions
     selection  JSON NOT NULL,      -- survey, band, classes, label source, counts per class
-    timings    JSON,
+    timings    JSON,               -- seconds per step, total, cancelled
     job_id     VARCHAR
+    -- version 3 adds layer_weights, classes and note (PROBE_COLUMNS_DDL)
 );
 CREATE TABLE IF NOT EXISTS eval_results (
     run_id         VARCHAR NOT NULL,
@@ -208,5 +211,32 @@ CREATE TABLE IF NOT EXISTS rnn_states (
 );
 """
 
-# version -> SQL that brings a store from version-1 to version.
-MIGRATIONS: dict[int, str] = {1: TABLES_DDL + OBSERVATIONS_DDL, 2: RNN_STATES_DDL}
+# A probe run's own results, in columns named for what they hold (before version 3 they sat inside
+# `timings`): the final fit's softmax layer weights (gamma), its classes, and why the protocol was
+# skipped, if it was. NULL for comparison runs.
+PROBE_COLUMNS_DDL = """
+ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS layer_weights JSON;
+ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS classes JSON;
+ALTER TABLE eval_runs ADD COLUMN IF NOT EXISTS note VARCHAR;
+"""
+PROBE_KEYS = ("layer_weights", "classes", "note")
+
+
+def _probe_columns(cur) -> None:
+    """Version 3: add the probe columns and move their values out of `timings` in existing runs."""
+    cur.execute(PROBE_COLUMNS_DDL)
+    rows = cur.execute("SELECT run_id, timings FROM eval_runs WHERE timings IS NOT NULL").fetchall()
+    for run_id, timings in rows:
+        t = json.loads(timings) if isinstance(timings, str) else timings
+        if not isinstance(t, dict) or not any(k in t for k in PROBE_KEYS):
+            continue
+        weights, classes, note = (t.pop(k, None) for k in PROBE_KEYS)
+        cur.execute(
+            "UPDATE eval_runs SET timings = ?, layer_weights = ?, classes = ?, note = ? WHERE run_id = ?",
+            [json.dumps(t), None if weights is None else json.dumps(weights),
+             None if classes is None else json.dumps(classes), note, run_id],
+        )  # fmt: skip
+
+
+# version -> what brings a store from version-1 to version: SQL, or a function of a cursor.
+MIGRATIONS: dict = {1: TABLES_DDL + OBSERVATIONS_DDL, 2: RNN_STATES_DDL, 3: _probe_columns}

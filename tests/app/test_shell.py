@@ -152,13 +152,14 @@ def test_first_start_jobs_reach_a_stored_umap(app_db, monkeypatch):
     with real worker processes (UMAP compiles numba: slow), until Explore's projection is stored."""
     from lcdash.jobs import JobManager
     from lcdash.store.projections import find_projection
+    from lcdash.tasks import KINDS
 
     monkeypatch.setenv("LCDASH_FIRST_JOBS", "1")
     with Store(app_db) as store:
         with store.transaction() as cur:
             for table in ("projection_points", "projections", "embeddings"):
                 cur.execute(f"DELETE FROM {table}")
-        jm = JobManager(store)
+        jm = JobManager(store, kinds=KINDS)
         try:
             for kind in ("embed", "project"):
                 (job_id,) = workspace.advance(store, jm, "tiny-test")
