@@ -1,0 +1,138 @@
+"""Explore's map for large projections (`lcdash.mapview`): a density image of every point under an
+invisible sample scatter; a lasso or box selects every point inside it, on the server.
+
+Used by pages/explore.py when a stored projection has at least `mapview.density_min_points()` points;
+smaller ones keep the plain scatter (`plots.embedding_scatter`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lcdash import mapview, workspace
+from lcdash.errors import LcdashError
+from lcdash.store import maps
+from pages import _ui
+
+
+def is_large(store, proj_id: int | None) -> bool:
+    """Whether projection `proj_id` gets the density view."""
+    if proj_id is None:
+        return False
+    try:
+        threshold = mapview.density_min_points()
+    except LcdashError as exc:
+        st.warning(f"{exc}; using {mapview.DENSITY_MIN_POINTS:,}.")
+        threshold = mapview.DENSITY_MIN_POINTS
+    return _size(str(store.path), int(proj_id), store) >= threshold
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _size(path: str, proj_id: int, _store) -> int:
+    return maps.projection_size(_store, proj_id)
+
+
+# cache_resource, not cache_data: no pickled copy of a million rows on every rerun (callers never
+# modify what these return).
+@st.cache_resource(max_entries=2, show_spinner="Loading the projection ...")
+def load_points(path: str, proj_id: int, _store) -> pd.DataFrame:
+    """oid, band, x, y, synthetic of every point (no other object columns: they are read one at a time
+    when the map is coloured by them)."""
+    pts = maps.projection_arrays(_store, proj_id)
+    synthetic = maps.projection_column(_store, proj_id, "synthetic")
+    pts["synthetic"] = synthetic.fillna(False).astype(bool).to_numpy()
+    return pts
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _map_points(path: str, proj_id: int, _points: pd.DataFrame) -> mapview.MapPoints:
+    return mapview.MapPoints(_points["oid"].to_numpy(), _points["x"].to_numpy(), _points["y"].to_numpy())
+
+
+@st.cache_resource(max_entries=8, ttl=30, show_spinner="Colouring the map ...")
+def colour_column(path: str, proj_id: int, option: str, _points: pd.DataFrame, _store) -> pd.Series:
+    """The values of colour `option` for each point: object columns straight from the store, label
+    sets and predictions as on the plain scatter (`workspace.colour_values`)."""
+    if option in workspace.OBJECT_COLOURS and option not in _points.columns:
+        return maps.projection_column(_store, proj_id, option)
+    return workspace.colour_values(_store, _points, option)
+
+
+@st.cache_resource(max_entries=8, ttl=30, show_spinner="Drawing the map ...")
+def _figure(path: str, proj_id: int, option: str | None, extent: tuple | None, title: str, revision: str,
+            _mp: mapview.MapPoints, _values, _store):
+    colouring = mapview.colouring(_values, option)
+    return mapview.density_figure(_mp, colouring, extent=extent, title=title, revision=revision,
+                                  hover=lambda oids: maps.object_ids(_store, oids))
+
+
+def density_map(store, proj_id: int, points: pd.DataFrame, colour: str | None, values, title: str,
+                revision: str) -> None:
+    """The map (in a fragment: a lasso reruns only this until the selection changes), with zoom to the
+    selection and back."""
+    path = str(store.path)
+    mp = _map_points(path, int(proj_id), points)
+    zoom_key = f"explore_zoom_{proj_id}"
+
+    @st.fragment
+    def _map() -> None:
+        extent = st.session_state.get(zoom_key)
+        fig = _figure(path, int(proj_id), colour if values is not None else None, extent, title, revision,
+                      mp, values, store)
+        tag = "full" if extent is None else "z" + "_".join(f"{v:.4g}" for v in extent)
+        event = st.plotly_chart(fig, key=f"explore_density_{proj_id}_{tag}", on_select="rerun",
+                                selection_mode=("points", "box", "lasso"), width="stretch",
+                                config={"displaylogo": False, "scrollZoom": True})
+        selection = event.selection if event else None
+        if selection and (selection.get("box") or selection.get("lasso") or selection.get("points")):
+            sig = mapview.selection_key(selection)
+            if sig != st.session_state.get("explore_density_sig"):
+                st.session_state["explore_density_sig"] = sig
+                picked = mapview.selected_oids(mp, selection)
+                if not picked:
+                    st.info("No object inside that selection.")
+                elif picked != st.session_state.get("explore_picked"):
+                    st.session_state["explore_picked"] = picked
+                    _ui.set_selection(picked)
+                    st.rerun(scope="app")
+        z1, z2, _ = st.columns([2, 2, 6])
+        selected = _ui.current_selection()
+        if z1.button("Zoom to the selection", key="explore_zoom_in", disabled=not selected,
+                     help="redraw the density for the selection's area (scroll-zoom only stretches it)"):
+            inside = np.isin(mp.oid, np.asarray(selected, np.int64))
+            if inside.any():
+                st.session_state[zoom_key] = mapview.extent_of(mp.x[inside], mp.y[inside], pad=0.05)
+                st.rerun(scope="fragment")
+        if z2.button("Whole map", key="explore_zoom_out", disabled=extent is None):
+            st.session_state.pop(zoom_key, None)
+            st.rerun(scope="fragment")
+
+    _map()
+    st.caption(f"Density of all {len(mp):,} points (one pixel is a bin; colour = the mix of its points' "
+               f"colours, opacity = how many), with {min(len(mp), mapview.SAMPLE_POINTS):,} of them "
+               "sampled under it for hovering. A lasso or box selects every point inside it, not only "
+               "the sampled ones.")
+
+
+def neighbour_query(column, selected_ids: list[str]) -> str | None:
+    """The object box of the neighbours section on a large map: a text box (a list of a million ids
+    would be sent to the browser on every rerun), following the selection's first object."""
+    key = "explore_nn_object_text"
+    first = selected_ids[0] if selected_ids else None
+    if first is not None and st.session_state.get("explore_nn_text_for") != first:
+        st.session_state["explore_nn_text_for"] = first
+        st.session_state[key] = first
+    value = column.text_input("Object id", key=key, help="the first object of the selection; type any other")
+    return value.strip() or None
+
+
+def find_object(store, object_id: str | None) -> int:
+    """The oid of the typed object id; a clear message when there is none."""
+    if not object_id:
+        raise LcdashError("type an object id to list its neighbours")
+    oid = maps.find_object(store, object_id)
+    if oid is None:
+        raise LcdashError(f"no object {object_id!r} in the store")
+    return oid
