@@ -35,21 +35,33 @@ SAMPLE_POINTS = 20_000
 #: Density image size in pixels (the chart stretches it over the plot area).
 IMAGE_WIDTH, IMAGE_HEIGHT = 1000, 600
 ENV_MIN_POINTS = "LCDASH_DENSITY_MIN_POINTS"
+ENV_SAMPLE = "LCDASH_DENSITY_SAMPLE"
+
+
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise LcdashError(f"{name} must be a whole number of points, got {raw!r}") from None
+    if value < 1:
+        raise LcdashError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def density_min_points() -> int:
     """The point count from which Explore draws the density view (`LCDASH_DENSITY_MIN_POINTS`, else
     DENSITY_MIN_POINTS)."""
-    raw = os.environ.get(ENV_MIN_POINTS, "").strip()
-    if not raw:
-        return DENSITY_MIN_POINTS
-    try:
-        value = int(raw)
-    except ValueError:
-        raise LcdashError(f"{ENV_MIN_POINTS} must be a whole number of points, got {raw!r}") from None
-    if value < 1:
-        raise LcdashError(f"{ENV_MIN_POINTS} must be at least 1, got {value}")
-    return value
+    return _env_count(ENV_MIN_POINTS, DENSITY_MIN_POINTS)
+
+
+def sample_size() -> int:
+    """How many points the density view draws as markers (`LCDASH_DENSITY_SAMPLE`, else SAMPLE_POINTS):
+    fewer for a slow browser; the browser tests use a small sample to show that a lasso selects the
+    unsampled points too."""
+    return _env_count(ENV_SAMPLE, SAMPLE_POINTS)
 
 
 @dataclass

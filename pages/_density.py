@@ -17,15 +17,19 @@ from lcdash.store import maps
 from pages import _ui
 
 
+def _setting(read, default: int) -> int:
+    try:
+        return read()
+    except LcdashError as exc:
+        st.warning(f"{exc}; using {default:,}.")
+        return default
+
+
 def is_large(store, proj_id: int | None) -> bool:
     """Whether projection `proj_id` gets the density view."""
     if proj_id is None:
         return False
-    try:
-        threshold = mapview.density_min_points()
-    except LcdashError as exc:
-        st.warning(f"{exc}; using {mapview.DENSITY_MIN_POINTS:,}.")
-        threshold = mapview.DENSITY_MIN_POINTS
+    threshold = _setting(mapview.density_min_points, mapview.DENSITY_MIN_POINTS)
     return _size(str(store.path), int(proj_id), store) >= threshold
 
 
@@ -62,10 +66,10 @@ def colour_column(path: str, proj_id: int, option: str, _points: pd.DataFrame, _
 
 @st.cache_resource(max_entries=8, ttl=30, show_spinner="Drawing the map ...")
 def _figure(path: str, proj_id: int, option: str | None, extent: tuple | None, title: str, revision: str,
-            _mp: mapview.MapPoints, _values, _store):
+            sample: int, _mp: mapview.MapPoints, _values, _store):
     colouring = mapview.colouring(_values, option)
     return mapview.density_figure(_mp, colouring, extent=extent, title=title, revision=revision,
-                                  hover=lambda oids: maps.object_ids(_store, oids))
+                                  sample=sample, hover=lambda oids: maps.object_ids(_store, oids))
 
 
 def density_map(store, proj_id: int, points: pd.DataFrame, colour: str | None, values, title: str,
@@ -75,12 +79,13 @@ def density_map(store, proj_id: int, points: pd.DataFrame, colour: str | None, v
     path = str(store.path)
     mp = _map_points(path, int(proj_id), points)
     zoom_key = f"explore_zoom_{proj_id}"
+    sample = _setting(mapview.sample_size, mapview.SAMPLE_POINTS)
 
     @st.fragment
     def _map() -> None:
         extent = st.session_state.get(zoom_key)
         fig = _figure(path, int(proj_id), colour if values is not None else None, extent, title, revision,
-                      mp, values, store)
+                      sample, mp, values, store)
         tag = "full" if extent is None else "z" + "_".join(f"{v:.4g}" for v in extent)
         event = st.plotly_chart(fig, key=f"explore_density_{proj_id}_{tag}", on_select="rerun",
                                 selection_mode=("points", "box", "lasso"), width="stretch",
@@ -111,7 +116,7 @@ def density_map(store, proj_id: int, points: pd.DataFrame, colour: str | None, v
 
     _map()
     st.caption(f"Density of all {len(mp):,} points (one pixel is a bin; colour = the mix of its points' "
-               f"colours, opacity = how many), with {min(len(mp), mapview.SAMPLE_POINTS):,} of them "
+               f"colours, opacity = how many), with {min(len(mp), sample):,} of them "
                "sampled under it for hovering. A lasso or box selects every point inside it, not only "
                "the sampled ones.")
 

@@ -21,6 +21,10 @@ def _grid(n: int = 10) -> mapview.MapPoints:
     return mapview.MapPoints(1000 + 10 * i.ravel() + j.ravel(), i.ravel() + 0.5, j.ravel() + 0.5)
 
 
+def _text(values: pd.Series) -> list[str]:
+    return values.astype("string").fillna("NA").tolist()
+
+
 def _rgb(hex_colour: str) -> list[int]:
     return [int(hex_colour[k:k + 2], 16) for k in (1, 3, 5)]
 
@@ -123,11 +127,14 @@ def test_numeric_image_uses_the_mean_and_missing_values_are_grey():
 
 
 def test_colouring_rules_match_the_plain_scatter():
-    many = pd.Series([f"c{i:02d}" for i in range(25)] * 2 + [None])
+    # 25 classes of 3 and 5 missing: the 19 kept classes and "(none)" fill MAX_CATEGORIES, 6 share "other"
+    many = pd.Series([f"c{i:02d}" for i in range(25)] * 3 + [None] * 5)
     col = mapview.colouring(many, "label")
-    assert len(col.names) == 22 and col.names[-2:] == ["(none)", "(other)"]
+    assert len(col.names) == 21 and col.names[-2:] == ["(none)", "(other)"]
     assert col.colours[-1] == col.colours[-2] == MISSING_COLOUR
-    assert col.codes.min() >= 0 and col.codes.max() == 21
+    assert col.colours[0] == CATEGORY_COLOURS[0]
+    assert col.codes.min() >= 0 and col.codes.max() == 20
+    assert np.bincount(col.codes).tolist()[-2:] == [5, 18]
     wide = mapview.colouring(pd.Series([0.1, 1.0, 100.0]), "period")
     assert wide.log and wide.vmin == pytest.approx(-1) and wide.vmax == pytest.approx(2)
     assert mapview.colouring(None).codes is None
@@ -233,7 +240,7 @@ def test_store_reads_are_aligned_with_projection_points(store):
     np.testing.assert_array_equal(light[["x", "y"]].to_numpy(), full[["x", "y"]].to_numpy())
     for column in ("label", "period", "n_obs", "synthetic"):
         got = maps.projection_column(store, pid, column)
-        assert got.astype(object).tolist() == full[column].astype(object).tolist(), column
+        assert _text(got) == _text(full[column]), column
     with pytest.raises(LcdashError, match="no column"):
         maps.projection_column(store, pid, "label; DROP TABLE objects")
     picked = [int(objs["oid"].iloc[3]), 999_999, int(objs["oid"].iloc[0])]
