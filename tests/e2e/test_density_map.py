@@ -51,7 +51,7 @@ def test_lasso_on_the_density_map_selects_all_points_inside_and_labels_them(app_
     page = ctx.new_page()
     selected = re.compile(r"Selection \([1-9][0-9,]* objects\)")
     try:
-        for attempt in range(3):  # a fresh load each time: a lost selection event is not resent
+        for _attempt in range(3):  # a fresh load each time: a lost selection event is not resent
             goto(page, url + "/explore")
             page.wait_for_function(DENSITY_DRAWN_JS, arg=SAMPLE, timeout=60_000, polling=100)
             wait_idle(page)
