@@ -132,16 +132,26 @@ def colouring(values: pd.Series | np.ndarray | None, name: str | None = None) ->
         return Colouring(name=None)
     values = pd.Series(values) if not isinstance(values, pd.Series) else values.reset_index(drop=True)
     if is_categorical(values):
-        text = values.astype("string").fillna("(none)")
-        counts = text.value_counts()
-        if len(counts) > MAX_CATEGORIES:
-            text = text.where(text.isin(list(counts.index[:MAX_CATEGORIES])), "(other)")
-        cats = sorted(text.unique(), key=lambda c: (c in ("(none)", "(other)"), c))
-        codes = pd.Categorical(text, categories=cats).codes.astype(np.int32)
+        # through category codes: a million strings are hashed once, never copied
+        cat = values if isinstance(values.dtype, pd.CategoricalDtype) else values.astype("category")
+        names = [str(c) for c in cat.cat.categories] + ["(none)"]
+        old = cat.cat.codes.to_numpy().astype(np.int64)
+        old[old < 0] = len(names) - 1                                    # missing -> "(none)"
+        counts = np.bincount(old, minlength=len(names))
+        keep = [i for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+        if len(keep) > MAX_CATEGORIES:
+            keep = keep[:MAX_CATEGORIES]
+            names.append("(other)")
+        shown = sorted({names[i] for i in keep} | ({"(other)"} if "(other)" in names else set()),
+                       key=lambda c: (c in ("(none)", "(other)"), c))
+        new_code = {c: i for i, c in enumerate(shown)}
+        lookup = np.array([new_code.get(names[i], new_code.get("(other)", -1)) for i in range(len(counts))],
+                          np.int32)
+        codes = lookup[old]
         grey = ("(none)", "(other)")
         colours = [MISSING_COLOUR if c in grey else CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)]
-                   for i, c in enumerate(cats)]
-        return Colouring(name=name, codes=codes, names=[str(c) for c in cats], colours=colours)
+                   for i, c in enumerate(shown)]
+        return Colouring(name=name, codes=codes, names=shown, colours=colours)
     num = pd.to_numeric(values, errors="coerce").to_numpy(np.float64, na_value=np.nan)
     ok = np.isfinite(num)
     shown = num[ok]
@@ -382,3 +392,36 @@ def density_figure(points: MapPoints, colour: Colouring | None = None, extent=No
                              "zeroline": False},
                       plot_bgcolor="white", hovermode="closest")
     return fig
+
+
+# --- neighbours on a large map ----------------------------------------------------------------------
+
+
+def map_input_batches(batches, kind: str = "weighted") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(oid, band, X) like `projection.map_input` on all embeddings, built from `(oid, band, layers)`
+    batches (`store.maps.iter_embeddings`): one [N, d] float32 matrix, standardised in place with
+    float64 sums, so the peak is X plus one batch of layers (load_embeddings + map_input hold every
+    layer of every object and a float64 copy: ~10x more at a million objects)."""
+    from lcdash.projection import select_embedding
+
+    oids, bands, parts = [], [], []
+    total = sq = None
+    for oid, band, layers in batches:
+        part = select_embedding(layers, kind).astype(np.float32, copy=False)
+        wide = part.astype(np.float64)
+        total = wide.sum(0) if total is None else total + wide.sum(0)
+        sq = (wide * wide).sum(0) if sq is None else sq + (wide * wide).sum(0)
+        oids.append(oid)
+        bands.append(np.asarray(band, dtype=str))
+        parts.append(part)
+    if not parts:
+        raise LcdashError("no embeddings to find neighbours in")
+    X = np.concatenate(parts)
+    del parts
+    n = X.shape[0]
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
+    scale = np.where(std > 1e-12, std, 1.0)
+    for lo in range(0, n, 65_536):
+        X[lo:lo + 65_536] = (X[lo:lo + 65_536] - mean) / scale
+    return np.concatenate(oids), np.concatenate(bands), X

@@ -141,3 +141,10 @@ def find_object(store, object_id: str | None) -> int:
     if oid is None:
         raise LcdashError(f"no object {object_id!r} in the store")
     return oid
+
+
+@st.cache_resource(max_entries=1, show_spinner="Loading embeddings ...")
+def load_vectors(path: str, encoder: str, embedding: str, n_rows: int, _store):
+    """(oid, band, X) of the neighbours section on a large map: built batch by batch and kept once
+    (cache_resource: no pickled copy of a [N, d] matrix per rerun); `n_rows` invalidates it."""
+    return mapview.map_input_batches(maps.iter_embeddings(_store, encoder), embedding)

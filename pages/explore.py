@@ -284,7 +284,8 @@ else:
     with _ui.guard("Nearest neighbours"):
         from lcdash.projection import nearest_neighbours
 
-        oid_all, bands_all, X = load_vectors(path, encoder, embedding, n_rows, store)
+        oid_all, bands_all, X = (_density.load_vectors if big else load_vectors)(path, encoder, embedding,
+                                                                                 n_rows, store)
         q_oid = (_density.find_object(store, query_id) if big else
                  int(candidates.loc[candidates["object_id"].astype(str) == query_id, "oid"].iloc[0]))
         rows = np.flatnonzero(oid_all == q_oid)

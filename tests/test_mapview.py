@@ -249,3 +249,41 @@ def test_store_reads_are_aligned_with_projection_points(store):
     assert maps.find_object(store, "no such star") is None
     assert maps.any_synthetic(store, pid) == bool(objs["synthetic"].any())
     assert maps.projection_size(store, pid + 1) == 0
+
+
+def test_map_input_from_batches_matches_the_in_memory_map_input():
+    from lcdash.projection import map_input, nearest_neighbours
+
+    rng = np.random.default_rng(2)
+    layers = (rng.normal(0, 1, (500, 3, 8)) + rng.normal(5, 2, 8)).astype(np.float32)
+    oid = np.arange(500) + 10
+    batches = [(oid[lo:lo + 128], ["g"] * len(oid[lo:lo + 128]), layers[lo:lo + 128])
+               for lo in range(0, 500, 128)]
+    for kind in ("weighted", "last"):
+        got_oid, got_band, X = mapview.map_input_batches(iter(batches), kind)
+        assert got_oid.tolist() == oid.tolist() and set(got_band) == {"g"}
+        want = map_input(layers, kind)
+        np.testing.assert_allclose(X, want, atol=1e-4)
+        assert nearest_neighbours(X, 7, k=5)[0].tolist() == nearest_neighbours(want, 7, k=5)[0].tolist()
+    with pytest.raises(LcdashError, match="no embeddings"):
+        mapview.map_input_batches(iter([]))
+
+
+def test_iter_embeddings_streams_every_row_in_order(store):
+    from lcdash.models.astromer import Astromer, AstromerConfig
+    from lcdash.store import maps
+    from lcdash.store.embeddings import load_embeddings, register_encoder, save_embeddings
+    from lcdash.weights import save_encoder
+
+    cfg = AstromerConfig(n_layers=1, n_heads=1, d_model=4, d_ff=4)
+    save_encoder(Astromer(cfg), cfg, store.path.parent / "enc")
+    register_encoder(store, "enc", store.path.parent / "enc")
+    objs = store.objects()
+    layers = np.random.default_rng(3).normal(size=(len(objs), 2, 4)).astype(np.float32)
+    save_embeddings(store, "enc", objs["oid"], "g", np.ones(len(objs)), layers)
+    parts = list(maps.iter_embeddings(store, "enc", batch_rows=5))
+    assert len(parts) >= 2
+    oid, band, want = load_embeddings(store, "enc")
+    assert np.concatenate([p[0] for p in parts]).tolist() == oid.tolist()
+    assert sum((p[1] for p in parts), []) == band
+    np.testing.assert_array_equal(np.concatenate([p[2] for p in parts]), want)

@@ -99,3 +99,28 @@ def find_object(store, object_id: str) -> int | None:
     finally:
         cur.close()
     return int(row[0][0]) if row else None
+
+
+def iter_embeddings(store, encoder: str, batch_rows: int = 65_536):
+    """(oid int64[n], band list[n], layers float32[n, L+1, d]) batches of all of `encoder`'s embeddings,
+    ordered by oid and band: what a million-object map input is built from without holding every
+    layer of every object at once (`store.embeddings.load_embeddings` does)."""
+    from lcdash.store.embeddings import get_encoder
+
+    enc = get_encoder(store, encoder)
+    shape = (enc["n_layers"] + 1, enc["d_model"])
+    cur = store.cursor()
+    try:
+        reader = cur.execute("SELECT oid, band, layers FROM embeddings WHERE encoder = ? ORDER BY oid, band",
+                             [str(encoder)]).fetch_record_batch(batch_rows)
+        for batch in reader:
+            n = batch.num_rows
+            if n == 0:
+                continue
+            values = batch.column(2).flatten().to_numpy(zero_copy_only=False)
+            if values.size != n * shape[0] * shape[1]:
+                raise LcdashError(f"stored embeddings of {encoder!r} do not match its shape {list(shape)}")
+            yield (batch.column(0).to_numpy().astype(np.int64, copy=False), batch.column(1).to_pylist(),
+                   values.astype(np.float32, copy=False).reshape(n, *shape))
+    finally:
+        cur.close()
