@@ -72,6 +72,12 @@ def _figure(path: str, proj_id: int, option: str | None, extent: tuple | None, t
                                   sample=sample, hover=lambda oids: maps.object_ids(_store, oids))
 
 
+def _zoom(key: str, mp: mapview.MapPoints, selected: list[int]) -> None:
+    inside = np.isin(mp.oid, np.asarray(selected, np.int64))
+    if inside.any():
+        st.session_state[key] = mapview.extent_of(mp.x[inside], mp.y[inside], pad=0.05)
+
+
 def density_map(store, proj_id: int, points: pd.DataFrame, colour: str | None, values, title: str,
                 revision: str) -> None:
     """The map (in a fragment: a lasso reruns only this until the selection changes), with zoom to the
@@ -104,15 +110,12 @@ def density_map(store, proj_id: int, points: pd.DataFrame, colour: str | None, v
                     st.rerun(scope="app")
         z1, z2, _ = st.columns([2, 2, 6])
         selected = _ui.current_selection()
-        if z1.button("Zoom to the selection", key="explore_zoom_in", disabled=not selected,
-                     help="redraw the density for the selection's area (scroll-zoom only stretches it)"):
-            inside = np.isin(mp.oid, np.asarray(selected, np.int64))
-            if inside.any():
-                st.session_state[zoom_key] = mapview.extent_of(mp.x[inside], mp.y[inside], pad=0.05)
-                st.rerun(scope="fragment")
-        if z2.button("Whole map", key="explore_zoom_out", disabled=extent is None):
-            st.session_state.pop(zoom_key, None)
-            st.rerun(scope="fragment")
+        # callbacks, not st.rerun: they run before the rerun that draws the new extent
+        z1.button("Zoom to the selection", key="explore_zoom_in", disabled=not selected, on_click=_zoom,
+                  args=(zoom_key, mp, selected),
+                  help="redraw the density for the selection's area (scroll-zoom only stretches it)")
+        z2.button("Whole map", key="explore_zoom_out", disabled=extent is None,
+                  on_click=lambda: st.session_state.pop(zoom_key, None))
 
     _map()
     st.caption(f"Density of all {len(mp):,} points (one pixel is a bin; colour = the mix of its points' "
