@@ -157,6 +157,43 @@ def lasso_square(oid, x, y, k: int):
     return xs, ys, int(np.unique(oid[mapview.select_lasso(x, y, xs, ys)]).size)
 
 
+def library_steps(db: Path, proj_id: int, xs, ys) -> None:
+    """The server-side steps on their own (no browser): read, colour, bin + blend, PNG, figure, lasso."""
+    import tracemalloc
+
+    from lcdash import mapview
+    from lcdash.store import Store, maps
+
+    with Store(db, read_only=True) as store:
+        steps = {}
+
+        def timed(name, fn):
+            tracemalloc.start()
+            t = time.perf_counter()
+            out = fn()
+            steps[name] = (time.perf_counter() - t, tracemalloc.get_traced_memory()[1] / 2**20)
+            tracemalloc.stop()
+            return out
+
+        pts = timed("read oid/band/x/y", lambda: maps.projection_arrays(store, proj_id))
+        mp = mapview.MapPoints(pts["oid"].to_numpy(), pts["x"].to_numpy(), pts["y"].to_numpy())
+        labels = timed("read label column", lambda: maps.projection_column(store, proj_id, "label"))
+        col = timed("colour categories", lambda: mapview.colouring(labels, "label"))
+        img = timed("bin + blend image", lambda: mapview.density_image(mp.x, mp.y, col))
+        timed("PNG encode", lambda: mapview.png_data_uri(img))
+        period = maps.projection_column(store, proj_id, "period")
+        num = mapview.colouring(period, "period")
+        timed("numeric image", lambda: mapview.density_image(mp.x, mp.y, num))
+        hover = lambda o: maps.object_ids(store, o)  # noqa: E731
+        timed("whole figure", lambda: mapview.density_figure(mp, col, hover=hover))
+        sel = {"lasso": [{"x": xs, "y": ys}]}
+        got = timed("lasso over all points", lambda: mapview.selected_oids(mp, sel))
+    print(f"library steps on {len(mp):,} points ({load()}):")
+    for name, (s, mb) in steps.items():
+        print(f"  {name:24s} {s * 1000:8.0f} ms   peak traced {mb:7.0f} MiB")
+    print(f"  lasso selected {len(got):,} objects")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--db", type=Path, help="a store with a stored projection (default: build one)")
@@ -165,6 +202,7 @@ def main() -> None:
     ap.add_argument("--plain", action="store_true", help="force the plain scatter (every point a marker)")
     ap.add_argument("--sample", type=int, help="LCDASH_DENSITY_SAMPLE for the app (default its own)")
     ap.add_argument("--repeats", type=int, default=2, help="warm opens")
+    ap.add_argument("--library", action="store_true", help="time the server-side steps only (no browser)")
     args = ap.parse_args()
 
     db = args.db
@@ -183,6 +221,9 @@ def main() -> None:
     del oid, x, y
     print(f"store {db}: projection #{pid} of {encoder}, {n:,} points; lasso square holds {inside:,} points",
           flush=True)
+    if args.library:
+        library_steps(db, pid, xs, ys)
+        return
 
     env = {"LCDASH_DENSITY_MIN_POINTS": str(10**12 if args.plain else 1)}
     if args.sample:
