@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,12 +44,12 @@ def test_box_selects_exactly_the_points_inside_in_any_corner_order():
 
 def test_lasso_selects_exactly_the_points_inside_the_polygon():
     pts = _grid()
-    # a triangle with legs of 10 along the axes: inside are the centres with x + y < 10
-    sel = {"lasso": [{"x": [0.0, 10.0, 0.0], "y": [0.0, 0.0, 10.0]}]}
-    want = sorted(1000 + 10 * i + j for i in range(10) for j in range(10) if i + j + 1 < 10)
+    # a triangle with legs of 10.2 along the axes: inside are the centres with x + y < 10.2
+    sel = {"lasso": [{"x": [0.0, 10.2, 0.0], "y": [0.0, 0.0, 10.2]}]}
+    want = sorted(1000 + 10 * i + j for i in range(10) for j in range(10) if i + j + 1 < 10.2)
     got = mapview.selected_oids(pts, sel)
     assert got == want
-    assert len(got) == 45
+    assert len(got) == 55
     # a concave L-shaped lasso: the notch's points are left out
     ell = {"lasso": [{"x": [0, 4, 4, 2, 2, 0], "y": [0, 0, 2, 2, 4, 4]}]}
     want = sorted(1000 + 10 * i + j for i in range(4) for j in range(4) if i < 2 or j < 2)
@@ -119,8 +120,8 @@ def test_numeric_image_uses_the_mean_and_missing_values_are_grey():
     col = mapview.colouring(pd.Series([1.0, 3.0, 9.0, np.nan]), "period")
     assert col.values is not None and (col.vmin, col.vmax) == (1.0, 9.0) and not col.log
     img = mapview.density_image(x, y, col, extent=(0, 1, 0, 1), width=2, height=2)
-    viridis = mapview._viridis(np.array([0.25, 1.0]))
-    np.testing.assert_allclose(img[0, 0, :3], viridis[0], atol=1)  # mean 2 -> (2 - 1) / 8
+    viridis = mapview._viridis(np.array([0.125, 1.0]))
+    np.testing.assert_allclose(img[0, 0, :3], viridis[0], atol=1)  # mean 2 -> (2 - 1) / 8 of the scale
     np.testing.assert_allclose(img[0, 1, :3], viridis[1], atol=1)
     assert img[1, 1, :3].tolist() == _rgb(MISSING_COLOUR)
     assert img[1, 0, 3] == 0
@@ -276,8 +277,9 @@ def test_iter_embeddings_streams_every_row_in_order(store):
     from lcdash.weights import save_encoder
 
     cfg = AstromerConfig(n_layers=1, n_heads=1, d_model=4, d_ff=4)
-    save_encoder(Astromer(cfg), cfg, store.path.parent / "enc")
-    register_encoder(store, "enc", store.path.parent / "enc")
+    folder = Path(store.path).parent / "enc"
+    save_encoder(Astromer(cfg), cfg, folder)
+    register_encoder(store, "enc", folder)
     objs = store.objects()
     layers = np.random.default_rng(3).normal(size=(len(objs), 2, 4)).astype(np.float32)
     save_embeddings(store, "enc", objs["oid"], "g", np.ones(len(objs)), layers)

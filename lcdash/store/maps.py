@@ -31,8 +31,8 @@ def projection_arrays(store, proj_id: int) -> pd.DataFrame:
     """oid (int64), band, x, y (float32) of a projection, ordered by oid and band; read through Arrow."""
     cur = store.cursor()
     try:
-        tb = cur.execute("SELECT oid, band, x, y FROM projection_points WHERE proj_id = ? ORDER BY oid, band",
-                         [int(proj_id)]).to_arrow_table()
+        tb = cur.sql("SELECT oid, band, x, y FROM projection_points WHERE proj_id = $p ORDER BY oid, band",
+                     params={"p": int(proj_id)}).to_arrow_table()
     finally:
         cur.close()
     return pd.DataFrame({
@@ -56,8 +56,9 @@ def projection_column(store, proj_id: int, column: str) -> pd.Series:
     try:
         if column not in _object_columns(cur):
             raise LcdashError(f"objects have no column {column!r}")
-        tb = cur.execute(f'SELECT o."{column}" AS v FROM projection_points p LEFT JOIN objects o USING (oid) '
-                         "WHERE p.proj_id = ? ORDER BY p.oid, p.band", [int(proj_id)]).to_arrow_table()
+        tb = cur.sql(f'SELECT o."{column}" AS v FROM projection_points p LEFT JOIN objects o USING (oid) '
+                     "WHERE p.proj_id = $p ORDER BY p.oid, p.band",
+                     params={"p": int(proj_id)}).to_arrow_table()
     finally:
         cur.close()
     col = tb.column("v").combine_chunks()
@@ -111,8 +112,8 @@ def iter_embeddings(store, encoder: str, batch_rows: int = 65_536):
     shape = (enc["n_layers"] + 1, enc["d_model"])
     cur = store.cursor()
     try:
-        reader = cur.execute("SELECT oid, band, layers FROM embeddings WHERE encoder = ? ORDER BY oid, band",
-                             [str(encoder)]).fetch_record_batch(batch_rows)
+        reader = cur.sql("SELECT oid, band, layers FROM embeddings WHERE encoder = $enc ORDER BY oid, band",
+                         params={"enc": str(encoder)}).to_arrow_reader(batch_rows)
         for batch in reader:
             n = batch.num_rows
             if n == 0:
