@@ -124,14 +124,17 @@ def density_map(store, proj_id: int, points: pd.DataFrame, colour: str | None, v
                "the sampled ones.")
 
 
-def neighbour_query(column, selected_ids: list[str]) -> str | None:
+def neighbour_query(column, selected_ids: list[str], store, points: pd.DataFrame) -> str | None:
     """The object box of the neighbours section on a large map: a text box (a list of a million ids
-    would be sent to the browser on every rerun), following the selection's first object."""
+    would be sent to the browser on every rerun) holding the selection's first object, else the map's
+    first object (as the plain page's list starts at its first)."""
     key = "explore_nn_object_text"
     first = selected_ids[0] if selected_ids else None
     if first is not None and st.session_state.get("explore_nn_text_for") != first:
         st.session_state["explore_nn_text_for"] = first
         st.session_state[key] = first
+    if key not in st.session_state and len(points):
+        st.session_state[key] = maps.object_ids(store, points["oid"].iloc[:1])[0]
     value = column.text_input("Object id", key=key, help="the first object of the selection; type any other")
     return value.strip() or None
 

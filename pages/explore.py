@@ -275,7 +275,8 @@ else:
     if st.session_state.get("explore_nn_object") not in ids:
         st.session_state.pop("explore_nn_object", None)
     if big:
-        query_id = _density.neighbour_query(n1, objs["object_id"].astype(str).tolist() if selected else [])
+        query_id = _density.neighbour_query(n1, objs["object_id"].astype(str).tolist() if selected else [],
+                                            store, points)
     else:
         query_id = n1.selectbox("Object", ids, key="explore_nn_object",
                                 help="the first object of the selection; pick any other")
