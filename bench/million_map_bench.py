@@ -140,7 +140,7 @@ def projection_xy(db: Path):
     try:
         pid, enc = con.execute("SELECT proj_id, encoder FROM projections "
                                "ORDER BY proj_id DESC LIMIT 1").fetchall()[0]
-        tb = con.execute("SELECT oid, x, y FROM projection_points WHERE proj_id = ?", [pid]).to_arrow_table()
+        tb = con.sql(f"SELECT oid, x, y FROM projection_points WHERE proj_id = {int(pid)}").to_arrow_table()
     finally:
         con.close()
     return pid, enc, tb.column("oid").to_numpy(), tb.column("x").to_numpy(), tb.column("y").to_numpy()
@@ -252,10 +252,12 @@ def main() -> None:
                 page = ctx.new_page()
                 t0 = time.perf_counter()
                 page.goto(url + f"/explore?encoder={encoder}")
+                page.locator("[data-testid='stMain'] h1").first.wait_for(timeout=600_000)
+                s_title = time.perf_counter() - t0
                 page.wait_for_function(drawn_js, arg=drawn_arg, timeout=600_000, polling=50)
                 s = time.perf_counter() - t0
-                print(f"open Explore ({label}) -> map drawn: {s:.2f} s ({load()}; app RSS peak "
-                      f"{peak_mb(proc.pid):.0f} MiB)", flush=True)
+                print(f"open Explore ({label}) -> title {s_title:.2f} s -> map drawn: {s:.2f} s ({load()}; "
+                      f"app RSS peak {peak_mb(proc.pid):.0f} MiB)", flush=True)
                 rows.append({"step": f"open ({label})", "s": s, "load": os.getloadavg()[0]})
                 return ctx, page
 

@@ -72,6 +72,17 @@ def _figure(path: str, proj_id: int, option: str | None, extent: tuple | None, t
                                   sample=sample, hover=lambda oids: maps.object_ids(_store, oids))
 
 
+def coverage(store, encoder: str, proj_id: int) -> dict:
+    """`workspace.map_coverage`, cached for 30 s: its anti-joins take ~0.85 s at a million objects, and
+    every rerun (each lasso) would wait for them."""
+    return _coverage(str(store.path), encoder, int(proj_id), store)
+
+
+@st.cache_data(ttl=30, max_entries=8, show_spinner=False)
+def _coverage(path: str, encoder: str, proj_id: int, _store) -> dict:
+    return workspace.map_coverage(_store, encoder, proj_id)
+
+
 def _zoom(key: str, mp: mapview.MapPoints, selected: list[int]) -> None:
     inside = np.isin(mp.oid, np.asarray(selected, np.int64))
     if inside.any():

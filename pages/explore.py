@@ -169,7 +169,7 @@ shown = points.assign(**{colour: values}) if values is not None else points
 
 # --- objects that are not on this map (uploads after the embedding, other bands) ----------------------
 
-cover = workspace.map_coverage(store, encoder, None if preview else proj_id)
+cover = (_density.coverage if big else workspace.map_coverage)(store, encoder, None if preview else proj_id)
 if cover["unembedded"] or cover["unmapped"]:
     with st.container(border=True):
         if cover["unembedded"]:
