@@ -45,6 +45,7 @@ def test_lasso_on_the_density_map_selects_all_points_inside_and_labels_them(app_
     assert 60 < len(expected) < 250
 
     env = {"LCDASH_DENSITY_MIN_POINTS": "100", "LCDASH_DENSITY_SAMPLE": str(SAMPLE)}
+    ARTIFACTS.mkdir(exist_ok=True)
     proc, url = start_server(db, ARTIFACTS / "e2e-density-server.log", env_extra=env)
     ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
     ctx.set_default_timeout(60_000)
