@@ -73,11 +73,36 @@ def load() -> str:
     return f"load {os.getloadavg()[0]:.2f}"
 
 
-def peak_mb(pid: int) -> float:
+def peak_mb(pid: int, key: str = "VmHWM:") -> float:
+    """A process's peak (VmHWM) or current (VmRSS) resident memory in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def browser_mb() -> float:
+    """Resident memory of this script's Chromium processes together (descendants named chrom*)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    me, total = os.getpid(), 0.0
+    for pid in parent:
+        p = pid
+        while p in parent and p != me:
+            p = parent[p]
+        if p != me:
+            continue
+        try:
+            if "chrom" in Path(f"/proc/{pid}/comm").read_text():
+                total += peak_mb(pid, "VmRSS:")
+        except OSError:
+            continue
+    return total
 
 
 def build_store(path: Path, n: int, seed: int = 0, n_obs: int = 20, chunk: int = 200_000) -> None:
@@ -296,12 +321,14 @@ def main() -> None:
                 rows.append({"step": "lasso->idle", "s": s_idle, "load": os.getloadavg()[0]})
                 (OUT if OUT.is_dir() else Path("/tmp")).mkdir(exist_ok=True)
                 page.screenshot(path=str((OUT if OUT.is_dir() else Path("/tmp")) / "million_map_bench.png"))
+            chromium = browser_mb()
             ctx.close()
             app_peak = peak_mb(proc.pid)
         finally:
             stop_server(proc)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\npeak memory: app process {app_peak:.0f} MiB, this script {own:.0f} MiB "
+    print(f"\npeak memory: app process {app_peak:.0f} MiB, this script {own:.0f} MiB; Chromium now "
+          f"{chromium:.0f} MiB "
           f"({'plain scatter' if args.plain else 'density view'}, {n:,} points)")
     print(pd.DataFrame(rows).round(2).to_string(index=False))
 
