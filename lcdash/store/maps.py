@@ -104,15 +104,15 @@ def find_object(store, object_id: str) -> int | None:
 
 def iter_embeddings(store, encoder: str, batch_rows: int = 65_536):
     """(oid int64[n], band list[n], layers float32[n, L+1, d]) batches of all of `encoder`'s embeddings,
-    ordered by oid and band: what a million-object map input is built from without holding every
-    layer of every object at once (`store.embeddings.load_embeddings` does)."""
+    in storage order (no ORDER BY: sorting would hold every row at once): what a million-object map
+    input is built from without holding every layer of every object (`load_embeddings` does)."""
     from lcdash.store.embeddings import get_encoder
 
     enc = get_encoder(store, encoder)
     shape = (enc["n_layers"] + 1, enc["d_model"])
     cur = store.cursor()
     try:
-        reader = cur.sql("SELECT oid, band, layers FROM embeddings WHERE encoder = $enc ORDER BY oid, band",
+        reader = cur.sql("SELECT oid, band, layers FROM embeddings WHERE encoder = $enc",
                          params={"enc": str(encoder)}).to_arrow_reader(batch_rows)
         for batch in reader:
             n = batch.num_rows
