@@ -262,7 +262,7 @@ if n_rows == 0:
     st.caption("Needs embeddings.")
 else:
     n1, n2 = st.columns([3, 1])
-    candidates = points.drop_duplicates("oid")
+    candidates = None if big else points.drop_duplicates("oid")
     ids = [] if big else candidates["object_id"].astype(str).tolist()
     # The object box follows the selection: a new lasso makes its first mapped object the query (the
     # box keeps a hand-picked object until the selection changes).
@@ -275,8 +275,8 @@ else:
     if st.session_state.get("explore_nn_object") not in ids:
         st.session_state.pop("explore_nn_object", None)
     if big:
-        query_id = _density.neighbour_query(n1, objs["object_id"].astype(str).tolist() if selected else [],
-                                            store, points)
+        query_id = _density.neighbour_query(n1, objs["object_id"].head(1).astype(str).tolist() if selected
+                                            else [], store, points)
     else:
         query_id = n1.selectbox("Object", ids, key="explore_nn_object",
                                 help="the first object of the selection; pick any other")
