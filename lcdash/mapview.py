@@ -338,6 +338,14 @@ def selected_oids(points: MapPoints, selection: Mapping) -> list[int]:
 # --- the figure -------------------------------------------------------------------------------------
 
 
+def image_size(n: int) -> tuple[int, int]:
+    """Pixels of the density image for `n` visible points: IMAGE_WIDTH x IMAGE_HEIGHT from a million
+    points on, coarser below (2 sqrt(n) wide, at least 240) so that sparse points stay visible as the
+    chart stretches the pixels, instead of one faint screen pixel each."""
+    width = int(np.clip(2 * np.sqrt(max(n, 1)), 240, IMAGE_WIDTH))
+    return width, max(1, round(width * IMAGE_HEIGHT / IMAGE_WIDTH))
+
+
 def sample_indices(n: int, k: int = SAMPLE_POINTS, seed: int = 0) -> np.ndarray:
     """`k` of `n` row indices (all when n <= k), sorted, the same for the same (n, k, seed)."""
     if n <= k:
@@ -347,20 +355,21 @@ def sample_indices(n: int, k: int = SAMPLE_POINTS, seed: int = 0) -> np.ndarray:
 
 def density_figure(points: MapPoints, colour: Colouring | None = None, extent=None, title: str | None = None,
                    hover=None, sample: int = SAMPLE_POINTS, height: int = 620,
-                   revision: str = "explore", width: int = IMAGE_WIDTH, image_height: int = IMAGE_HEIGHT):
+                   revision: str = "explore", width: int | None = None, image_height: int | None = None):
     """The plotly figure: the density image of every point in `extent` (default: all) as a layout image,
     an invisible Scattergl of a sample of those points (customdata[0] = oid, so lasso, box and hover
     work), legend entries for the categories or a colour bar for a numeric colour.
 
     `hover`: optional function of the sampled oids -> their hover texts (e.g. object ids: fetched for
-    the sample only, never for all points)."""
+    the sample only, never for all points). The image is `image_size` pixels unless given."""
     import plotly.graph_objects as go
 
     colour = colour or Colouring(name=None)
     extent = tuple(float(v) for v in (extent or points.extent()))
     x0, x1, y0, y1 = extent
-    img = density_image(points.x, points.y, colour, extent, width, image_height)
     inside = np.flatnonzero((points.x >= x0) & (points.x <= x1) & (points.y >= y0) & (points.y <= y1))
+    auto_w, auto_h = image_size(inside.size)
+    img = density_image(points.x, points.y, colour, extent, width or auto_w, image_height or auto_h)
     idx = inside[sample_indices(inside.size, sample)]
     fig = go.Figure()
     fig.add_layout_image(source=png_data_uri(img), xref="x", yref="y", x=x0, y=y1, sizex=x1 - x0,

@@ -186,6 +186,18 @@ def test_density_figure_zoomed_extent_samples_only_visible_points():
     assert fig.data[0].marker.showscale and len(fig.data) == 1
 
 
+def test_image_size_is_coarser_for_fewer_points():
+    assert mapview.image_size(1_000_000) == (mapview.IMAGE_WIDTH, mapview.IMAGE_HEIGHT)
+    assert mapview.image_size(300) == (240, 144)
+    w, h = mapview.image_size(40_000)
+    assert w == 400 and h == 240
+    fig = mapview.density_figure(_grid(), None)
+    from PIL import Image
+
+    png = base64.b64decode(fig.layout.images[0].source.split(",", 1)[1])
+    assert Image.open(io.BytesIO(png)).size == (240, 144)
+
+
 def test_sample_indices_are_stable_and_bounded():
     a = mapview.sample_indices(1_000_000, 20_000)
     assert a.size == 20_000 and np.all(np.diff(a) > 0)
