@@ -55,30 +55,42 @@ def _map_points(path: str, proj_id: int, _points: pd.DataFrame) -> mapview.MapPo
     return mapview.MapPoints(_points["oid"].to_numpy(), _points["x"].to_numpy(), _points["y"].to_numpy())
 
 
-@st.cache_resource(max_entries=8, ttl=30, show_spinner="Colouring the map ...")
-def colour_column(path: str, proj_id: int, option: str, _points: pd.DataFrame, _store) -> pd.Series:
-    """The values of colour `option` for each point: object columns straight from the store, label
-    sets and predictions as on the plain scatter (`workspace.colour_values`)."""
-    if option in workspace.OBJECT_COLOURS and option not in _points.columns:
-        return maps.projection_column(_store, proj_id, option)
+def colour_column(path: str, proj_id: int, option: str, points: pd.DataFrame, store) -> pd.Series:
+    """The values of colour `option` for each point: object columns straight from the store (kept 10
+    minutes: re-reading a million labels costs ~0.4 s), label sets and predictions as on the plain
+    scatter (`workspace.colour_values`, kept 10 s: labelling changes them)."""
+    if option in workspace.OBJECT_COLOURS and option not in points.columns:
+        return _object_colour(path, proj_id, option, store)
+    return _other_colour(path, proj_id, option, points, store)
+
+
+@st.cache_resource(max_entries=8, ttl=600, show_spinner="Colouring the map ...")
+def _object_colour(path: str, proj_id: int, option: str, _store) -> pd.Series:
+    return maps.projection_column(_store, proj_id, option)
+
+
+@st.cache_resource(max_entries=8, ttl=10, show_spinner="Colouring the map ...")
+def _other_colour(path: str, proj_id: int, option: str, _points: pd.DataFrame, _store) -> pd.Series:
     return workspace.colour_values(_store, _points, option)
 
 
-@st.cache_resource(max_entries=8, ttl=30, show_spinner="Drawing the map ...")
-def _figure(path: str, proj_id: int, option: str | None, extent: tuple | None, title: str, revision: str,
-            sample: int, _mp: mapview.MapPoints, _values, _store):
+@st.cache_resource(max_entries=8, ttl=600, show_spinner="Drawing the map ...")
+def _figure(path: str, proj_id: int, option: str | None, values_id: int, extent: tuple | None, title: str,
+            revision: str, sample: int, _mp: mapview.MapPoints, _values, _store):
+    """The figure, rebuilt when the colour values are a new object (`values_id`: the colour caches
+    above hand out the same object until they expire)."""
     colouring = mapview.colouring(_values, option)
     return mapview.density_figure(_mp, colouring, extent=extent, title=title, revision=revision,
                                   sample=sample, hover=lambda oids: maps.object_ids(_store, oids))
 
 
 def coverage(store, encoder: str, proj_id: int) -> dict:
-    """`workspace.map_coverage`, cached for 30 s: its anti-joins take ~0.85 s at a million objects, and
-    every rerun (each lasso) would wait for them."""
+    """`workspace.map_coverage`, cached for 2 minutes: its anti-joins take ~0.85 s at a million objects,
+    and every rerun (each lasso) would wait for them."""
     return _coverage(str(store.path), encoder, int(proj_id), store)
 
 
-@st.cache_data(ttl=30, max_entries=8, show_spinner=False)
+@st.cache_data(ttl=120, max_entries=8, show_spinner=False)
 def _coverage(path: str, encoder: str, proj_id: int, _store) -> dict:
     return workspace.map_coverage(_store, encoder, proj_id)
 
@@ -101,8 +113,8 @@ def density_map(store, proj_id: int, points: pd.DataFrame, colour: str | None, v
     @st.fragment
     def _map() -> None:
         extent = st.session_state.get(zoom_key)
-        fig = _figure(path, int(proj_id), colour if values is not None else None, extent, title, revision,
-                      sample, mp, values, store)
+        fig = _figure(path, int(proj_id), colour if values is not None else None, id(values), extent, title,
+                      revision, sample, mp, values, store)
         tag = "full" if extent is None else "z" + "_".join(f"{v:.4g}" for v in extent)
         event = st.plotly_chart(fig, key=f"explore_density_{proj_id}_{tag}", on_select="rerun",
                                 selection_mode=("points", "box", "lasso"), width="stretch",
