@@ -177,3 +177,16 @@ def load_vectors(path: str, encoder: str, embedding: str, n_rows: int, _store):
     """(oid, band, X) of the neighbours section on a large map: built batch by batch and kept once
     (cache_resource: no pickled copy of a [N, d] matrix per rerun); `n_rows` invalidates it."""
     return mapview.map_input_batches(maps.iter_embeddings(_store, encoder), embedding)
+
+
+def neighbours_wanted(n_rows: int) -> bool:
+    """Whether to compute neighbours on a large map: they need every embedding read once (at a million
+    [5, 128] embeddings ~16 s and a full scan), so only after the user asks; then for the session."""
+    key = "explore_nn_wanted"
+    if st.session_state.get(key):
+        return True
+    st.caption(f"Neighbours on this map read all {n_rows:,} embeddings once (they stay in memory after).")
+    if st.button("Find neighbours", key="explore_nn_go"):
+        st.session_state[key] = True
+        return True
+    return False

@@ -282,26 +282,28 @@ else:
                                 help="the first object of the selection; pick any other")
     k = n2.number_input("k", 1, 100, 10, key="explore_nn_k")
     q_oid = None
-    with _ui.guard("Nearest neighbours"):
-        from lcdash.projection import nearest_neighbours
+    wanted = not big or _density.neighbours_wanted(n_rows)  # a large map reads every embedding once
+    if wanted:
+        with _ui.guard("Nearest neighbours"):
+            from lcdash.projection import nearest_neighbours
 
-        oid_all, bands_all, X = (_density.load_vectors if big else load_vectors)(path, encoder, embedding,
-                                                                                 n_rows, store)
-        q_oid = (_density.find_object(store, query_id) if big else
-                 int(candidates.loc[candidates["object_id"].astype(str) == query_id, "oid"].iloc[0]))
-        rows = np.flatnonzero(oid_all == q_oid)
-        if rows.size == 0:
-            st.warning(f"{query_id} has no {encoder} embedding.")
-        if rows.size:
-            idx, dist = nearest_neighbours(X, int(rows[0]), k=int(k), metric=metric)
-            nn = pd.DataFrame({"oid": oid_all[idx], "band": bands_all[idx], "distance": dist})
-            info = store.objects(oids=nn["oid"].unique(), columns=["oid", "object_id", "label", "period"])
-            nn = nn.merge(info, on="oid", how="left")
-            st.dataframe(nn[["object_id", "band", "label", "period", "distance", "oid"]], hide_index=True,
-                         key="explore_nn_table")
-            if st.button("Select these neighbours", key="explore_nn_select"):
-                _ui.set_selection([q_oid, *nn["oid"].tolist()])
-                st.rerun()
+            oid_all, bands_all, X = (_density.load_vectors if big else load_vectors)(path, encoder, embedding,
+                                                                                     n_rows, store)
+            q_oid = (_density.find_object(store, query_id) if big else
+                     int(candidates.loc[candidates["object_id"].astype(str) == query_id, "oid"].iloc[0]))
+            rows = np.flatnonzero(oid_all == q_oid)
+            if rows.size == 0:
+                st.warning(f"{query_id} has no {encoder} embedding.")
+            if rows.size:
+                idx, dist = nearest_neighbours(X, int(rows[0]), k=int(k), metric=metric)
+                nn = pd.DataFrame({"oid": oid_all[idx], "band": bands_all[idx], "distance": dist})
+                info = store.objects(oids=nn["oid"].unique(), columns=["oid", "object_id", "label", "period"])
+                nn = nn.merge(info, on="oid", how="left")
+                st.dataframe(nn[["object_id", "band", "label", "period", "distance", "oid"]], hide_index=True,
+                             key="explore_nn_table")
+                if st.button("Select these neighbours", key="explore_nn_select"):
+                    _ui.set_selection([q_oid, *nn["oid"].tolist()])
+                    st.rerun()
     if q_oid is not None:
         with st.expander(f"Light curve of {query_id}"):
             _ui.lightcurve_viewer(q_oid, key="explore")

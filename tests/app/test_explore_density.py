@@ -79,6 +79,10 @@ def test_selection_table_neighbours_and_zoom(density):
     # neighbours: the object box is a text box that follows the selection's first object
     box = at.text_input(key="explore_nn_object_text")
     assert box.value == str(objs["object_id"].iloc[0])
+    assert not [d for d in at.dataframe if "distance" in d.value.columns]  # only when asked for
+    at.button(key="explore_nn_go").click()
+    _run(at)
+    box = at.text_input(key="explore_nn_object_text")
     nn = [d.value for d in at.dataframe if "distance" in d.value.columns]
     assert len(nn) == 1 and len(nn[0]) == 10
     box.set_value("no such star")
