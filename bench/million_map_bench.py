@@ -1,7 +1,8 @@
 """Explore at a million points: open the page on a stored projection, time until the density map is
 drawn, lasso ~10,000 points and time until the selection table lists them; peak memory of the app.
 
-The store is `--db` (any store with a stored projection, e.g. /work/exp/million/million.duckdb), or a
+The store is `--db` (a store with a stored projection that Explore's default UMAP settings find; the
+app writes selections and labels into it, so pass a copy), or a
 synthetic one built once by this script (`--build N`, default 1,000,000 points into
 /work/exp/million_map/synthetic-<N>.duckdb; bench-only: catalogue rows, 20-point light curves and the
 projection are generated in bulk; a tiny registered encoder with class-structured 16-d embeddings, so
@@ -22,7 +23,8 @@ Headless Chromium renders WebGL in software (SwiftShader) on a shared CPU; a bro
 faster. `--plain` forces the plain scatter (every point a marker) on the same store for comparison.
 
     .venv/bin/python bench/million_map_bench.py                       # build (once) and time 1M
-    .venv/bin/python bench/million_map_bench.py --db /work/exp/million/million.duckdb
+    cp /work/exp/million/million.duckdb /tmp/m.duckdb     # the app writes selections: use a copy
+    .venv/bin/python bench/million_map_bench.py --db /tmp/m.duckdb
     .venv/bin/python bench/million_map_bench.py --build 100000 --plain
 """
 
