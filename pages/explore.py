@@ -14,7 +14,7 @@ import streamlit as st
 
 from lcdash import plots, workspace
 from lcdash.store import embeddings as emb_store
-from pages import _ui
+from pages import _density, _ui
 
 GRID_MAX = 24
 EMBEDDINGS = {"weighted": "layer-weighted (uniform weights)", "last": "last layer"}
@@ -115,8 +115,9 @@ def active_job(kind: str, match: dict) -> str | None:
 
 points = None
 preview = False
+big = _density.is_large(store, proj_id)  # a large projection: density view (pages/_density.py)
 if proj_id is not None:
-    points = load_points(path, proj_id, store)
+    points = _density.load_points(path, proj_id, store) if big else load_points(path, proj_id, store)
 elif n_rows == 0:
     job = active_job("embed", {"encoder": encoder})
     if job:
@@ -162,12 +163,13 @@ colour = c_colour.selectbox("Colour by", options, index=0, key="explore_colour",
                             format_func=workspace.colour_label(store))
 values = None
 with _ui.guard(f"Colouring by {colour}"):
-    values = colour_column(path, f"{proj_id}-{preview}-{encoder}-{embedding}", colour, points, store)
+    values = (_density.colour_column(path, proj_id, colour, points, store) if big else
+              colour_column(path, f"{proj_id}-{preview}-{encoder}-{embedding}", colour, points, store))
 shown = points.assign(**{colour: values}) if values is not None else points
 
 # --- objects that are not on this map (uploads after the embedding, other bands) ----------------------
 
-cover = workspace.map_coverage(store, encoder, None if preview else proj_id)
+cover = (_density.coverage if big else workspace.map_coverage)(store, encoder, None if preview else proj_id)
 if cover["unembedded"] or cover["unmapped"]:
     with st.container(border=True):
         if cover["unembedded"]:
@@ -208,7 +210,11 @@ def scatter() -> None:
         st.rerun(scope="app")
 
 
-scatter()
+if big:
+    _density.density_map(store, proj_id, points, colour, values, f"UMAP of {encoder}",
+                         revision=f"{proj_id}-{preview}-{encoder}-{embedding}")
+else:
+    scatter()
 bits = [f"UMAP #{proj_id}, parameters {', '.join(f'{k} {v}' for k, v in params.items())}, computed once "
         "and stored" if not preview else "PCA preview (first two principal components) until the UMAP lands",
         f"{points['oid'].nunique():,} objects"]
@@ -256,8 +262,8 @@ if n_rows == 0:
     st.caption("Needs embeddings.")
 else:
     n1, n2 = st.columns([3, 1])
-    candidates = points.drop_duplicates("oid")
-    ids = candidates["object_id"].astype(str).tolist()
+    candidates = None if big else points.drop_duplicates("oid")
+    ids = [] if big else candidates["object_id"].astype(str).tolist()
     # The object box follows the selection: a new lasso makes its first mapped object the query (the
     # box keeps a hand-picked object until the selection changes).
     token = _ui.selection_token() if selected else None
@@ -268,28 +274,36 @@ else:
             st.session_state["explore_nn_object"] = first
     if st.session_state.get("explore_nn_object") not in ids:
         st.session_state.pop("explore_nn_object", None)
-    query_id = n1.selectbox("Object", ids, key="explore_nn_object",
-                            help="the first object of the selection; pick any other")
+    if big:
+        query_id = _density.neighbour_query(n1, objs["object_id"].head(1).astype(str).tolist() if selected
+                                            else [], store, points)
+    else:
+        query_id = n1.selectbox("Object", ids, key="explore_nn_object",
+                                help="the first object of the selection; pick any other")
     k = n2.number_input("k", 1, 100, 10, key="explore_nn_k")
     q_oid = None
-    with _ui.guard("Nearest neighbours"):
-        from lcdash.projection import nearest_neighbours
+    wanted = not big or _density.neighbours_wanted(n_rows)  # a large map reads every embedding once
+    if wanted:
+        with _ui.guard("Nearest neighbours"):
+            from lcdash.projection import nearest_neighbours
 
-        oid_all, bands_all, X = load_vectors(path, encoder, embedding, n_rows, store)
-        q_oid = int(candidates.loc[candidates["object_id"].astype(str) == query_id, "oid"].iloc[0])
-        rows = np.flatnonzero(oid_all == q_oid)
-        if rows.size == 0:
-            st.warning(f"{query_id} has no {encoder} embedding.")
-        if rows.size:
-            idx, dist = nearest_neighbours(X, int(rows[0]), k=int(k), metric=metric)
-            nn = pd.DataFrame({"oid": oid_all[idx], "band": bands_all[idx], "distance": dist})
-            info = store.objects(oids=nn["oid"].unique(), columns=["oid", "object_id", "label", "period"])
-            nn = nn.merge(info, on="oid", how="left")
-            st.dataframe(nn[["object_id", "band", "label", "period", "distance", "oid"]], hide_index=True,
-                         key="explore_nn_table")
-            if st.button("Select these neighbours", key="explore_nn_select"):
-                _ui.set_selection([q_oid, *nn["oid"].tolist()])
-                st.rerun()
+            oid_all, bands_all, X = (_density.load_vectors if big else load_vectors)(path, encoder, embedding,
+                                                                                     n_rows, store)
+            q_oid = (_density.find_object(store, query_id) if big else
+                     int(candidates.loc[candidates["object_id"].astype(str) == query_id, "oid"].iloc[0]))
+            rows = np.flatnonzero(oid_all == q_oid)
+            if rows.size == 0:
+                st.warning(f"{query_id} has no {encoder} embedding.")
+            if rows.size:
+                idx, dist = nearest_neighbours(X, int(rows[0]), k=int(k), metric=metric)
+                nn = pd.DataFrame({"oid": oid_all[idx], "band": bands_all[idx], "distance": dist})
+                info = store.objects(oids=nn["oid"].unique(), columns=["oid", "object_id", "label", "period"])
+                nn = nn.merge(info, on="oid", how="left")
+                st.dataframe(nn[["object_id", "band", "label", "period", "distance", "oid"]], hide_index=True,
+                             key="explore_nn_table")
+                if st.button("Select these neighbours", key="explore_nn_select"):
+                    _ui.set_selection([q_oid, *nn["oid"].tolist()])
+                    st.rerun()
     if q_oid is not None:
         with st.expander(f"Light curve of {query_id}"):
             _ui.lightcurve_viewer(q_oid, key="explore")
