@@ -48,7 +48,7 @@ from lcdash.lightcurve import LightCurveBatch, fold_batch
 from lcdash.progress import Retotal, is_cancelled
 from lcdash.train import TrainConfig, finetune
 from lcdash.weights import load_encoder
-from lcdash.windows import WINDOW, window_starts
+from lcdash.windows import windows_of_batch
 
 SCORINGS = ("object", "window")
 SEQUENCE_INPUTS = ("raw", "folded")
@@ -444,38 +444,6 @@ def _select(data: EvalData, cfg: EvalConfig) -> tuple[np.ndarray, dict]:
     return idx, {"classes": keep, "counts": {c: counts[c] for c in keep}, "dropped_small_classes": small}
 
 
-def _window_view(batch, idx):
-    """Astromer windows of the objects `idx` as a light-curve batch: (batch, owner position in idx)."""
-    rows, owner = [], []
-    for pos, i in enumerate(idx):
-        n = int(batch.length[i])
-        for lo in window_starts(n, WINDOW):
-            rows.append((i, lo, min(lo + WINDOW, n)))
-            owner.append(pos)
-    width = max((hi - lo for _, lo, hi in rows), default=0)
-    B = len(rows)
-    out = {
-        "oid": np.zeros(B, np.int64),
-        "band": [],
-        "time": np.zeros((B, width)),
-        "mag": np.zeros((B, width), np.float32),
-        "mag_err": np.full((B, width), np.nan, np.float32),
-        "mask": np.zeros((B, width), bool),
-        "length": np.zeros(B, np.int32),
-    }
-    for r, (i, lo, hi) in enumerate(rows):
-        obs = np.flatnonzero(batch.mask[i])[lo:hi]
-        n = len(obs)
-        out["oid"][r] = batch.oid[i]
-        out["band"].append(batch.band[i])
-        out["time"][r, :n] = batch.time[i][obs]
-        out["mag"][r, :n] = batch.mag[i][obs]
-        out["mag_err"][r, :n] = batch.mag_err[i][obs]
-        out["mask"][r, :n] = True
-        out["length"][r] = n
-    return LightCurveBatch(**out), np.asarray(owner, dtype=np.int64)
-
-
 def _sample_periods(data: EvalData, idx, owner) -> np.ndarray | None:
     """Catalogue periods of the samples (row r belongs to object owner[r]) for folded encoders."""
     return None if data.periods is None else np.asarray(data.periods, np.float64)[idx][owner]
@@ -527,7 +495,7 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
     timings: dict = {"prepare_seconds": {}}
     # --- the samples each model reads (row r of X belongs to object owner[r]) ---
     if cfg.scoring == "window":
-        batch, owner = _window_view(data.batch, idx)
+        batch, owner = windows_of_batch(data.batch, idx)
     else:
         batch, owner = data.batch.take(idx), np.arange(len(idx))
     rows_of = _rows_by_object(owner, len(idx))
