@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lcdash import scores
 from lcdash.classifiers import MODEL_NAMES, make_classifier
 from lcdash.embed import embed_batch
 from lcdash.errors import LcdashError, ModelError, ValidationError
@@ -48,7 +49,7 @@ from lcdash.lightcurve import LightCurveBatch, fold_batch
 from lcdash.progress import Retotal, is_cancelled
 from lcdash.train import TrainConfig, finetune
 from lcdash.weights import load_encoder
-from lcdash.windows import WINDOW, window_starts
+from lcdash.windows import windows_of_batch
 
 SCORINGS = ("object", "window")
 SEQUENCE_INPUTS = ("raw", "folded")
@@ -284,6 +285,63 @@ def make_splits(labels, folds: int, spc_list, test_per_class: int, val_fraction:
 # ------------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------------
+# --- the protocol seen from the app: what the labels allow, which fit a running job is in
+
+
+def fitting_protocol(counts: dict, classes, folds: int, spc_choices, want_test: int = 100):
+    """What the protocol can honour on these label counts: (test objects per class, spc choices).
+
+    Fold k's test set comes from the k-th of `folds` parts of each class, so at most
+    n_min // folds test objects per class exist without a cap; the rest of the class must hold
+    spc training + ceil(0.2 x spc) validation objects. The demo store (222 per class, 3 folds) gives
+    74 test objects and spc up to 100."""
+    sizes = [int(counts[c]) for c in (classes or counts) if c in counts]
+    if not sizes:
+        return want_test, list(spc_choices)
+    n_min = min(sizes)
+    test = max(1, min(want_test, n_min // max(int(folds), 1)))
+    fits = [s for s in spc_choices if s + math.ceil(0.2 * s) <= n_min - test]
+    return test, fits or [min(spc_choices)]
+
+
+def label_problems(counts: dict, classes, source: str) -> list[str]:
+    """Plain-text reasons a probe or comparison cannot run on these labels (checked before the job
+    starts): fewer than two classes, or a class too small for one test, training and validation
+    object."""
+    chosen = [c for c in (classes or list(counts)) if c in counts]
+    what = "the catalogue labels" if source == "catalogue" else f"label set {source}"
+    if len(chosen) < 2:
+        have = ", ".join(f"{c} ({counts[c]})" for c in chosen) or "no labelled objects"
+        return [f"A classifier needs at least two classes; {what} has {len(chosen)}: {have}. "
+                "Label objects of another class on the Label page, or pick other labels."]
+    small = [f"{c} ({counts[c]})" for c in chosen if counts[c] < 3]
+    if small:
+        return [f"Every class needs at least 3 labelled objects (one each to test, train and "
+                f"validate); too few in {what}: {', '.join(small)}."]
+    return []
+
+
+def fit_in_progress(job) -> str | None:
+    """What the comparison is fitting now. The job reports after each fit (its message then names the
+    fit that just ended), and fits run fold by fold, spc by spc, model by model, so the next one
+    follows from the step count."""
+    params = job.params or {}
+    models, spcs, folds = params.get("models") or [], sorted(params.get("spc") or []), params.get("folds")
+    total = job.total or 0
+    if not (models and spcs and folds) or job.state != "running":
+        return None
+    if not total:
+        return "loading libraries and preparing the inputs (RF features, folded curves, embeddings)"
+    if job.step >= total:
+        return "writing the report"
+    fit, n = int(job.step), len(models)
+    model, spc = models[fit % n], spcs[(fit // n) % len(spcs)]
+    fold = fit // (n * len(spcs))
+    last = f" · last finished: {job.message}" if fit else ""
+    return (f"training {scores.title(model)} (spc {spc}, fold {fold + 1} of {folds}) · "
+            f"fit {fit + 1} of {total}{last}")
+
+
 def metrics(y_true, y_pred, classes) -> dict:
     """Macro F1 / precision / recall, accuracy, per-class report and confusion matrix."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
@@ -444,38 +502,6 @@ def _select(data: EvalData, cfg: EvalConfig) -> tuple[np.ndarray, dict]:
     return idx, {"classes": keep, "counts": {c: counts[c] for c in keep}, "dropped_small_classes": small}
 
 
-def _window_view(batch, idx):
-    """Astromer windows of the objects `idx` as a light-curve batch: (batch, owner position in idx)."""
-    rows, owner = [], []
-    for pos, i in enumerate(idx):
-        n = int(batch.length[i])
-        for lo in window_starts(n, WINDOW):
-            rows.append((i, lo, min(lo + WINDOW, n)))
-            owner.append(pos)
-    width = max((hi - lo for _, lo, hi in rows), default=0)
-    B = len(rows)
-    out = {
-        "oid": np.zeros(B, np.int64),
-        "band": [],
-        "time": np.zeros((B, width)),
-        "mag": np.zeros((B, width), np.float32),
-        "mag_err": np.full((B, width), np.nan, np.float32),
-        "mask": np.zeros((B, width), bool),
-        "length": np.zeros(B, np.int32),
-    }
-    for r, (i, lo, hi) in enumerate(rows):
-        obs = np.flatnonzero(batch.mask[i])[lo:hi]
-        n = len(obs)
-        out["oid"][r] = batch.oid[i]
-        out["band"].append(batch.band[i])
-        out["time"][r, :n] = batch.time[i][obs]
-        out["mag"][r, :n] = batch.mag[i][obs]
-        out["mag_err"][r, :n] = batch.mag_err[i][obs]
-        out["mask"][r, :n] = True
-        out["length"][r] = n
-    return LightCurveBatch(**out), np.asarray(owner, dtype=np.int64)
-
-
 def _sample_periods(data: EvalData, idx, owner) -> np.ndarray | None:
     """Catalogue periods of the samples (row r belongs to object owner[r]) for folded encoders."""
     return None if data.periods is None else np.asarray(data.periods, np.float64)[idx][owner]
@@ -527,7 +553,7 @@ def run_evaluation(data: EvalData, cfg: EvalConfig, progress=None) -> EvalResult
     timings: dict = {"prepare_seconds": {}}
     # --- the samples each model reads (row r of X belongs to object owner[r]) ---
     if cfg.scoring == "window":
-        batch, owner = _window_view(data.batch, idx)
+        batch, owner = windows_of_batch(data.batch, idx)
     else:
         batch, owner = data.batch.take(idx), np.arange(len(idx))
     rows_of = _rows_by_object(owner, len(idx))

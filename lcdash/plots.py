@@ -1,5 +1,6 @@
 """Plotly figure builders for the app (no Streamlit here): light curves, folded light curves,
-periodograms, the embedding scatter and small multiples.
+periodograms, the embedding scatter and small multiples; an evaluation run's figures (macro F1
+against spc, confusion matrices, layer weights, speed), one colour per model.
 
 Conventions astronomers expect: magnitude axes inverted (brighter is up), error bars, each band in
 its own colour (the same colour for a band everywhere), folded views showing two cycles.
@@ -17,6 +18,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from lcdash import scores
 
 # Passband colours roughly following wavelength (blue to red), so multi-band plots read at a glance.
 BAND_COLOURS = {
@@ -291,4 +294,126 @@ def small_multiples(curves: Sequence[Mapping], cols: int = 4, panel_height: int 
     fig.update_annotations(font_size=10)
     fig.update_layout(height=panel_height * rows + 40, margin={"l": 30, "r": 10, "t": 30, "b": 10},
                       legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "title": {"text": "band"}})
+    return fig
+
+
+# --- an evaluation run's figures (the Probe and Compare pages; report.md draws its own with matplotlib)
+
+#: One colour per model in every chart of a run (plotly's default palette order).
+MODEL_COLOURS = {"probe": "#1f77b4", "rnn": "#ff7f0e", "cnn": "#2ca02c", "rf": "#d62728",
+                 "rnn-folded": "#ffbb78", "cnn-folded": "#98df8a"}
+_EXTRA_COLOURS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def model_colour(model: str, i: int = 0) -> str:
+    """A model's colour; models without one take the i-th spare colour."""
+    return MODEL_COLOURS.get(model, _EXTRA_COLOURS[i % len(_EXTRA_COLOURS)])
+
+
+def confusion_figure(classes, matrix, name: str = "", height: int = 420) -> go.Figure:
+    """Row-normalised confusion matrix (true class per row), counts in the hover text."""
+    mat = np.asarray(matrix, dtype=float)
+    norm = mat / np.maximum(mat.sum(axis=1, keepdims=True), 1)
+    fig = go.Figure(
+        go.Heatmap(
+            z=norm,
+            x=list(classes),
+            y=list(classes),
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            text=[[f"{int(c)}" for c in row] for row in mat],
+            texttemplate="%{z:.2f}",
+            hovertemplate="true %{y}<br>predicted %{x}<br>fraction %{z:.2f}<br>count %{text}<extra></extra>",
+            colorbar={"title": "recall"},
+        )
+    )
+    fig.update_layout(
+        title=name or None,
+        height=height,
+        margin=dict(l=10, r=10, t=40 if name else 10, b=10),
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis_autorange="reversed",
+    )
+    return fig
+
+
+def layer_weights_figure(weights, height: int = 280) -> go.Figure:
+    """The probe's softmax(gamma) per layer (input embedding, then each block) against uniform."""
+    w = np.asarray(weights, dtype=float)
+    labels = ["input"] + [f"block {i}" for i in range(1, len(w))]
+    fig = go.Figure(go.Bar(x=labels, y=w, text=[f"{v:.2f}" for v in w], textposition="outside"))
+    fig.add_hline(y=1 / len(w), line_dash="dot", annotation_text="uniform")
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=10, b=10),
+        yaxis_title="softmax(γ)",
+        yaxis_range=[0, max(w.max() * 1.25, 1.5 / len(w))],
+    )
+    return fig
+
+
+def f1_figure(results: pd.DataFrame, height: int = 360) -> go.Figure:
+    """Macro F1 against samples per class, mean ± std over folds, one line per model."""
+    fig = go.Figure()
+    for i, (model, g) in enumerate(results.groupby("model", sort=False)):
+        s = g.groupby("spc")["macro_f1"].agg(["mean", lambda v: v.std(ddof=0)]).reset_index()
+        s.columns = ["spc", "mean", "std"]
+        fig.add_trace(
+            go.Scatter(
+                x=s["spc"],
+                y=s["mean"] * 100,
+                error_y=dict(array=s["std"] * 100),
+                mode="lines+markers",
+                name=scores.title(model),
+                line={"color": model_colour(model, i)},
+            )
+        )
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title="samples per class",
+        yaxis_title="macro F1 [%]",
+        xaxis_type="log",
+    )
+    return fig
+
+
+def _log_axis(fig, row: int, col: int, values) -> None:
+    """A log axis with one tick per decade, labelled as plain numbers (0.1, 1, 10, 1000)."""
+    v = np.asarray([x for x in values if x and np.isfinite(x) and x > 0], dtype=float)
+    lo, hi = (np.floor(np.log10(v.min())), np.ceil(np.log10(v.max()))) if v.size else (0.0, 1.0)
+    hi = max(hi, lo + 1)
+    fig.update_yaxes(type="log", dtick=1, tickformat="~g", range=[lo - 0.05, hi + 0.05], row=row, col=col)
+
+
+def speed_figure(results: pd.DataFrame, height: int = 320) -> go.Figure:
+    """Training seconds (mean over folds, per spc) and inference light curves per second, per model,
+    one colour per model in both panels; what each inference time counts is in the bar's label."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("training time [s]", "inference [light curves / s]"))
+    includes = scores.infer_includes(results)
+    train_all, infer_all = [], []
+    for i, (model, g) in enumerate(results.groupby("model", sort=False)):
+        colour, name = model_colour(model, i), scores.title(model)
+        s = g.groupby("spc")[["train_seconds", "infer_lc_per_s"]].mean().reset_index()
+        train_all += list(s["train_seconds"])
+        fig.add_trace(
+            go.Bar(x=[f"spc {v}" for v in s["spc"]], y=s["train_seconds"], name=name,
+                   legendgroup=model, marker_color=colour,
+                   hovertemplate="%{y:.1f} s<extra>" + name + "</extra>"),
+            1, 1,
+        )
+        rate = float(g["infer_lc_per_s"].mean())
+        infer_all.append(rate)
+        what = includes.get(model) or "model"
+        fig.add_trace(
+            go.Bar(x=[f"{name}<br><sub>{what}</sub>"], y=[rate], name=name, legendgroup=model,
+                   showlegend=False, marker_color=colour, text=[f"{rate:,.0f}"], textposition="outside",
+                   hovertemplate=f"{rate:,.0f} light curves/s<br>{what}<extra>{name}</extra>"),
+            1, 2,
+        )
+    _log_axis(fig, 1, 1, train_all)
+    _log_axis(fig, 1, 2, infer_all)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), barmode="group")
     return fig

@@ -6,30 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from lcdash import scores
 from lcdash.evaluation import EvalResult, cross_survey_table
-
-MODEL_TITLES = {
-    "probe": "Astromer probe",
-    "rnn": "Becker RNN",
-    "cnn": "Aguirre CNN",
-    "rf": "Feature RF",
-    "probe+features": "Probe + features (hybrid)",
-    "rnn-folded": "Becker RNN, folded",
-    "cnn-folded": "Aguirre CNN, folded",
-}
-
-
-def _title(model: str) -> str:
-    base, sep, tag = model.partition(" [")  # "probe [encoder]": a tagged run (evaluate-report PATH::TAG)
-    return MODEL_TITLES.get(base, base) + (f" [{tag}" if sep else "")
-
-
-def _pm(mean, std, scale=100.0, digits=1) -> str:
-    if mean is None or not np.isfinite(mean):
-        return "-"
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
 
 
 def merge_results(results):
@@ -70,7 +49,7 @@ def merge_results(results):
         "prepare_seconds": prep,
         "cancelled": any(r.timings.get("cancelled") for r in results),
     }
-    order = {m: i for i, m in enumerate(MODEL_TITLES)}  # tables list models in one fixed order
+    order = {m: i for i, m in enumerate(scores.MODEL_TITLES)}  # tables list models in one fixed order
     records = sorted((rec for r in results for rec in r.records),
                      key=lambda rec: order.get(rec["model"].partition(" [")[0], 99))
     return EvalResult(records, config, selection, timings, first.versions)
@@ -88,7 +67,7 @@ def plot_f1_vs_spc(result, path) -> Path:
     for model, g in s.groupby("model", sort=False):
         g = g.sort_values("spc")
         ax.errorbar(g["spc"], 100 * g["macro_f1_mean"], yerr=100 * g["macro_f1_std"], marker="o", capsize=3,
-                    label=_title(model))  # fmt: skip
+                    label=scores.title(model))  # fmt: skip
     n_classes = len(result.selection.get("classes", [])) or 1
     ax.axhline(100 / n_classes, color="grey", lw=0.8, ls=":", label="chance (1 / classes)")
     ax.set_xscale("log")
@@ -103,13 +82,6 @@ def plot_f1_vs_spc(result, path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
-
-
-def summed_confusion(df: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-    """Confusion matrix summed over the folds in `df` (records of one model x spc)."""
-    classes = df.iloc[0]["confusion"]["classes"]
-    mat = sum(np.asarray(c["matrix"], dtype=float) for c in df["confusion"])
-    return classes, mat
 
 
 def plot_confusion(classes, matrix, title, path) -> Path:
@@ -216,8 +188,8 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
         cells = []
         for v in spcs:
             r = s[(s["model"] == m) & (s["spc"] == v)]
-            cells.append(_pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0]) if len(r) else "-")
-        lines.append(f"| {_title(m)} | " + " | ".join(cells) + " |")
+            cells.append(scores.pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0]) if len(r) else "-")
+        lines.append(f"| {scores.title(m)} | " + " | ".join(cells) + " |")
     lines += ["", "## All metrics (%), mean ± std; wall times", ""]
     lines += [
         "| model | spc | folds | macro F1 | macro precision | macro recall | accuracy | train s / fit | "
@@ -231,9 +203,11 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
         epochs[(m, v)] = f"{np.mean(e):.0f}" + (f" ({cap})" if cap else "") if e else "-"
     for r in s.itertuples(index=False):
         lines.append(
-            f"| {_title(r.model)} | {r.spc} | {r.folds} | {_pm(r.macro_f1_mean, r.macro_f1_std)} | "
-            f"{_pm(r.macro_precision_mean, r.macro_precision_std)} | "
-            f"{_pm(r.macro_recall_mean, r.macro_recall_std)} | {_pm(r.accuracy_mean, r.accuracy_std)} | "
+            f"| {scores.title(r.model)} | {r.spc} | {r.folds} | "
+            f"{scores.pm(r.macro_f1_mean, r.macro_f1_std)} | "
+            f"{scores.pm(r.macro_precision_mean, r.macro_precision_std)} | "
+            f"{scores.pm(r.macro_recall_mean, r.macro_recall_std)} | "
+            f"{scores.pm(r.accuracy_mean, r.accuracy_std)} | "
             f"{r.train_seconds_mean:.1f} | {r.infer_lc_per_s_mean:,.0f} | "
             f"{epochs.get((r.model, r.spc), '-')} |"
         )
@@ -243,18 +217,19 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
         if inc:
             includes.setdefault(r["model"], inc)
     if includes:
-        lines += ["", "Inference speed counts: " + "; ".join(f"{_title(m)}: {v}" for m, v in includes.items())
-                  + "."]  # fmt: skip
+        said = "; ".join(f"{scores.title(m)}: {v}" for m, v in includes.items())
+        lines += ["", f"Inference speed counts: {said}."]
     if "extra" in df and cfg.get("scoring") == "window":
         lines += ["", "Window scoring; object-level macro F1 from mean window probabilities:", ""]
         obj = df.assign(obj=df["extra"].map(lambda e: (e or {}).get("object_macro_f1")))
         for (m, v), g in obj.groupby(["model", "spc"], sort=False):
-            lines.append(f"- {_title(m)} @ {v}: {_pm(g['obj'].mean(), g['obj'].std(ddof=0))}")
+            lines.append(f"- {scores.title(m)} @ {v}: {scores.pm(g['obj'].mean(), g['obj'].std(ddof=0))}")
 
     lines += ["", f"## Per-class F1 (%), mean over folds, spc {spcs[-1]}", ""]
     top = df[df["spc"] == spcs[-1]]
     classes = sel.get("classes") or list(top.iloc[0]["per_class"])
-    lines += ["| class | " + " | ".join(_title(m) for m in models) + " |", "|---" * (len(models) + 1) + "|"]
+    lines += ["| class | " + " | ".join(scores.title(m) for m in models) + " |",
+              "|---" * (len(models) + 1) + "|"]  # fmt: skip
     for c in classes:
         cells = []
         for m in models:
@@ -302,8 +277,8 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
     for (m, v), g in df.groupby(["model", "spc"], sort=False):
         if v != spcs[-1] and v != spcs[0]:
             continue
-        cls, mat = summed_confusion(g)
-        p = plot_confusion(cls, mat, f"{_title(m)}, spc {v} (rows normalised, folds summed)",
+        cls, mat = scores.summed_confusion(g)
+        p = plot_confusion(cls, mat, f"{scores.title(m)}, spc {v} (rows normalised, folds summed)",
                            out / f"confusion_{m}_spc{v}.png")  # fmt: skip
         plots.append(f"![{m} spc {v}]({p.name})")
     lines += plots
@@ -311,7 +286,7 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
     prep = tim.get("prepare_seconds") or {}
     if prep:
         lines += ["", "## Preparation wall time (s)", ""]
-        lines += [f"- {_title(m)}: {sec:.1f}" for m, sec in prep.items()]
+        lines += [f"- {scores.title(m)}: {sec:.1f}" for m, sec in prep.items()]
     if result.versions:
         lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in result.versions.items())]
     path = out / "report.md"
@@ -326,7 +301,7 @@ def cross_survey_markdown(results: list[EvalResult]) -> str:
     df = cross_survey_table(results)
     if df.empty:
         return "No finished fits.\n"
-    order = {m: i for i, m in enumerate(MODEL_TITLES)}
+    order = {m: i for i, m in enumerate(scores.MODEL_TITLES)}
     lines = []
     for survey, part in df.groupby("scored on", sort=False):
         sets = list(dict.fromkeys(part["trained on"]))
@@ -347,9 +322,9 @@ def cross_survey_markdown(results: list[EvalResult]) -> str:
                 elif int(r["folds"].iloc[0]) == 1:
                     cells.append(f"{100 * r['macro_f1_mean'].iloc[0]:.1f}")
                 else:
-                    cells.append(_pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0])
+                    cells.append(scores.pm(r["macro_f1_mean"].iloc[0], r["macro_f1_std"].iloc[0])
                                  + f" ({int(r['folds'].iloc[0])} folds)")  # fmt: skip
-            lines.append(f"| {_title(model)} | {spc} | " + " | ".join(cells) + " |")
+            lines.append(f"| {scores.title(model)} | {spc} | " + " | ".join(cells) + " |")
         lines.append("")
     lines.append("Macro F1 (%) over the classes the scored survey has test objects of.")
     return "\n".join(lines) + "\n"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lcdash.errors import ModelError
+from lcdash.lightcurve import LightCurveBatch
 
 WINDOW = 200
 
@@ -237,3 +238,37 @@ def random_window(batch, window: int = WINDOW, rng: np.random.Generator | int | 
     start = np.array([int(rng.integers(0, k - window + 1)) if k > window else 0 for k in n.tolist()],
                      np.int64)
     return gather_windows(curves, np.arange(len(n), dtype=np.int64), start, np.minimum(n, window), window)
+
+
+def windows_of_batch(batch: LightCurveBatch, idx, window: int = WINDOW) -> tuple[LightCurveBatch, np.ndarray]:
+    """The Astromer windows (`window_starts`) of the objects `idx` of `batch` as a new batch, one row
+    per window with its raw observations (no mean subtraction; window scoring feeds every model the
+    same samples), and the position in `idx` each row came from: (batch, owner int64[rows])."""
+    rows, owner = [], []
+    for pos, i in enumerate(idx):
+        n = int(batch.length[i])
+        for lo in window_starts(n, window):
+            rows.append((i, lo, min(lo + window, n)))
+            owner.append(pos)
+    width = max((hi - lo for _, lo, hi in rows), default=0)
+    B = len(rows)
+    out = {
+        "oid": np.zeros(B, np.int64),
+        "band": [],
+        "time": np.zeros((B, width)),
+        "mag": np.zeros((B, width), np.float32),
+        "mag_err": np.full((B, width), np.nan, np.float32),
+        "mask": np.zeros((B, width), bool),
+        "length": np.zeros(B, np.int32),
+    }
+    for r, (i, lo, hi) in enumerate(rows):
+        obs = np.flatnonzero(batch.mask[i])[lo:hi]
+        n = len(obs)
+        out["oid"][r] = batch.oid[i]
+        out["band"].append(batch.band[i])
+        out["time"][r, :n] = batch.time[i][obs]
+        out["mag"][r, :n] = batch.mag[i][obs]
+        out["mag_err"][r, :n] = batch.mag_err[i][obs]
+        out["mask"][r, :n] = True
+        out["length"][r] = n
+    return LightCurveBatch(**out), np.asarray(owner, dtype=np.int64)

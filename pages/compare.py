@@ -8,8 +8,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from lcdash import scores
 from lcdash.classifiers import MODEL_NAMES
-from lcdash.evaluation import EvalResult
+from lcdash.evaluation import EvalResult, fit_in_progress, fitting_protocol, label_problems
 from lcdash.store.embeddings import list_encoders
 from lcdash.store.results import list_runs, load_run
 from pages import _cross_survey, _results, _ui
@@ -36,7 +37,7 @@ with st.container(border=True):
         "Models",
         list(MODEL_NAMES),
         default=list(MODEL_NAMES) if names else [m for m in MODEL_NAMES if not m.startswith("probe")],
-        format_func=_results.title,
+        format_func=scores.title,
         key="compare_models",
     )
     c1, c2, c3, c4 = st.columns(4)
@@ -47,7 +48,7 @@ with st.container(border=True):
                                                                     with_counts=True)
     c1, c2, c3, c4, c5 = st.columns(5)
     folds = c2.number_input("Folds", min_value=1, max_value=10, value=3, key="compare_folds")
-    fit_test, fit_spc = _results.fitting_protocol(counts, classes, int(folds), SPC_CHOICES)
+    fit_test, fit_spc = fitting_protocol(counts, classes, int(folds), SPC_CHOICES)
     spc_default = [20] if 20 in fit_spc else fit_spc[-1:]
     if "compare_spc" in st.session_state:
         st.session_state["compare_spc"] = [v for v in st.session_state["compare_spc"] if v in fit_spc]
@@ -82,7 +83,7 @@ with st.container(border=True):
         "Each model is trained on the same folds: a test set per class, then `spc` training and "
         "ceil(0.2 × spc) validation objects per class. A small max epochs gives a quick run."
     )
-    problems = _results.label_problems(counts, classes, source)
+    problems = label_problems(counts, classes, source)
     for problem in problems:
         st.warning(problem)
     if running:
@@ -122,7 +123,7 @@ def scores_so_far(job_id: str) -> None:
     metrics = jm.get(job_id).metrics or {}
     if metrics:
         rows = [
-            {"model": _results.title(k.split("@")[0]), "spc": k.split("@")[1], "macro F1 [%]": 100 * v}
+            {"model": scores.title(k.split("@")[0]), "spc": k.split("@")[1], "macro F1 [%]": 100 * v}
             for k, v in metrics.items()
             if "@" in k
         ]
@@ -130,7 +131,7 @@ def scores_so_far(job_id: str) -> None:
 
 
 for job in running:
-    _ui.watch_job(job.job_id, key="compare", on_done=opened, status=_results.fit_in_progress)
+    _ui.watch_job(job.job_id, key="compare", on_done=opened, status=fit_in_progress)
     scores_so_far(job.job_id)
 _results.last_job_outcome("compare_job", "comparison")
 

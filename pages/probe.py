@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lcdash.evaluation import fitting_protocol, label_problems
 from lcdash.store.embeddings import list_encoders
 from pages import _results, _ui
 from pages._results import ALL
@@ -32,7 +33,7 @@ with st.container(border=True):
                                                                     with_counts=True)
     c1, c2, c3, c4 = st.columns(4)
     folds = c2.number_input("Folds", min_value=1, max_value=10, value=3, key="probe_folds")
-    fit_test, fit_spc = _results.fitting_protocol(counts, classes, int(folds), SPC_CHOICES)
+    fit_test, fit_spc = fitting_protocol(counts, classes, int(folds), SPC_CHOICES)
     spc_default = [20] if 20 in fit_spc else fit_spc[-1:]
     if "probe_spc" in st.session_state:  # e.g. a running job's settings: keep what the choices hold
         st.session_state["probe_spc"] = [v for v in st.session_state["probe_spc"] if v in fit_spc]
@@ -46,7 +47,7 @@ with st.container(border=True):
         "per class; macro F1 mean ± std over folds. A final fit on every label predicts all "
         "embedded objects (Explore can colour by the predictions)."
     )
-    problems = _results.label_problems(counts, classes, source)
+    problems = label_problems(counts, classes, source)
     for problem in problems:
         st.warning(problem)
     if running:

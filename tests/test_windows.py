@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lcdash.errors import ModelError
+from lcdash.lightcurve import LightCurveBatch
 from lcdash.windows import (
     astromer_windows,
     batch_windows,
@@ -15,6 +16,7 @@ from lcdash.windows import (
     random_window,
     window_starts,
     window_table,
+    windows_of_batch,
     windows_per_curve,
 )
 
@@ -194,3 +196,19 @@ def test_empty_rows_raise_and_random_window_keeps_its_draws():
     rng = np.random.default_rng(5)
     expected = [0, int(rng.integers(0, 801)), int(rng.integers(0, 101)), int(rng.integers(0, 701))]
     assert random_window(curves, rng=5).start.tolist() == expected
+
+
+def test_windows_of_batch_gives_one_row_per_window_with_its_raw_observations():
+    curves = [curve(450, 1), curve(57, 2), curve(201, 3)]
+    batch = LightCurveBatch.from_arrays(*zip(*curves, strict=True), oid=[10, 11, 12])
+    out, owner = windows_of_batch(batch, [2, 0])  # objects 12 (201 obs) and 10 (450 obs), in that order
+    assert owner.tolist() == [0, 0, 1, 1, 1]
+    assert out.oid.tolist() == [12, 12, 10, 10, 10]
+    assert out.length.tolist() == [200, 200, 200, 200, 200]
+    t, m, e = curves[0]
+    for row, lo in zip((2, 3, 4), window_starts(450), strict=True):  # 0, 200, 250: the last window clamped
+        assert np.array_equal(out.time[row], t[lo:lo + 200])
+        assert np.allclose(out.mag[row], m[lo:lo + 200])  # raw magnitudes, not mean-subtracted
+        assert out.mask[row].all()
+    short, _ = windows_of_batch(batch, [1])
+    assert short.length.tolist() == [57] and short.mask.sum() == 57

@@ -11,10 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from _apptest import open_page, run
 
-from lcdash import plots, workspace
+from lcdash import evaluation, plots, scores, workspace
 from lcdash.store import Store
 from lcdash.store import labels as label_store
-from pages import _results
 
 
 class NoJobs:
@@ -58,17 +57,17 @@ def test_the_demo_store_is_marked_and_starts_its_jobs(tmp_path, monkeypatch):
 
 def test_fitting_protocol_on_the_demo_counts():
     counts = {c: 222 for c in ["RRab", "EA", "LPV"]}
-    test, spc = _results.fitting_protocol(counts, [], 3, [5, 10, 20, 50, 100, 200, 500])
+    test, spc = evaluation.fitting_protocol(counts, [], 3, [5, 10, 20, 50, 100, 200, 500])
     assert test == 74 and spc == [5, 10, 20, 50, 100]  # 100 + 20 validation <= 222 - 74
-    assert _results.fitting_protocol({"a": 30, "b": 500}, ["a", "b"], 3, [5, 10, 20]) == (10, [5, 10])
+    assert evaluation.fitting_protocol({"a": 30, "b": 500}, ["a", "b"], 3, [5, 10, 20]) == (10, [5, 10])
 
 
 def test_label_problems_in_plain_text():
-    one = _results.label_problems({"LPV-like": np.int64(12)}, [], "my set")
+    one = evaluation.label_problems({"LPV-like": np.int64(12)}, [], "my set")
     assert one and "at least two classes" in one[0] and "LPV-like (12)" in one[0]
     assert "np." not in one[0] and "[" not in one[0]
-    assert _results.label_problems({"a": 10, "b": 2}, [], "catalogue")[0].endswith("b (2).")
-    assert _results.label_problems({"a": 10, "b": 20}, ["a", "b"], "catalogue") == []
+    assert evaluation.label_problems({"a": 10, "b": 2}, [], "catalogue")[0].endswith("b (2).")
+    assert evaluation.label_problems({"a": 10, "b": 20}, ["a", "b"], "catalogue") == []
 
 
 def test_probe_page_defaults_fit_the_store_and_a_one_class_set_is_refused(app_db):
@@ -102,13 +101,13 @@ def test_compare_status_names_the_fit_in_progress():
     params = {"models": ["probe", "rnn", "cnn", "rf"], "spc": [20], "folds": 3}
     job = SimpleNamespace(params=params, state="running", total=12, step=1,
                           message="probe spc=20 fold=0: macro F1 0.412")
-    text = _results.fit_in_progress(job)
+    text = evaluation.fit_in_progress(job)
     assert text.startswith("training Becker RNN (spc 20, fold 1 of 3) · fit 2 of 12")
     assert "last finished: probe" in text
     job.step, job.total, job.message = 0, 0, "starting"
-    assert "preparing the inputs" in _results.fit_in_progress(job)
+    assert "preparing the inputs" in evaluation.fit_in_progress(job)
     job.step, job.total = 12, 12
-    assert _results.fit_in_progress(job) == "writing the report"
+    assert evaluation.fit_in_progress(job) == "writing the report"
 
 
 def test_speed_chart_colours_ticks_and_like_with_like():
@@ -118,7 +117,7 @@ def test_speed_chart_colours_ticks_and_like_with_like():
         for m, t, r, w in [("probe", 0.4, 90_000.0, "head only (embeddings precomputed)"),
                            ("rnn", 30.0, 3000.0, "dt/dm inputs + GRU"),
                            ("rf", 5.0, 170.0, "feature extraction + forest")]])
-    fig = _results.speed_figure(results)
+    fig = plots.speed_figure(results)
     colours = {}
     for trace in fig.data:
         colours.setdefault(trace.legendgroup, set()).add(trace.marker.color)
@@ -126,7 +125,7 @@ def test_speed_chart_colours_ticks_and_like_with_like():
     for axis in (fig.layout.yaxis, fig.layout.yaxis2):
         assert axis.type == "log" and axis.dtick == 1 and axis.tickformat == "~g"
     assert any("feature extraction" in str(t.x[0]) for t in fig.data if t.xaxis == "x2")
-    assert "head only" in _results.speed_note(results)
+    assert "head only" in scores.speed_note(results)
 
 
 def test_periodogram_axis_and_marks_stay_in_range():
