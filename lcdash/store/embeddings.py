@@ -195,6 +195,42 @@ def load_embeddings(store, encoder: str, oids: Iterable[int] | None = None, band
     return oid, bands, values.astype(np.float32, copy=False).reshape(n, *shape)
 
 
+def iter_embeddings(store, encoder: str, band: str | None = None, chunk_size: int = 50_000):
+    """(oid int64[n], band list[n], layers float32[n, L+1, d]) chunks of `encoder`'s embeddings in
+    storage order (no sort), streamed from DuckDB at most `chunk_size` rows at a time: a million
+    objects of 6 x 128 are 3 GB at once, one 50,000-row chunk is 150 MB."""
+    enc = get_encoder(store, encoder)
+    shape = (enc["n_layers"] + 1, enc["d_model"])
+    cur = store.cursor()
+    try:
+        sql, params = "SELECT oid, band, layers FROM embeddings WHERE encoder = $enc", {"enc": encoder}
+        if band is not None:
+            sql += " AND band = $band"
+            params["band"] = band
+        reader = cur.sql(sql, params=params).to_arrow_reader(int(chunk_size))
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= chunk_size:
+                yield _chunk(pa.Table.from_batches(pending), encoder, shape)
+                pending, rows = [], 0
+        if rows:
+            yield _chunk(pa.Table.from_batches(pending), encoder, shape)
+    finally:
+        cur.close()
+
+
+def _chunk(tb: pa.Table, encoder: str, shape) -> tuple[np.ndarray, list[str], np.ndarray]:
+    n = tb.num_rows
+    values = tb.column("layers").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    if values.size != n * shape[0] * shape[1]:
+        raise ModelError(f"stored embeddings of {encoder!r} do not match its shape {list(shape)}")
+    return (tb.column("oid").to_numpy().astype(np.int64, copy=False), tb.column("band").to_pylist(),
+            values.astype(np.float32, copy=False).reshape(n, *shape))
+
+
 def has_embeddings(store, encoder: str, band: str | None = None) -> bool:
     cur = store.cursor()
     try:
@@ -223,5 +259,6 @@ def load(store, encoder: str, oids=None, band=None):
 
 __all__ = [
     "DEFAULT_ENCODER", "default_encoder_dir", "register_encoder", "register_default_encoder", "list_encoders",
-    "get_encoder", "save_embeddings", "load_embeddings", "has_embeddings", "delete_embeddings", "load",
+    "get_encoder", "save_embeddings", "load_embeddings", "iter_embeddings", "has_embeddings",
+    "delete_embeddings", "load",
 ]
