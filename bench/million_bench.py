@@ -201,7 +201,7 @@ def main() -> int:
             shutil.rmtree(db.with_name(db.name + ".tmp"), ignore_errors=True)
             store = Store(db, memory_limit=args.memory_limit)
             rep = b.step("ingest (streamed, one transaction)",
-                         lambda: ingest_dataset(store, parquet, survey=SURVEY, synthetic=True),
+                         lambda: ingest_dataset(store, parquet, set_survey=SURVEY, synthetic=True),
                          n, "objects",
                          extra=lambda r: {"observations": r.observations_new,
                                           "obs_per_s": round(r.observations_new / r.seconds)})

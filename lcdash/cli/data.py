@@ -312,7 +312,7 @@ def _ingest_dataset_unit(args, unit, obs_map, obj_map, store, cur):
         report = ingest_dataset(store, unit["dataset"], survey=args.survey or unit["name"],
                                 objects=objects, mapping=obs_map, objects_mapping=obj_map, band=args.band,
                                 min_obs=args.min_obs, duplicates=args.duplicates, progress=progress,
-                                cursor=cur)
+                                set_survey=args.survey, cursor=cur)
     finally:
         progress.close()
     if store is None:

@@ -93,13 +93,15 @@ def ingest_dataset(
     min_obs: int = 5,
     duplicates: str = "average",
     synthetic: bool = False,
+    set_survey: str | None = None,
     progress=None,
     cursor=None,
 ) -> IngestReport:
     """Ingest the Parquet dataset at `path` partition by partition in one transaction (the caller's,
     `cursor`, or a new one). `objects`: the catalogue (default: `path/objects.parquet` when present);
     `mapping` etc. as for `lcdash.io.prepare`; `survey` as for `Store.ingest`. Any failure rolls
-    everything back and names the partition. store=None validates without writing (a dry run).
+    everything back and names the partition. `set_survey`: every object's survey, replacing the
+    catalogue's survey column (`lcdash ingest --survey`). store=None validates without writing (a dry run).
     progress(done partitions, partitions, message)."""
     from lcdash.io import prepare
 
@@ -137,6 +139,8 @@ def ingest_dataset(
                                             min_obs=min_obs, duplicates=duplicates, name=name)
                 report.raise_if_errors()
                 del frame
+                if set_survey is not None:
+                    objs = objs.assign(survey=set_survey)
                 if store is None:  # a dry run: validated, not written
                     rep = IngestReport(surveys=[survey] if survey else [], objects_new=len(objs),
                                        observations_new=len(obs))
