@@ -123,7 +123,7 @@ def test_iter_embeddings_and_map_input_chunks_match_the_whole_read(tmp_path):
         assert list(iter_embeddings(store, DEFAULT_ENCODER, band="nope")) == []
 
 
-def test_sampled_fit_projection_records_its_parameters_and_covers_every_object(tmp_path):
+def test_sampled_fit_projection_records_its_parameters_and_covers_every_object(tmp_path, capsys):
     from lcdash import tasks
     from lcdash.projection import sampled_fit_params
     from lcdash.store.embeddings import DEFAULT_ENCODER, register_default_encoder, save_embeddings
@@ -168,6 +168,15 @@ def test_sampled_fit_projection_records_its_parameters_and_covers_every_object(t
         cent = np.stack([xy[cls == c].mean(0) for c in range(3)])
         nearest = np.argmin(((xy[:, None] - cent[None]) ** 2).sum(-1), axis=1)
         assert (nearest == cls).mean() > 0.95
+    # the CLI runs the same job with a progress bar
+    import json
+
+    from lcdash.cli import main
+
+    code = main(["project", "--db", str(tmp_path / "proj.duckdb"), "--metric", "euclidean", "--seed", "1",
+                 "--n-neighbors", "10", "--fit-sample", "300", "--sampled-fit-above", "500"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["n_points"] == n and out["sampled_fit"]["sample_size"] == 300
 
 
 def test_label_set_of_100k_objects(tmp_path):

@@ -63,9 +63,16 @@ def partitions(path: str | Path) -> tuple[list[tuple[str, list[Path]]], Path | N
 
 
 def _read(files: list[Path]) -> pd.DataFrame:
+    """One partition as pandas; its size is checked from the footers first (`lcdash.io.MAX_ROWS`, the
+    limit of one ingest, applies to each partition: what one step holds in memory)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from lcdash.io import MAX_ROWS
+
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if rows > MAX_ROWS:
+        raise ValidationError(f"{rows:,} rows, more than {MAX_ROWS:,} in one partition; split it")
     tables = [pq.read_table(f) for f in files]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
     return table.to_pandas()
