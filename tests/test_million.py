@@ -34,9 +34,12 @@ def _contents(store: Store):
     return objs, lcs
 
 
-def test_streamed_dataset_ingest_equals_the_in_memory_ingest(dataset, tmp_path):
+def test_streamed_dataset_ingest_equals_the_in_memory_ingest(dataset, tmp_path, monkeypatch):
     from lcdash.io import prepare
+    from lcdash.store import ingest_dataset as module
     from lcdash.store.ingest_dataset import ingest_dataset, partitions
+
+    monkeypatch.setattr(module, "INSERT_ROWS", 60)  # several writes (2 + 1 partitions), as at scale
 
     parts, catalogue = partitions(dataset)
     assert [name for name, _ in parts] == ["part=00000", "part=00001", "part=00002"]
