@@ -45,7 +45,9 @@ def test_streamed_dataset_ingest_equals_the_in_memory_ingest(dataset, tmp_path, 
     assert [name for name, _ in parts] == ["part=00000", "part=00001", "part=00002"]
     seen = []
     with Store(tmp_path / "streamed.duckdb") as streamed:
-        report = ingest_dataset(streamed, dataset, progress=lambda i, n, msg: seen.append((i, n)))
+        # commit_rows=1: a transaction per batch, as above COMMIT_ROWS observations
+        report = ingest_dataset(streamed, dataset, progress=lambda i, n, msg: seen.append((i, n)),
+                                commit_rows=1)
         assert seen[0] == (0, 3) and seen[-1] == (3, 3)
         a = _contents(streamed)
         info_a = streamed.info()
@@ -64,10 +66,11 @@ def test_streamed_dataset_ingest_equals_the_in_memory_ingest(dataset, tmp_path, 
     assert info_a == info_b
 
 
-def test_corrupt_partition_rolls_back_and_is_named(dataset, tmp_path, capsys):
+def test_corrupt_partition_rolls_back_and_is_named(dataset, tmp_path, capsys, monkeypatch):
     import shutil
 
     from lcdash.cli import main
+    from lcdash.store import ingest_dataset as module
     from lcdash.store.ingest_dataset import ingest_dataset
 
     bad = tmp_path / "bad"
@@ -80,6 +83,12 @@ def test_corrupt_partition_rolls_back_and_is_named(dataset, tmp_path, capsys):
         before = _contents(store)
         with pytest.raises(LcdashError, match=r"partition part=00002 .*part-0\.parquet"):
             ingest_dataset(store, bad)
+        after = _contents(store)
+        pd.testing.assert_frame_equal(before[0], after[0])
+        # in batches of committed transactions: partitions 0-1 commit, 2 fails, they are deleted again
+        monkeypatch.setattr(module, "INSERT_ROWS", 60)
+        with pytest.raises(LcdashError, match=r"partition part=00002"):
+            ingest_dataset(store, bad, commit_rows=1)
         after = _contents(store)
     pd.testing.assert_frame_equal(before[0], after[0])   # partitions 0 and 1 went in, then rolled back
     pd.testing.assert_frame_equal(before[1], after[1])

@@ -197,7 +197,8 @@ def cmd_ingest(args) -> int:
 
             created = not Path(args.db).exists()
             store = Store(args.db)
-        with store.transaction() if store is not None else _nothing() as cur:
+        alone = len(units) == 1 and units[0].get("dataset") is not None  # a large one commits in chunks
+        with store.transaction() if store is not None and not alone else _nothing() as cur:
             for unit in units:
                 try:
                     results.append(_ingest_unit(args, unit, obs_map, obj_map, store, cur))
