@@ -209,3 +209,20 @@ def test_label_set_of_100k_objects(tmp_path):
         assert L.label_counts(store, s).to_dict() == {"A": n - n // 4, "B": n // 4}
         assert L.remove_labels(store, s, oids[:10]) == 10
         assert L.list_sets(store).iloc[0]["n_labels"] == n - 10
+
+
+def test_read_batch_index_path_in_chunks_equals_the_join_path(dataset, tmp_path, monkeypatch):
+    import lcdash.store as store_mod
+    from lcdash.store.ingest_dataset import ingest_dataset
+
+    with Store(tmp_path / "rb.duckdb") as store:
+        ingest_dataset(store, dataset)
+        oids = np.random.default_rng(0).permutation(store.objects(columns=["oid"])["oid"].to_numpy())[:40]
+        oids = np.r_[oids, oids[:3]]  # repeats keep their places
+        monkeypatch.setattr(store_mod, "SMALL_BATCH", 7)  # 40 oids: six IN lists
+        chunked = store.read_batch(oids)
+        monkeypatch.setattr(store_mod, "INDEX_READ_MAX", 0)  # the hash join
+        joined = store.read_batch(oids)
+    assert chunked.oid.tolist() == joined.oid.tolist() == oids.tolist()
+    for f in ("time", "mag", "mag_err", "mask", "length"):
+        np.testing.assert_array_equal(getattr(chunked, f), getattr(joined, f))
