@@ -227,7 +227,9 @@ def _chunk(tb: pa.Table, encoder: str, shape) -> tuple[np.ndarray, list[str], np
     values = tb.column("layers").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     if values.size != n * shape[0] * shape[1]:
         raise ModelError(f"stored embeddings of {encoder!r} do not match its shape {list(shape)}")
-    return (tb.column("oid").to_numpy().astype(np.int64, copy=False), tb.column("band").to_pylist(),
+    # a copy: a zero-copy view of the oids would keep the whole chunk (its layers too) alive, and a
+    # caller that keeps every chunk's oids would keep every chunk (2.5 GB more at a million)
+    return (np.array(tb.column("oid").to_numpy(), dtype=np.int64), tb.column("band").to_pylist(),
             values.astype(np.float32, copy=False).reshape(n, *shape))
 
 
