@@ -308,3 +308,120 @@ def embedding_knn(store, encoder: str, kind: str = "weighted", k: int = 10, band
     X = map_input(layers[known], kind)
     return {"knn": knn_accuracy(X, labels.to_numpy(object)[known], k=k), "n_labelled": int(known.sum()),
             "n_classes": n_classes}
+
+
+# ------------------------------------------------------------------------------------------------
+# projection at scale: fit on a sample, transform the rest in batches
+# ------------------------------------------------------------------------------------------------
+#: Above this many points `project` fits UMAP on a random sample and places the rest with the fitted
+#: model (`umap_project_sampled`). A full fit's neighbour graph and optimisation grow with N (hours and
+#: many GB at a million points on 2 cores); the sampled fit costs a fixed fit plus a transform that is
+#: linear in N with bounded memory (bench/million_bench.py, docs/results/million.md).
+SAMPLED_FIT_ABOVE = 100_000
+#: Points in the sampled fit, and points placed per `transform` call.
+FIT_SAMPLE = 30_000
+TRANSFORM_BATCH = 20_000
+
+
+def sampled_fit_params(n: int, sample_size: int | None = None, threshold: int | None = None,
+                       seed: int = 0, batch_size: int | None = None) -> dict | None:
+    """The sampled-fit settings `project` uses for n points (recorded with the projection under
+    params["sampled_fit"]), or None when n is small enough for a full UMAP fit."""
+    threshold = SAMPLED_FIT_ABOVE if threshold is None else int(threshold)
+    if n <= threshold:
+        return None
+    size = min(int(sample_size or FIT_SAMPLE), n)
+    return {"sample_size": size, "sample_seed": int(seed), "threshold": threshold,
+            "transform_batch": int(batch_size or TRANSFORM_BATCH)}
+
+
+def project(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine", seed: int = 0,
+            progress: Progress | None = None, sampled_fit: dict | None = None) -> np.ndarray:
+    """UMAP of X [N, D] -> float32 [N, 2]: a full fit (`umap_project`), or, when `sampled_fit` (from
+    `sampled_fit_params`) is given, a fit on a sample and a batched transform of the rest."""
+    if not sampled_fit:
+        return umap_project(X, n_neighbors, min_dist, metric, seed, progress)
+    return umap_project_sampled(X, n_neighbors, min_dist, metric, seed, progress,
+                                sample_size=sampled_fit["sample_size"],
+                                sample_seed=sampled_fit.get("sample_seed", seed),
+                                batch_size=sampled_fit.get("transform_batch", TRANSFORM_BATCH))
+
+
+def umap_project_sampled(X, n_neighbors: int = 15, min_dist: float = 0.1, metric: str = "cosine",
+                         seed: int = 0, progress: Progress | None = None, sample_size: int = FIT_SAMPLE,
+                         sample_seed: int = 0, batch_size: int = TRANSFORM_BATCH) -> np.ndarray:
+    """UMAP fitted on `sample_size` random rows of X, then `transform` of the other rows `batch_size`
+    at a time (each placed against the fitted sample's neighbour index and layout, the sample keeping
+    its fitted coordinates). Time and memory: one fit of the sample plus O(batch) per step, so a
+    million points stay within the fit's memory. Progress: (done points, N, message)."""
+    X = _as_matrix(X)
+    n = X.shape[0]
+    size = int(min(sample_size, n))
+    if size < 3 * int(n_neighbors):
+        raise LcdashError(f"a sampled UMAP fit needs at least {3 * int(n_neighbors)} sample points, "
+                          f"got {size}")
+    if int(batch_size) < 1:
+        raise LcdashError(f"transform batch size must be at least 1, got {batch_size}")
+    rng = np.random.default_rng(int(sample_seed))
+    sample = np.sort(rng.choice(n, size=size, replace=False))
+    rest = np.setdiff1d(np.arange(n), sample, assume_unique=True)
+    if progress:
+        progress(0, n, f"UMAP fit on a sample of {size:,} of {n:,} points")
+    _numba_cache()
+    with _cached_numba():
+        import umap
+
+        reducer = _reducer(umap, size, metric, int(n_neighbors), float(min_dist), int(seed))
+        import warnings
+
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*(cache|precomputed|n_jobs|transform).*")
+                xy = np.empty((n, 2), np.float32)
+                xy[sample] = reducer.fit_transform(X[sample])
+                done = size
+                if progress:
+                    progress(done, n, f"fitted {size:,} points; placing the other {rest.size:,}")
+                for lo in range(0, rest.size, int(batch_size)):
+                    idx = rest[lo:lo + int(batch_size)]
+                    xy[idx] = reducer.transform(X[idx])
+                    done += idx.size
+                    if progress:
+                        progress(done, n, f"placed {done:,} of {n:,} points")
+        except ValueError as exc:
+            raise LcdashError(f"UMAP failed: {exc}") from exc
+    if not np.isfinite(xy).all():
+        raise LcdashError("UMAP transform produced non-finite coordinates")
+    return xy
+
+
+def _reducer(umap, n: int, metric: str, n_neighbors: int, min_dist: float, seed: int):
+    return umap.UMAP(
+        n_components=2, n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, metric=metric,
+        random_state=seed, init="spectral" if n > 2 * n_neighbors else "random", low_memory=True,
+        n_jobs=1)
+
+
+def map_input_chunks(chunks, kind: str = "weighted", weights=None) -> tuple[list, np.ndarray]:
+    """`map_input` over an iterable of (keys, layers [n, L+1, d]) chunks, holding one chunk of
+    per-layer embeddings at a time: [N, d] float32 selected vectors, then standardised in place.
+    Returns (the chunks' keys in order, X). At a million objects of 6 x 128 this holds 0.5 GB (X)
+    instead of the 3 GB of all layers."""
+    keys, parts = [], []
+    for k, layers in chunks:
+        keys.append(k)
+        parts.append(np.asarray(select_embedding(layers, kind, weights), np.float32))
+    if not parts:
+        raise LcdashError("no embeddings to project")
+    X = np.concatenate(parts)
+    del parts
+    X = _as_matrix(X)
+    step = 65_536  # float64 sums by blocks (two passes, as X.std): no float64 copy of X
+    mean = sum(X[lo:lo + step].astype(np.float64).sum(0) for lo in range(0, X.shape[0], step))
+    mean = mean / X.shape[0]
+    var = sum(((X[lo:lo + step].astype(np.float64) - mean) ** 2).sum(0) for lo in range(0, X.shape[0], step))
+    std = np.sqrt(var / X.shape[0])
+    scale = np.where(std > 1e-12, std, 1.0)
+    for lo in range(0, X.shape[0], step):
+        X[lo:lo + step] = ((X[lo:lo + step] - mean) / scale).astype(np.float32)
+    return keys, X

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from lcdash.embed import catalogue_periods, embed_batch
-from lcdash.errors import ValidationError
+from lcdash.errors import LcdashError, ValidationError
 from lcdash.jobs import TaskKind, task_kind
 from lcdash.lightcurve import LightCurveBatch
 from lcdash.progress import JobCancelled, Scaled, is_cancelled
-from lcdash.projection import map_input, umap_project
+from lcdash.projection import map_input_chunks, project, sampled_fit_params
 from lcdash.train import TrainConfig, finetune, pretrain
 from lcdash.weights import download, import_official, load_encoder, read_encoder_config
 
@@ -400,25 +400,35 @@ def import_finalize(store, folder, params, result):
 
 
 def project_prepare(store, params, folder):
+    from lcdash.store.embeddings import get_encoder, iter_embeddings
+
     encoder = params.get("encoder")
     _encoder(store, encoder)
-    oid, bands, layers = _embeddings(store, encoder, band=params.get("band"))
-    if len(oid) < 3:
-        raise ValidationError(f"encoder {encoder!r} has {len(oid)} embedded light curves; embed more first")
+    n_layers = int(get_encoder(store, encoder)["n_layers"]) + 1
     embedding = params.get("embedding", "weighted")
     weights = None
     if embedding == "weighted":
         weights = probe_layer_weights(store, params["run_id"]) if params.get("run_id") else None
         if weights is None:
-            weights = np.full(layers.shape[1], 1.0 / layers.shape[1])
+            weights = np.full(n_layers, 1.0 / n_layers)
         weights = np.asarray(weights, np.float64)
-        if len(weights) != layers.shape[1]:
+        if len(weights) != n_layers:
             raise ValidationError(
                 f"the probe run's {len(weights)} layer weights do not fit the "
-                f"encoder's {layers.shape[1]} layers"
+                f"encoder's {n_layers} layers"
             )
-    X = map_input(layers, embedding, weights)
-    np.savez(folder / "points.npz", oid=oid, band=bands, X=np.asarray(X, np.float32))
+    # chunk by chunk: a million objects' layers (3 GB) never sit in memory at once, only X [N, d]
+    chunks = (((oid, bands), layers) for oid, bands, layers in
+              iter_embeddings(store, encoder, band=params.get("band") or None))
+    try:
+        keys, X = map_input_chunks(chunks, embedding, weights)
+    except LcdashError:
+        keys, X = [], np.zeros((0, 1), np.float32)
+    if len(X) < 3:
+        raise ValidationError(f"encoder {encoder!r} has {len(X)} embedded light curves; embed more first")
+    oid = np.concatenate([k[0] for k in keys])
+    bands = np.asarray([b for k in keys for b in k[1]], dtype=str)
+    np.savez(folder / "points.npz", oid=oid, band=bands, X=X)
     return {"n_points": int(len(oid)), "layer_weights": None if weights is None else weights.tolist()}
 
 
@@ -437,18 +447,29 @@ def probe_layer_weights(store, run_id: str):
 def project_run(folder, params, progress):
     with np.load(folder / "points.npz") as z:
         X = z["X"]
-    progress(0, 2, f"UMAP of {len(X)} points (the first run compiles numba: about a minute)")
-    xy = umap_project(
+    n = len(X)
+    seed = int(params.get("seed", 0))
+    sampled = sampled_fit_params(n, params.get("fit_sample"), params.get("sampled_fit_above"), seed)
+    how = f"fit on {sampled['sample_size']:,} sampled, the rest placed in batches" if sampled else "full fit"
+    progress(0, n, f"UMAP of {n:,} points ({how}; the first run compiles numba: about a minute)")
+
+    def step(done, total, message):
+        progress(int(done * n / max(total, 1)), n, message)
+        _cancel_check(progress)
+
+    xy = project(
         X,
         n_neighbors=int(params.get("n_neighbors", 15)),
         min_dist=float(params.get("min_dist", 0.1)),
         metric=params.get("metric", "cosine"),
-        seed=int(params.get("seed", 0)),
+        seed=seed,
+        progress=step if sampled else None,
+        sampled_fit=sampled,
     )
     _cancel_check(progress)
     np.save(folder / "xy.npy", np.asarray(xy, np.float32))
-    progress(2, 2, "projected")
-    return {"n_points": int(len(xy))}
+    progress(n, n, "projected")
+    return {"n_points": int(len(xy)), "sampled_fit": sampled}
 
 
 def project_finalize(store, folder, params, result):
@@ -459,6 +480,8 @@ def project_finalize(store, folder, params, result):
     xy = np.load(folder / "xy.npy")
     keys = ("n_neighbors", "min_dist", "metric", "seed", "band", "run_id")
     proj_params = {k: params.get(k) for k in keys if params.get(k) is not None}
+    if (result or {}).get("sampled_fit"):
+        proj_params["sampled_fit"] = result["sampled_fit"]  # how it was fitted (find_projection ignores it)
     proj_id = save_projection(
         store,
         params["encoder"],

@@ -144,7 +144,10 @@ def _plan(args) -> list[dict]:
         if not path.exists():
             raise LcdashError(f"{path}: no such file or folder")
         ds = _dataset_files(path) if path.is_dir() else None
-        if ds is not None:
+        if ds is None and path.is_dir() and _is_parquet_dataset(path):  # streamed, partition by partition
+            units.append({"paths": [], "objects": None, "name": path.name, "source": str(path),
+                          "dataset": path})
+        elif ds is not None:
             units.append({"paths": [ds[0]], "objects": ds[1], "name": path.name, "source": str(path)})
         else:
             loose.append(path)
@@ -180,7 +183,8 @@ def cmd_ingest(args) -> int:
 
             created = not Path(args.db).exists()
             store = Store(args.db)
-        with store.transaction() if store is not None else _nothing() as cur:
+        alone = len(units) == 1 and units[0].get("dataset") is not None  # a large one commits in chunks
+        with store.transaction() if store is not None and not alone else _nothing() as cur:
             for unit in units:
                 try:
                     results.append(_ingest_unit(args, unit, obs_map, obj_map, store, cur))
@@ -232,8 +236,17 @@ def _remove_store(path: Path) -> None:
     shutil.rmtree(path.with_name(path.name + ".tmp"), ignore_errors=True)
 
 
+def _is_parquet_dataset(path: Path) -> bool:
+    from lcdash.store.ingest_dataset import is_dataset
+
+    return is_dataset(path)
+
+
 def _ingest_unit(args, unit, obs_map, obj_map, store, cur):
     from lcdash.io import guess_mapping, prepare, read_inputs, read_table
+
+    if unit.get("dataset") is not None:
+        return _ingest_dataset_unit(args, unit, obs_map, obj_map, store, cur)
 
     frames = read_inputs(unit["paths"])
     objects = read_table(unit["objects"]) if unit["objects"] else None
@@ -272,6 +285,28 @@ def _ingest_unit(args, unit, obs_map, obj_map, store, cur):
         )
     finally:
         progress.close()
+
+
+def _ingest_dataset_unit(args, unit, obs_map, obj_map, store, cur):
+    """A Parquet dataset (DIR/observations/<partition>/*.parquet [+ DIR/objects.parquet]): one partition
+    in memory at a time, all of it in the command's transaction (`lcdash.store.ingest_dataset`)."""
+    from lcdash.io import read_table
+    from lcdash.store.ingest_dataset import ingest_dataset
+
+    objects = read_table(unit["objects"]) if unit["objects"] else None
+    progress = TqdmProgress(f"ingest {unit['name']} (partitions)", leave=False)
+    try:
+        report = ingest_dataset(store, unit["dataset"], survey=args.survey or unit["name"],
+                                objects=objects, mapping=obs_map, objects_mapping=obj_map, band=args.band,
+                                min_obs=args.min_obs, duplicates=args.duplicates, progress=progress,
+                                set_survey=args.survey, cursor=cur)
+    finally:
+        progress.close()
+    if store is None:
+        print(f"{unit['name']}: dry run, {report.objects_new:,} objects and {report.observations_new:,} "
+              "observations would be ingested", file=sys.stderr)
+        return None
+    return report
 
 
 def cmd_sql(args) -> int:

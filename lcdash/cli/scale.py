@@ -1,4 +1,4 @@
-"""Scale-out commands: embed-catalog (Dask distributed), import-embeddings.
+"""Scale-out commands: embed-catalog (Dask distributed), import-embeddings, project (maps of any size).
 
 Distributed pretraining needs no command of its own: `torchrun --nproc-per-node N -m lcdash pretrain ...`
 runs the ordinary pretrain / finetune commands under DistributedDataParallel (lcdash.ddp).
@@ -58,6 +58,26 @@ def register(subparsers) -> None:
                    help="leave out objects the store does not hold (default: fail)")
     p.set_defaults(func=cmd_import_embeddings)
 
+    p = subparsers.add_parser(
+        "project", help="compute and store a 2-D map (UMAP) of an encoder's embeddings",
+        description="The Explore page's `project` job, run here with a progress bar. Above "
+        "--sampled-fit-above points (default 100,000) UMAP is fitted on --fit-sample random points "
+        "(default 30,000) and the rest are placed by the fitted model in batches: bounded time and memory "
+        "at a million points; the sampling is stored with the projection's parameters.")
+    p.add_argument("--db", required=True, help="store file")
+    p.add_argument("--encoder", default="astromer2-logpe-folded-demo", help="registered encoder name")
+    p.add_argument("--embedding", default="weighted", help="weighted | last | layer_<l> (default weighted)")
+    p.add_argument("--band", default=None, help="only this band's embeddings")
+    p.add_argument("--run-id", default=None, help="probe run whose learned layer weights to use")
+    p.add_argument("--n-neighbors", type=int, default=15)
+    p.add_argument("--min-dist", type=float, default=0.1)
+    p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fit-sample", type=int, default=None, help="points in a sampled fit")
+    p.add_argument("--sampled-fit-above", type=int, default=None,
+                   help="fit on a sample above this many points")
+    p.set_defaults(func=cmd_project)
+
 
 def _model_dir(model: str) -> Path:
     from lcdash.store.embeddings import DEFAULT_ENCODER, default_encoder_dir
@@ -114,4 +134,31 @@ def cmd_import_embeddings(args: argparse.Namespace) -> int:
     if res["missing_partitions"]:
         print(f"{res['missing_partitions']} partition(s) of {args.path} are not embedded yet "
               "(failed or still running): import again once they are", file=sys.stderr)
+    return 0
+
+
+def cmd_project(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    from lcdash import tasks
+    from lcdash.progress import TqdmProgress
+    from lcdash.store import Store
+
+    params = {"encoder": args.encoder, "embedding": args.embedding, "band": args.band, "run_id": args.run_id,
+              "n_neighbors": args.n_neighbors, "min_dist": args.min_dist, "metric": args.metric,
+              "seed": args.seed, "fit_sample": args.fit_sample, "sampled_fit_above": args.sampled_fit_above}
+    params = {k: v for k, v in params.items() if v is not None}
+    t0 = time.perf_counter()
+    with Store(args.db) as store, tempfile.TemporaryDirectory(prefix="lcdash-project-") as folder:
+        folder = Path(folder)
+        params.update(tasks.project_prepare(store, params, folder))
+        bar = TqdmProgress(f"project ({args.encoder})", "point")
+        try:
+            result = tasks.project_run(folder, params, bar)
+        finally:
+            bar.close()
+        done = tasks.project_finalize(store, folder, params, result)
+    print(json.dumps({**done, "sampled_fit": result.get("sampled_fit"),
+                      "seconds": round(time.perf_counter() - t0, 1)}))
     return 0

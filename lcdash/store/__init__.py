@@ -28,7 +28,8 @@ from lcdash.store.ingest import ingest as ingest_frames  # `ingest` stays the su
 from lcdash.store.schema import MIGRATIONS, SCHEMA_VERSION
 from lcdash.store.sql import run_sql
 
-SMALL_BATCH = 256  # up to this many oids, read_batch looks them up through the oid index
+SMALL_BATCH = 256  # oids per IN list when read_batch looks them up through the oid index
+INDEX_READ_MAX = 8192  # up to this many oids read_batch uses the index (IN lists), above a hash join
 
 
 def default_memory_limit() -> str:
@@ -390,14 +391,20 @@ class Store:
         params = {} if band is None else {"band": band}
         cur = self.cursor()
         try:
-            if oids.size <= SMALL_BATCH:
-                # a few objects: an IN list lets DuckDB use the oid index instead of a hash join
-                # that scans every light curve (for one object 10 ms -> 4 ms of CPU)
-                wanted = ",".join(str(int(o)) for o in np.unique(oids)) or "NULL"
-                sql = f"SELECT oid, band, n_obs, time, mag, mag_err FROM lightcurves WHERE oid IN ({wanted})"
-                if band is not None:
-                    sql += " AND band = $band"
-                found = cur.sql(sql + " ORDER BY oid, band", params=params).to_arrow_table()
+            if 0 < SMALL_BATCH and oids.size <= INDEX_READ_MAX:
+                # up to a few thousand objects: IN lists of SMALL_BATCH oids let DuckDB use the oid
+                # index instead of a hash join that scans every light curve (one object 10 -> 4 ms of
+                # CPU; 1,024 random objects of a million: 5.3 s -> see docs/results/million.md)
+                uniq = np.unique(oids)
+                parts = []
+                for lo in range(0, max(uniq.size, 1), SMALL_BATCH):
+                    wanted = ",".join(str(int(o)) for o in uniq[lo : lo + SMALL_BATCH]) or "NULL"
+                    sql = ("SELECT oid, band, n_obs, time, mag, mag_err FROM lightcurves "
+                           f"WHERE oid IN ({wanted})")
+                    if band is not None:
+                        sql += " AND band = $band"
+                    parts.append(cur.sql(sql + " ORDER BY oid, band", params=params).to_arrow_table())
+                found = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
                 found_oid = found.column("oid").to_numpy()
                 first = (  # the first band of each oid
                     np.flatnonzero(np.r_[True, found_oid[1:] != found_oid[:-1]])

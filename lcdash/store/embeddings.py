@@ -194,6 +194,44 @@ def load_embeddings(store, encoder: str, oids: Iterable[int] | None = None, band
     return oid, bands, values.astype(np.float32, copy=False).reshape(n, *shape)
 
 
+def iter_embeddings(store, encoder: str, band: str | None = None, chunk_size: int = 50_000):
+    """(oid int64[n], band list[n], layers float32[n, L+1, d]) chunks of `encoder`'s embeddings in
+    storage order (no sort), streamed from DuckDB at most `chunk_size` rows at a time: a million
+    objects of 6 x 128 are 3 GB at once, one 50,000-row chunk is 150 MB."""
+    enc = get_encoder(store, encoder)
+    shape = (enc["n_layers"] + 1, enc["d_model"])
+    cur = store.cursor()
+    try:
+        sql, params = "SELECT oid, band, layers FROM embeddings WHERE encoder = $enc", {"enc": encoder}
+        if band is not None:
+            sql += " AND band = $band"
+            params["band"] = band
+        reader = cur.sql(sql, params=params).to_arrow_reader(int(chunk_size))
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in reader:
+            pending.append(batch)
+            rows += batch.num_rows
+            if rows >= chunk_size:
+                yield _chunk(pa.Table.from_batches(pending), encoder, shape)
+                pending, rows = [], 0
+        if rows:
+            yield _chunk(pa.Table.from_batches(pending), encoder, shape)
+    finally:
+        cur.close()
+
+
+def _chunk(tb: pa.Table, encoder: str, shape) -> tuple[np.ndarray, list[str], np.ndarray]:
+    n = tb.num_rows
+    values = tb.column("layers").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    if values.size != n * shape[0] * shape[1]:
+        raise ModelError(f"stored embeddings of {encoder!r} do not match its shape {list(shape)}")
+    # a copy: a zero-copy view of the oids would keep the whole chunk (its layers too) alive, and a
+    # caller that keeps every chunk's oids would keep every chunk (2.5 GB more at a million)
+    return (np.array(tb.column("oid").to_numpy(), dtype=np.int64), tb.column("band").to_pylist(),
+            values.astype(np.float32, copy=False).reshape(n, *shape))
+
+
 def has_embeddings(store, encoder: str, band: str | None = None) -> bool:
     cur = store.cursor()
     try:
@@ -232,6 +270,6 @@ def delete_embeddings(store, encoder: str) -> int:
 
 __all__ = [
     "DEFAULT_ENCODER", "default_encoder_dir", "register_encoder", "register_default_encoder", "list_encoders",
-    "get_encoder", "save_embeddings", "load_embeddings", "has_embeddings", "embedded_keys",
-    "delete_embeddings",
+    "get_encoder", "save_embeddings", "load_embeddings", "iter_embeddings", "has_embeddings",
+    "embedded_keys", "delete_embeddings",
 ]

@@ -221,6 +221,18 @@ def ingest(
     _step(progress, 0, total, "grouping light curves")
     series, n_rows = _series_table(observations)
     objs = _objects_table(series, objects, survey, synthetic)
+    report = _write(store, series, n_rows, objs, objects is not None, validation, progress, cursor)
+    _step(progress, total, total, "done")
+    report.seconds = _time.perf_counter() - t0
+    return report
+
+
+def _write(store, series: pa.Table, n_rows: int, objs: pa.Table, catalogue: bool, validation=None,
+           progress=None, cursor=None) -> IngestReport:
+    """Write light curves (`_series_table`, object ids unique) and their objects (`_objects_table`).
+    `lcdash.store.ingest_dataset` hands it several partitions at once: DuckDB writes an INSERT of a
+    full row group (122,880 rows) straight to the file, smaller ones stay in memory until COMMIT."""
+    total = 5
     report = IngestReport(surveys=sorted(set(objs.column("survey").to_pylist())), validation=validation)
     with _transaction(store, cursor) as cur:
         cur.register("_in_obj", objs)
@@ -239,7 +251,7 @@ def ingest(
                    i.bands, i.synthetic, i.meta::JSON
             FROM _in_obj i ANTI JOIN objects o USING (survey, object_id)
             ORDER BY i.object_id""")
-        if objects is not None and existing.num_rows:
+        if catalogue and existing.num_rows:
             cur.execute("""
                 UPDATE objects SET label = coalesce(i.label, objects.label),
                                    ra = coalesce(i.ra, objects.ra), dec = coalesce(i.dec, objects.dec),
@@ -313,8 +325,6 @@ def ingest(
         _update_object_counts(cur)
         for name in ("_in_obj", "_touched", "_in_lc"):
             cur.unregister(name)
-    _step(progress, total, total, "done")
-    report.seconds = _time.perf_counter() - t0
     return report
 
 

@@ -74,8 +74,13 @@ def save_projection(store, encoder: str, embedding: str, params: dict, oids, ban
     return int(proj_id)
 
 
+#: The params key under which `lcdash.tasks` records a sampled fit (`lcdash.projection.sampled_fit_params`).
+AUTO_PARAMS = "sampled_fit"
+
+
 def find_projection(store, encoder: str, embedding: str, params: dict, layer_weights=None) -> int | None:
-    """The newest stored projection with exactly these settings, or None.
+    """The newest stored projection with exactly these settings, or None (a stored "sampled_fit"
+    entry matches any request that does not name one).
 
     ``layer_weights`` (when given) must match too (to 1e-6): a "weighted" map depends on them.
     """
@@ -90,7 +95,10 @@ def find_projection(store, encoder: str, embedding: str, params: dict, layer_wei
     finally:
         cur.close()
     for proj_id, stored, weights in rows:
-        if json.loads(stored) != want:
+        stored = json.loads(stored)
+        if AUTO_PARAMS not in want:  # how a large map was fitted is chosen by size, not asked for
+            stored.pop(AUTO_PARAMS, None)
+        if stored != want:
             continue
         if layer_weights is not None:
             w = np.asarray(layer_weights, dtype=np.float64).reshape(-1)
