@@ -147,9 +147,10 @@ class MultiHeadAttention(nn.Module):
     """Q, K, V projections, scaled dot-product attention with an additive bias, head-major merge
     (feature = h * D + c), output projection ("MixerDense").
 
-    The fast path (need_weights=False) runs K and V as one [d, 2d] matrix product without biases
-    (see `forward`) and the fused `scaled_dot_product_attention` kernel on views of it;
-    `need_weights=True` is the explicit softmax the parity tests compare with the reference."""
+    The fast path (need_weights=False) runs the fused `scaled_dot_product_attention` kernel on views
+    of one product: at inference K and V as one [d, 2d] product without biases (see `forward`), in
+    training Q, K and V as one [d, 3d] product; `need_weights=True` is the explicit softmax the
+    parity tests compare with the reference."""
 
     def __init__(self, cfg: AstromerConfig):
         super().__init__()
@@ -176,11 +177,20 @@ class MultiHeadAttention(nn.Module):
             weights = torch.softmax(logits, dim=-1)
             y = weights @ v
             out_bias = self.out.bias
+        elif torch.is_grad_enabled():
+            # training: Q, K and V as one [d, 3d] product with every bias, so that every parameter
+            # takes part in the loss (DistributedDataParallel requires it)
+            weights = None
+            w = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight])
+            b = torch.cat([self.wq.bias, self.wk.bias, self.wv.bias])
+            q, k, v = F.linear(x, w, b).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # 3 x [B, H, T, D]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [B, H, T, D]
+            out_bias = self.out.bias
         else:
-            # Softmax ignores a constant added to all of a query's logits, so K's bias (q . b_k, the
-            # same for every key) drops out; the weights sum to 1, so V's bias passes through and
-            # folds into the output bias. Exact in arithmetic; it spares the copies of the bias that
-            # `addmm` writes into a [B*T, 2d] output first (1.18x, bench/encoder_throughput.py).
+            # inference: softmax ignores a constant added to all of a query's logits, so K's bias
+            # (q . b_k, the same for every key) drops out; the weights sum to 1, so V's bias passes
+            # through and folds into the output bias. Exact in arithmetic; it spares the copies of the
+            # bias that `addmm` writes into a [B*T, 2d] output first (1.18x, encoder_throughput.py).
             weights = None
             q = F.linear(x, self.wq.weight, self.wq.bias).view(B, T, H, D).transpose(1, 2)  # [B, H, T, D]
             kv = F.linear(x, torch.cat([self.wk.weight, self.wv.weight]))  # [B, T, 2d]
