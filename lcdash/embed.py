@@ -43,9 +43,9 @@ from lcdash.lightcurve import fold_curves
 from lcdash.progress import is_cancelled
 from lcdash.weights import load_encoder
 from lcdash.windows import (
-    FlatCurves,
     flatten_curves,
     gather_windows,
+    group_curves,
     iter_curves,
     window_table,
     windows_per_curve,
@@ -373,20 +373,7 @@ def embed_frame(
     keys = ["object_id", "band"] if has_band else ["object_id"]
     if has_band:
         df["band"] = df["band"].astype(str)
-    df = df.sort_values(keys + ["time"], kind="stable").drop_duplicates(keys + ["time"], keep="first")
-    # the rows are sorted by key: one light curve per run of equal keys, flattened without a loop
-    same = np.ones(len(df), bool)  # same key as the row before
-    for k in keys:
-        v = df[k].to_numpy()
-        same[1:] &= v[1:] == v[:-1]
-    first = ~same
-    first[0] = True
-    starts = np.flatnonzero(first)
-    length = np.diff(np.r_[starts, len(df)]).astype(np.int64)
-    curves = FlatCurves(time=df["time"].to_numpy(np.float64), mag=df["mag"].to_numpy(np.float32),
-                        err=np.full(len(df), np.nan, np.float32), length=length,
-                        offset=starts.astype(np.int64))
-    heads = df.iloc[starts]
+    heads, curves = group_curves(df, keys)
     index = heads["object_id"].tolist()
 
     model, cfg = load_encoder(model_dir)

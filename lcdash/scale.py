@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from lcdash.errors import LcdashError, ModelError, ValidationError
+from lcdash.windows import group_curves
 
 MANIFEST = "_lcdash_embeddings.json"
 OUTPUT_FILE = "part-0.parquet"
@@ -368,7 +369,8 @@ def read_partition(spec: SourceSpec, part: Partition) -> pd.DataFrame:
 def curves_of(frame: pd.DataFrame, keep: Sequence[str] = ()) -> tuple[pd.DataFrame, list]:
     """Group a long frame (object_id, [band], time, mag, keep...) into light curves the way
     `lcdash.embed.embed_frame` does: rows without a finite time and magnitude dropped, sorted by
-    time, a repeated (object, band, time) keeps its first row. Returns (keys frame, [(time, mag)])."""
+    time, a repeated (object, band, time) keeps its first row (`lcdash.windows.group_curves`).
+    Returns (keys frame, FlatCurves)."""
     keys = ["object_id"] + (["band"] if "band" in frame.columns else [])
     df = frame
     for col in ("time", "mag"):
@@ -379,20 +381,7 @@ def curves_of(frame: pd.DataFrame, keep: Sequence[str] = ()) -> tuple[pd.DataFra
     df = df[np.isfinite(df["time"].to_numpy(float)) & np.isfinite(df["mag"].to_numpy(float))]
     if "band" in keys:
         df = df.assign(band=df["band"].astype(str))
-    df = df.sort_values(keys + ["time"], kind="stable").drop_duplicates(keys + ["time"], keep="first")
-    if df.empty:
-        return pd.DataFrame(columns=keys + list(keep)), []
-    codes = np.zeros(len(df), np.int64)
-    for k in keys:  # rows are sorted by keys, so a new code starts wherever any key changes
-        v = df[k].to_numpy()
-        codes[1:] |= (v[1:] != v[:-1]).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, codes[1:] != 0])
-    t = df["time"].to_numpy(np.float64)
-    m = df["mag"].to_numpy(np.float32)
-    bounds = np.r_[starts, len(df)]
-    curves = [(t[a:b], m[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    heads = df.iloc[starts][keys + [k for k in keep if k in df.columns]].reset_index(drop=True)
-    return heads, curves
+    return group_curves(df, keys, keep)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -70,6 +70,26 @@ class FlatCurves:
         return len(self.length)
 
 
+def group_curves(frame, keys: list[str], keep=()) -> tuple:
+    """The light curves of a long table (one observation a row: `keys`, time, mag, `keep`...; times
+    and magnitudes finite): sorted by time, a repeated (keys, time) keeps its first row, as the store
+    does. -> (heads: one row per curve with `keys` and the `keep` columns present, FlatCurves)."""
+    df = frame.sort_values(keys + ["time"], kind="stable").drop_duplicates(keys + ["time"], keep="first")
+    # the rows are sorted by key: one light curve per run of equal keys, flattened without a loop
+    first = np.zeros(len(df), bool)
+    first[:1] = True
+    for k in keys:
+        v = df[k].to_numpy()
+        first[1:] |= v[1:] != v[:-1]
+    starts = np.flatnonzero(first)
+    curves = FlatCurves(time=df["time"].to_numpy(np.float64), mag=df["mag"].to_numpy(np.float32),
+                        err=np.full(len(df), np.nan, np.float32),
+                        length=np.diff(np.r_[starts, len(df)]).astype(np.int64),
+                        offset=starts.astype(np.int64))
+    heads = df.iloc[starts][keys + [k for k in keep if k in df.columns]].reset_index(drop=True)
+    return heads, curves
+
+
 def window_starts(n: int, window: int = WINDOW) -> list[int]:
     """Starts of the consecutive windows of an n-observation light curve (last clamped to n - window)."""
     if n <= window:
