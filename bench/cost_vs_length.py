@@ -24,13 +24,13 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from _timing import best_of  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 LENGTHS = [100, 300, 1_000, 3_000, 10_000, 30_000, 100_000]
 CURVES = 4  # light curves per call, at every N
@@ -61,22 +61,6 @@ def n_curves_for(n: int) -> int:
     batch's rows, so a batch size that shrank with N would bend the slope (2 curves cost ~5x per
     curve what 32 do at N = 3,000 on one thread)."""
     return CURVES
-
-
-def best_of(fn, repeat: int, min_seconds: float = 0.3) -> float:
-    """CPU seconds of this process per call (on a shared machine wall time mostly measures the other
-    processes): calls repeated until min_seconds of CPU have passed, best of `repeat` such runs."""
-    best = np.inf
-    for _ in range(repeat):
-        calls, t0 = 0, time.process_time()
-        while True:
-            fn()
-            calls += 1
-            elapsed = time.process_time() - t0
-            if elapsed >= min_seconds:
-                break
-        best = min(best, elapsed / calls)
-    return best
 
 
 def main() -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _timing import best_of  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def simulate(n_curves: int, n_obs: int, seed: int):
@@ -31,22 +31,6 @@ def simulate(n_curves: int, n_obs: int, seed: int):
         m = 15 + 0.4 * np.sin(2 * np.pi * t / p) + rng.normal(0, 0.03, n_obs)
         out.append((t, m.astype(np.float32)))
     return out
-
-
-def best_of(fn, repeat: int, min_seconds: float = 0.2) -> float:
-    """CPU seconds of this process per call (wall time on a shared machine mostly measures the other
-    processes): calls repeated until min_seconds of CPU have passed, best of `repeat` such runs."""
-    best = np.inf
-    for _ in range(repeat):
-        calls, t0 = 0, time.process_time()
-        while True:
-            fn()
-            calls += 1
-            elapsed = time.process_time() - t0
-            if elapsed >= min_seconds:
-                break
-        best = min(best, elapsed / calls)
-    return best
 
 
 def main() -> None:
@@ -80,8 +64,8 @@ def main() -> None:
             old = [(t[:n], m[:n]) for t, m in curves]
             new = [(t[n:], m[n:]) for t, m in curves]
             saved = est.stream_states(old)
-            full_s = best_of(lambda c=curves: est.stream_states(c), args.repeat)
-            inc_s = best_of(lambda s=saved, nw=new: est.update_stream(s, nw), args.repeat)
+            full_s = best_of(lambda c=curves: est.stream_states(c), args.repeat, min_seconds=0.2)
+            inc_s = best_of(lambda s=saved, nw=new: est.update_stream(s, nw), args.repeat, min_seconds=0.2)
             full, inc = est.stream_states(curves), est.update_stream(saved, new)
             err = float(np.abs(full.proba - inc.proba).max())
             steps_inc = int((inc.n_steps - saved.n_steps).max())
