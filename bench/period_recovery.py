@@ -129,9 +129,8 @@ def main(argv=None) -> None:
         tables[name] = tab
         print(f"\n{name} finder: fractions per class")
         print((tab.drop(columns="n") * 100).round(1).assign(n=tab["n"].astype(int)).to_string())
-    print(
-        f"\nspeed: old {rate_old:.1f} curves/s, new {rate_new:.1f} curves/s, new/old {rate_new / rate_old:.2f}"
-    )
+    ratio = rate_new / rate_old
+    print(f"\nspeed: old {rate_old:.1f} curves/s, new {rate_new:.1f} curves/s, new/old {ratio:.2f}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         both = pd.concat({k: v for k, v in tables.items()}, names=["finder", "label"])

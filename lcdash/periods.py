@@ -121,7 +121,10 @@ def _clean(time, mag, err) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
         uniq = np.r_[True, np.diff(t) > 0]
         t, m, e = t[uniq], m[uniq], e[uniq]
     if t.size < MIN_OBSERVATIONS:
-        return f"too few observations ({t.size} with finite time and magnitude; a period needs {MIN_OBSERVATIONS})"
+        return (
+            f"too few observations ({t.size} with finite time and magnitude; "
+            f"a period needs {MIN_OBSERVATIONS})"
+        )
     if not np.ptp(m) > 0:
         return "constant magnitudes: nothing varies"
     if t[-1] - t[0] <= 2 * MIN_PERIOD:
