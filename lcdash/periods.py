@@ -390,3 +390,75 @@ def find_period(time, mag, err=None, *, max_period: float = MAX_PERIOD) -> Perio
 def best_periods(curves, n_jobs: int | None = None) -> np.ndarray:
     """Periods (days) only, NaN where none: for callers that fold and need nothing else."""
     return np.array([r.period for r in find_periods(curves, n_jobs=n_jobs)], np.float64)
+
+
+# ------------------------------------------------------------------- the store
+def store_periods(
+    store,
+    *,
+    survey: str | None = None,
+    band: str | None = None,
+    overwrite: bool = False,
+    chunk_size: int = 2048,
+    n_jobs: int | None = None,
+    progress=None,
+) -> dict:
+    """Find the period of every light curve of the store (of `survey`, in `band`) that has none of
+    this FINDER_VERSION (every one when `overwrite`) and store it beside the catalogue period.
+
+    Each chunk of `chunk_size` light curves is saved in its own transaction: a stopped run keeps
+    what it finished and the next run goes on from there. Returns {"light_curves", "found",
+    "seconds", "lc_per_s"}."""
+    import time
+
+    from lcdash.progress import is_cancelled
+    from lcdash.store.periods import missing_periods, save_periods
+
+    todo = missing_periods(store, FINDER_VERSION, survey=survey, band=band, every=overwrite)
+    total, done, found = len(todo), 0, 0
+    t0 = time.monotonic()
+    if progress is not None:
+        progress(0, total, f"finding periods of {total} light curves")
+    for b, group in todo.groupby("band", sort=True):
+        for batch in store.iter_batches(group["oid"].to_numpy(np.int64), batch_size=chunk_size, band=b):
+            if is_cancelled(progress):
+                break
+            results = find_periods(batch, n_jobs=n_jobs)
+            save_periods(store, batch.oid, batch.band, results, FINDER_VERSION)
+            done += len(results)
+            found += sum(r.found for r in results)
+            if progress is not None:
+                rate = done / max(time.monotonic() - t0, 1e-9)
+                progress(done, total, f"periods of {done}/{total} light curves ({rate:.0f}/s, band {b})")
+    seconds = time.monotonic() - t0
+    return {
+        "light_curves": done,
+        "found": found,
+        "seconds": seconds,
+        "lc_per_s": done / seconds if seconds else None,
+    }
+
+
+def periods_of_store(store, oids, band: str, batch=None) -> np.ndarray:
+    """The found period (days) of each oid's light curve in `band`: the stored one of this finder
+    version, computed where missing (and stored, unless the store is read-only); NaN where the
+    light curve has none. `batch`: those light curves when the caller has read them already."""
+    from lcdash.store.periods import read_periods, save_periods
+
+    oids = np.asarray(oids, np.int64)
+    stored = read_periods(store, oids=oids, band=band, finder=FINDER_VERSION).set_index("oid")["period"]
+    out = stored.reindex(oids).to_numpy(np.float64, na_value=np.nan)
+    known = np.isin(oids, stored.index.to_numpy())
+    if not known.all():
+        need = oids[~known]
+        if batch is not None:
+            rows = {int(o): i for i, o in enumerate(batch.oid)}
+            sub = batch.take(np.array([rows[int(o)] for o in need], np.int64))
+        else:
+            sub = store.read_batch(need, band=band)
+        results = find_periods(sub)
+        if not store.read_only:
+            save_periods(store, sub.oid, sub.band, results, FINDER_VERSION)
+        by_oid = dict(zip(np.asarray(sub.oid).tolist(), (r.period for r in results), strict=True))
+        out[~known] = [by_oid.get(int(o), np.nan) for o in need]
+    return out

@@ -18,6 +18,7 @@ from lcdash.errors import LcdashError, user_message
 
 COMMAND_MODULES = [
     "lcdash.cli.data",  # demo, ingest, sql, info
+    "lcdash.cli.periods",  # periods
     "lcdash.cli.weights",  # weights import, weights download
     "lcdash.cli.models",  # pretrain, finetune, embed, embed-file
     "lcdash.cli.evaluate",  # evaluate

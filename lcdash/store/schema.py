@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # The physical layout of light curves, chosen by measurement (bench/store_bench.py, catalina_train,
 # 10,000 random light curves read as padded arrays, same DuckDB file, same numpy padding): one row
@@ -238,5 +238,28 @@ def _probe_columns(cur) -> None:
         )  # fmt: skip
 
 
+# Periods found from the light curves (lcdash.periods), one per (oid, band), beside the catalogue's
+# objects.period, which they never overwrite. `finder` is the finder's version: a period of another
+# version is recomputed, not used. `candidates` are the other periods judged, best first.
+PERIODS_DDL = """
+CREATE TABLE IF NOT EXISTS periods (
+    oid         BIGINT  NOT NULL,
+    band        VARCHAR NOT NULL,
+    period      DOUBLE,            -- days; NULL when the finder found none (see reason)
+    score       DOUBLE,            -- BIC of the winning Fourier model below a constant's
+    n_harmonics INTEGER,
+    reason      VARCHAR NOT NULL,  -- why this period, or why none
+    candidates  DOUBLE[],          -- periods judged, best first (the first is `period`)
+    finder      VARCHAR NOT NULL,  -- lcdash.periods.FINDER_VERSION
+    computed_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    PRIMARY KEY (oid, band)
+);
+"""
+
 # version -> what brings a store from version-1 to version: SQL, or a function of a cursor.
-MIGRATIONS: dict = {1: TABLES_DDL + OBSERVATIONS_DDL, 2: RNN_STATES_DDL, 3: _probe_columns}
+MIGRATIONS: dict = {
+    1: TABLES_DDL + OBSERVATIONS_DDL,
+    2: RNN_STATES_DDL,
+    3: _probe_columns,
+    4: PERIODS_DDL,
+}

@@ -1,0 +1,97 @@
+"""Periods found from the light curves (`lcdash.periods`), kept per (oid, band) beside the catalogue's.
+
+Written once by `lcdash periods` (or the Data page's job, or an embed that needed them) and read by
+every fold: the folded encoders, the folded RNN / CNN inputs and the viewer, instead of one
+periodogram per call. Only periods of the current finder version count as found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+
+def save_periods(store, oids, bands: Sequence[str] | str, results, finder: str) -> int:
+    """Write `results` (lcdash.periods.PeriodResult, one per (oid, band)) in one transaction,
+    replacing rows with the same keys. Returns the rows written."""
+    oids = np.asarray(oids, np.int64).ravel()
+    n = oids.size
+    bands = [bands] * n if isinstance(bands, str) else [str(b) for b in bands]
+    results = list(results)
+    if not (len(bands) == len(results) == n):
+        raise ValueError(f"{n} oids, {len(bands)} bands and {len(results)} periods do not match")
+    period = np.array([r.period for r in results], np.float64)
+    table = pa.table(
+        {
+            "oid": oids,
+            "band": pa.array(bands, pa.string()),
+            "period": pa.array(period, mask=~np.isfinite(period)),
+            "score": pa.array(
+                [float(r.delta_bic_constant) if r.found else None for r in results], pa.float64()
+            ),
+            "n_harmonics": pa.array(
+                [(len(r.coefficients) - 1) // 2 if r.found else None for r in results], pa.int32()
+            ),
+            "reason": pa.array([r.reason for r in results], pa.string()),
+            "candidates": pa.array(
+                [[c.period for c in r.candidates] for r in results], pa.list_(pa.float64())
+            ),
+        }
+    )
+    with store.transaction() as cur:
+        cur.register("_periods", table)
+        cur.execute(
+            "INSERT OR REPLACE INTO periods (oid, band, period, score, n_harmonics, reason, candidates, "
+            "finder) SELECT oid, band, period, score, n_harmonics, reason, candidates, ? FROM _periods",
+            [finder],
+        )
+        cur.unregister("_periods")
+    return n
+
+
+def read_periods(store, oids=None, band: str | None = None, finder: str | None = None) -> pd.DataFrame:
+    """Stored periods: columns oid, band, period, score, n_harmonics, reason, candidates, finder,
+    computed_at; only `finder`'s when given, only `oids` / `band` when given; ordered by oid, band."""
+    where, params = [], []
+    if band is not None:
+        where.append("band = ?")
+        params.append(band)
+    if finder is not None:
+        where.append("finder = ?")
+        params.append(finder)
+    cur = store.cursor()
+    try:
+        if oids is not None:
+            cur.register("_oids", pa.table({"oid": np.asarray(list(oids), dtype=np.int64)}))
+            where.append("oid IN (SELECT oid FROM _oids)")
+        sql = "SELECT * FROM periods" + (" WHERE " + " AND ".join(where) if where else "")
+        return cur.execute(sql + " ORDER BY oid, band", params).df()
+    finally:
+        cur.close()
+
+
+def missing_periods(
+    store, finder: str, survey: str | None = None, band: str | None = None, every: bool = False
+) -> pd.DataFrame:
+    """(oid, band) light curves without a period of `finder` (all of them when `every`), of `survey`
+    and in `band` when given, ordered by band then oid."""
+    where, params = ["true" if every else "p.oid IS NULL"], [finder]
+    if survey is not None:
+        where.append("o.survey = ?")
+        params.append(survey)
+    if band is not None:
+        where.append("l.band = ?")
+        params.append(band)
+    cur = store.cursor()
+    try:
+        return cur.execute(
+            "SELECT l.oid, l.band FROM lightcurves l JOIN objects o USING (oid) "
+            "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? "
+            f"WHERE {' AND '.join(where)} ORDER BY l.band, l.oid",
+            params,
+        ).df()
+    finally:
+        cur.close()
