@@ -38,8 +38,8 @@ import pandas as pd
 
 from lcdash.device import pick_device, resolve_precision
 from lcdash.errors import JobError, ModelError, ValidationError
-from lcdash.features import best_periods
 from lcdash.lightcurve import fold_curves
+from lcdash.periods import best_periods, periods_of_store
 from lcdash.progress import is_cancelled
 from lcdash.weights import load_encoder
 from lcdash.windows import (
@@ -228,8 +228,8 @@ def _embed_windows(model, batch, batch_size, device, progress, precision) -> tup
 
 def folding_periods(curves, periods=None) -> np.ndarray:
     """The period (days) each curve is folded at: the given one where finite and positive, else the
-    strongest Lomb-Scargle peak on the Random Forest features' grid (`lcdash.features.best_periods`),
-    else 1 day for curves too short for a periodogram (so no curve is ever refused)."""
+    period finder's (`lcdash.periods`), else 1 day for curves with no period (too short, constant),
+    so that no curve is ever refused."""
     curves = list(curves)
     p = np.full(len(curves), np.nan) if periods is None else np.array(periods, dtype=np.float64)
     missing = np.flatnonzero(~(np.isfinite(p) & (p > 0)))
@@ -268,9 +268,10 @@ def embed_store(
 ) -> dict:
     """Embed objects of the store with a registered encoder into the embeddings table.
 
-    A folded encoder folds each curve at its catalogue period, Lomb-Scargle where it has none
-    (`fold_periods="catalogue"`), or at its Lomb-Scargle period always ("lomb-scargle": the map
-    then depends on the light curves alone).
+    A folded encoder folds each curve at its catalogue period, the found one where it has none
+    (`fold_periods="catalogue"`), or at the period found from the light curve always ("found": the
+    map then depends on the light curves alone). Found periods come from the store's periods table
+    (`lcdash periods`); those missing are found here and stored (`periods_of_store`).
 
     band=None embeds every band; oids=None all objects. Objects that already have embeddings for
     the encoder (and band) are skipped unless overwrite. Light curves stream from the store in chunks
@@ -278,8 +279,9 @@ def embed_store(
     what it finished. Returns {"encoder", "objects", "rows", "windows", "seconds", "lc_per_s"}."""
     from lcdash.store.embeddings import embedded_keys, get_encoder, save_embeddings
 
-    if fold_periods not in ("catalogue", "lomb-scargle"):
-        raise ModelError(f"fold_periods must be 'catalogue' or 'lomb-scargle', got {fold_periods!r}")
+    fold_periods = "found" if fold_periods == "lomb-scargle" else fold_periods  # the name before issue 26
+    if fold_periods not in FOLD_PERIODS:
+        raise ModelError(f"fold_periods must be one of {', '.join(FOLD_PERIODS)}, got {fold_periods!r}")
     enc = get_encoder(store, encoder_name)
     model, cfg = load_encoder(enc["path"])
     sel_all = None if oids is None else np.asarray(oids, np.int64)
@@ -294,18 +296,14 @@ def embed_store(
     total = int(sum(len(s) for _, s in todo))
     t0 = time.monotonic()
     done = rows = windows = 0
-    fold_at = None  # catalogue periods by oid, read here: the prefetch thread below reads the store too
-    if cfg.fold and fold_periods == "catalogue":
-        all_oids = np.concatenate([sel for _, sel in todo]) if todo else np.zeros(0, np.int64)
-        fold_at = pd.Series(catalogue_periods(store, all_oids), index=all_oids)
-        fold_at = fold_at[~fold_at.index.duplicated()]
     reads = ((b, batch) for b, sel in todo
              for batch in store.iter_batches(sel, batch_size=chunk_size, band=b))
     for b, batch in prefetch(reads, depth=1):  # the next chunk is read while this one is embedded
         if is_cancelled(progress):
             raise JobError("embedding cancelled")
+        periods = fold_periods_of(store, batch.oid, b, fold_periods, batch=batch) if cfg.fold else None
         nw, layers = embed_batch(model, batch, batch_size=batch_size, device=device, precision=precision,
-                                 periods=None if fold_at is None else fold_at.reindex(batch.oid).to_numpy())
+                                 periods=periods)
         keep = nw > 0  # objects without observations in this band
         if keep.any():
             kept_bands = [bb for bb, k in zip(batch.band, keep, strict=True) if k]
@@ -327,11 +325,45 @@ def _resolved_precision(model, device, precision: str) -> str:
 
 
 def catalogue_periods(store, oids) -> np.ndarray:
-    """The store's catalogue period (days) of each object, NaN where it has none: what a folded
-    encoder folds at before falling back to Lomb-Scargle (the rule of the folded RNN / CNN)."""
+    """The store's catalogue period (days) of each object, NaN where it has none."""
     oids = np.asarray(oids, np.int64)
     cat = store.objects(oids=oids, columns=["oid", "period"]).set_index("oid")["period"]
     return cat.reindex(oids).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+#: Where a fold's period comes from: the catalogue, else the light curve; or the light curve only.
+FOLD_PERIODS = ("catalogue", "found")
+
+
+def fold_periods_of(
+    store, oids, band: str | None, source: str = "catalogue", batch=None, compute: bool = True
+) -> np.ndarray:
+    """The period (days) each object's light curve in `band` is folded at (folded encoders, folded
+    RNN / CNN input): `source` "catalogue" takes the catalogue period where there is one and the
+    found period elsewhere, "found" only the period found from the light curve (the store's
+    periods table; found and stored where missing when `compute`, else left NaN for a worker to
+    find). NaN where neither exists."""
+    source = "found" if source == "lomb-scargle" else source
+    if source not in FOLD_PERIODS:
+        raise ModelError(f"fold periods must come from one of {', '.join(FOLD_PERIODS)}, got {source!r}")
+    oids = np.asarray(oids, np.int64)
+    out = catalogue_periods(store, oids) if source == "catalogue" else np.full(len(oids), np.nan)
+    need = ~(np.isfinite(out) & (out > 0))
+    if need.any() and not compute:
+        from lcdash.periods import FINDER_VERSION
+        from lcdash.store.periods import read_periods
+
+        stored = read_periods(store, oids=oids[need], band=band, finder=FINDER_VERSION)
+        if band is None:
+            stored = stored.drop_duplicates("oid")
+        by_oid = stored.set_index("oid")["period"].reindex(oids[need])
+        out[need] = by_oid.to_numpy(np.float64, na_value=np.nan)
+    elif need.any():
+        if band is None:  # read_batch's rule: each object's first band
+            band = store.read_batch(oids[need][:1]).band[0]
+        sub = None if batch is None else batch.take(np.flatnonzero(need))
+        out[need] = periods_of_store(store, oids[need], band, batch=sub)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

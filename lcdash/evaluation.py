@@ -43,9 +43,10 @@ from lcdash import scores
 from lcdash.classifiers import MODEL_NAMES, make_classifier
 from lcdash.embed import embed_batch
 from lcdash.errors import LcdashError, ModelError, ValidationError
-from lcdash.features import best_periods, extract_features
+from lcdash.features import extract_features
 from lcdash.jsonio import json_default
 from lcdash.lightcurve import LightCurveBatch, fold_batch
+from lcdash.periods import best_periods
 from lcdash.progress import Retotal, is_cancelled
 from lcdash.train import TrainConfig, finetune
 from lcdash.weights import load_encoder
@@ -53,6 +54,7 @@ from lcdash.windows import windows_of_batch
 
 SCORINGS = ("object", "window")
 SEQUENCE_INPUTS = ("raw", "folded")
+PERIOD_SOURCES = ("catalogue", "found")
 SEQUENCE_MODELS = ("rnn", "cnn")
 HYBRID = "probe+features"  # the probe's embedding + the RF's features (classifiers.HybridProbe)
 
@@ -78,8 +80,12 @@ class EvalConfig:
     rf_trees: int = 500
     class_weight: str = "balanced"  # every model: "balanced" or "none" (unweighted loss / forest)
     # what the RNN and CNN read: "raw" dt/dm sequences (the papers) or "folded" at each object's
-    # period (catalogue, else Lomb-Scargle): time -> phase x period (lcdash.lightcurve.fold_batch)
+    # period: time -> phase x period (lcdash.lightcurve.fold_batch)
     sequence_input: str = "raw"
+    # where every fold's period comes from (folded RNN / CNN input, folded encoders): "catalogue"
+    # (the catalogue's, found from the light curve where it has none) or "found" (the light curve
+    # alone, lcdash.periods: what a survey without a catalogue gets; the headline rows)
+    periods: str = "catalogue"
     finetune: bool = False  # masked fine-tuning of the encoder on each training split (probe)
     finetune_epochs: int | None = None
     # across surveys (Aguirre et al. 2019): train on these surveys, score on those (EvalData.surveys
@@ -101,6 +107,8 @@ class EvalConfig:
             raise ValidationError(f"test objects per class must be at least 1, got {self.test_per_class}")
         if not 0 < self.val_fraction < 1:
             raise ValidationError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.periods not in PERIOD_SOURCES:
+            raise ValidationError(f"periods must be one of {PERIOD_SOURCES}, got {self.periods!r}")
         if self.sequence_input not in SEQUENCE_INPUTS:
             raise ValidationError(
                 f"sequence_input must be one of {SEQUENCE_INPUTS}, got {self.sequence_input!r}"
@@ -650,8 +658,9 @@ def record_name(model: str, cfg: EvalConfig) -> str:
 
 
 def _folded(data: EvalData, idx, owner, batch, cfg: EvalConfig):
-    """`batch` folded at each object's catalogue period, or its Lomb-Scargle period where the
-    catalogue has none -> (folded batch, {"catalogue": n, "lomb_scargle": n} objects)."""
+    """`batch` folded at each object's given period (EvalData.periods: the catalogue's, none when
+    the run's periods are "found"), or the period found from its light curve (`lcdash.periods`)
+    where none is given -> (folded batch, {"catalogue": n, "found": n} objects)."""
     periods = np.full(len(idx), np.nan) if data.periods is None else np.array(data.periods[idx], dtype=float)
     missing = ~(np.isfinite(periods) & (periods > 0))
     if missing.any():
@@ -659,12 +668,12 @@ def _folded(data: EvalData, idx, owner, batch, cfg: EvalConfig):
     still = ~(np.isfinite(periods) & (periods > 0))
     if still.any():
         raise ValidationError(
-            f"{int(still.sum())} light curves have neither a catalogue period nor enough observations "
-            "for a Lomb-Scargle period; use sequence input 'raw' or drop them"
+            f"{int(still.sum())} light curves have neither a catalogue period nor a period found from "
+            "the light curve (too few observations, or constant); use sequence input 'raw' or drop them"
         )
     return fold_batch(batch, periods[owner]), {
         "catalogue": int((~missing).sum()),
-        "lomb_scargle": int(missing.sum()),
+        "found": int(missing.sum()),
     }
 
 

@@ -15,11 +15,10 @@ unweighted ones).
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from lcdash.lightcurve import MIN_PERIOD
+from lcdash.periods import default_threads
 
 FREQ_POWER = 17  # 2**17 + 1 grid points: ~1 / (7 x 3000 days) resolution up to 1 / MIN_PERIOD
 
@@ -94,16 +93,6 @@ def _prepare(time, mag, err) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         fill = np.median(e[~bad]) if (~bad).any() else (np.std(m) if len(m) > 1 and np.std(m) > 0 else 1.0)
         e = np.where(bad, fill, e)
     return np.ascontiguousarray(t), np.ascontiguousarray(m), np.ascontiguousarray(e)
-
-
-def default_threads() -> int:
-    """Threads the Rust extractor may use: OMP_NUM_THREADS where the process was given a budget
-    (Dask sets it to 1 in each worker, one per core: a worker that took both cores for its
-    periodograms kept 2 workers from scaling, bench/scale_bench.py), else every CPU."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return os.cpu_count() or 1
 
 
 def _many(ext, curves, n_jobs: int | None) -> np.ndarray:

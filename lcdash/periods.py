@@ -25,11 +25,13 @@ ranked candidates with a score each, the reason, the Fourier model to draw over 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from lcdash.lightcurve import MIN_PERIOD
 
@@ -99,6 +101,17 @@ class PeriodResult:
         for k in range(1, (len(c) - 1) // 2 + 1):
             out += c[2 * k - 1] * np.cos(k * x) + c[2 * k] * np.sin(k * x)
         return out
+
+
+def default_threads() -> int:
+    """Threads the period finder and the Rust feature extractor may use: OMP_NUM_THREADS where the
+    process was given a budget (Dask sets it to 1 in each worker, one per core: a worker that took
+    both cores for its periodograms kept 2 workers from scaling, bench/scale_bench.py), else every
+    CPU."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
 
 
 def _none(reason: str) -> PeriodResult:
@@ -348,8 +361,6 @@ def find_periods(
     Never raises for a curve's content: too few points, constant or non-finite data give a result
     with NaN period and the reason. `progress(done, total)` is called as curves finish.
     """
-    from lcdash.features import default_threads
-
     if hasattr(curves, "mask"):
         b = curves
         items = [(b.time[i][b.mask[i]], b.mag[i][b.mask[i]], b.mag_err[i][b.mask[i]]) for i in range(len(b))]
@@ -385,6 +396,26 @@ def find_periods(
 def find_period(time, mag, err=None, *, max_period: float = MAX_PERIOD) -> PeriodResult:
     """The period of one light curve (see `find_periods`)."""
     return find_periods([(time, mag, err)], n_jobs=1, max_period=max_period)[0]
+
+
+def results_frame(oids, bands, results) -> pd.DataFrame:
+    """PeriodResults of (oid, band) light curves as the store's periods table rows (oid, band,
+    period, score, n_harmonics, reason, candidates): what `lcdash.store.periods.save_periods` takes."""
+    results = list(results)
+    bands = [bands] * len(results) if isinstance(bands, str) else [str(b) for b in bands]
+    return pd.DataFrame(
+        {
+            "oid": np.asarray(oids, np.int64),
+            "band": bands,
+            "period": np.array([r.period for r in results], np.float64),
+            "score": np.array([r.delta_bic_constant if r.found else np.nan for r in results], np.float64),
+            "n_harmonics": pd.array(
+                [(len(r.coefficients) - 1) // 2 if r.found else None for r in results], dtype="Int32"
+            ),
+            "reason": [r.reason for r in results],
+            "candidates": [[float(c.period) for c in r.candidates] for r in results],
+        }
+    )
 
 
 def best_periods(curves, n_jobs: int | None = None) -> np.ndarray:
@@ -424,7 +455,7 @@ def store_periods(
             if is_cancelled(progress):
                 break
             results = find_periods(batch, n_jobs=n_jobs)
-            save_periods(store, batch.oid, batch.band, results, FINDER_VERSION)
+            save_periods(store, results_frame(batch.oid, batch.band, results), FINDER_VERSION)
             done += len(results)
             found += sum(r.found for r in results)
             if progress is not None:
@@ -458,7 +489,7 @@ def periods_of_store(store, oids, band: str, batch=None) -> np.ndarray:
             sub = store.read_batch(need, band=band)
         results = find_periods(sub)
         if not store.read_only:
-            save_periods(store, sub.oid, sub.band, results, FINDER_VERSION)
+            save_periods(store, results_frame(sub.oid, sub.band, results), FINDER_VERSION)
         by_oid = dict(zip(np.asarray(sub.oid).tolist(), (r.period for r in results), strict=True))
         out[~known] = [by_oid.get(int(o), np.nan) for o in need]
     return out

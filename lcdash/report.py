@@ -150,8 +150,8 @@ def write_report(result, out_dir, title: str = "lcdash evaluation") -> Path:
         src = sel.get("periods") or {}
         lines.append(
             "- RNN / CNN input: light curves folded at their period (time -> phase x period); periods "
-            f"from the catalogue for {src.get('catalogue', '?')} objects, Lomb-Scargle for "
-            f"{src.get('lomb_scargle', '?')}"
+            f"from the catalogue for {src.get('catalogue', '?')} objects, found from the light curve "
+            f"(lcdash.periods) for {src.get('found', src.get('lomb_scargle', '?'))}"
         )
     if cfg.get("encoder"):
         enc = cfg["encoder"]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lcdash.embed import catalogue_periods, embed_batch
+from lcdash.embed import catalogue_periods, embed_batch, fold_periods_of
 from lcdash.errors import LcdashError, ValidationError
 from lcdash.jobs import TaskKind, task_kind
 from lcdash.lightcurve import LightCurveBatch
@@ -171,8 +171,9 @@ def embed_prepare(store, params, folder):
         for i in range(0, len(sel), EMBED_CHUNK):
             name = f"batch_{band}_{i // EMBED_CHUNK:04d}.npz"
             store.export_batch(sel[i : i + EMBED_CHUNK], band, folder / name)
+            # catalogue, else stored found periods; the worker finds the rest (finalize stores them)
             np.save(folder / name.replace(".npz", ".periods.npy"),
-                    catalogue_periods(store, sel[i : i + EMBED_CHUNK]))
+                    fold_periods_of(store, sel[i : i + EMBED_CHUNK], band, compute=False))
             files.append(name)
         n_objects += len(sel)
     return {"encoder_path": str(enc["path"]), "batches": files, "n_objects": int(n_objects)}
@@ -188,12 +189,14 @@ def embed_run(folder, params, progress):
     for name in params["batches"]:
         batch = LightCurveBatch.load(folder / name)
         sub = _LightCurves(progress, done, done + len(batch), total)
-        periods = folder / name.replace(".npz", ".periods.npy")  # catalogue periods, for folded encoders
-        n_windows, layers = embed_batch(
-            model, batch, batch_size=params.get("batch_size"), progress=sub,
-            periods=np.load(periods) if periods.exists() else None,
-        )
+        periods = folder / name.replace(".npz", ".periods.npy")  # for folded encoders
+        periods = np.load(periods) if periods.exists() else None
         out = name.replace("batch_", "emb_")
+        if model.cfg.fold and periods is not None:
+            periods = _find_missing_periods(batch, periods, folder / out.replace(".npz", ".periods.parquet"))
+        n_windows, layers = embed_batch(
+            model, batch, batch_size=params.get("batch_size"), progress=sub, periods=periods,
+        )
         np.savez(
             folder / out,
             oid=batch.oid,
@@ -215,11 +218,34 @@ def embed_run(folder, params, progress):
     }
 
 
+def _find_missing_periods(batch, periods: np.ndarray, path) -> np.ndarray:
+    """Fill the NaN periods of `batch` with the period finder's; its results go to `path` (Parquet)
+    for finalize to store, so that the next fold reads them instead of finding them again."""
+    from lcdash.periods import find_periods, results_frame
+
+    missing = np.flatnonzero(~(np.isfinite(periods) & (periods > 0)))
+    if not len(missing):
+        return periods
+    sub = batch.take(missing)
+    results = find_periods(sub)
+    results_frame(sub.oid, sub.band, results).to_parquet(path, index=False)
+    out = periods.copy()
+    out[missing] = [r.period for r in results]
+    return out
+
+
 def embed_finalize(store, folder, params, result):
+    from lcdash.periods import FINDER_VERSION
     from lcdash.store.embeddings import save_embeddings
+    from lcdash.store.periods import save_periods
 
     rows = 0
     for name in result["files"]:
+        found = folder / name.replace(".npz", ".periods.parquet")
+        if found.exists():
+            import pandas as pd
+
+            save_periods(store, pd.read_parquet(found), FINDER_VERSION)
         with np.load(folder / name) as z:
             keep = z["n_windows"] > 0  # objects without observations in the band
             if keep.any():
@@ -668,11 +694,14 @@ def evaluate_prepare(store, params, folder):
         encoder = {**_encoder_info(enc), "dir": str(enc["path"])}
         eo, eb, lay = _embeddings(store, enc["name"], oids=oids, band=band)
         rows = _align(eo, eb, oids)
-        if len(rows) and (rows >= 0).all():
+        # a folded encoder's stored embeddings may be folded at catalogue periods: "found" embeds anew
+        folded = bool((enc.get("config") or {}).get("config", {}).get("fold"))
+        if len(rows) and (rows >= 0).all() and not (folded and cfg.periods == "found"):
             layers = lay[rows]
         # else: the worker embeds the selection itself (EvalData without layers, encoder dir given)
-    # catalogue periods: for folded RNN / CNN input, and for folded encoders embedding in the worker
-    periods = catalogue_periods(store, oids)
+    # catalogue periods (none when the run's periods are "found": the worker finds them all), for
+    # folded RNN / CNN input and for folded encoders embedding in the worker
+    periods = catalogue_periods(store, oids) if cfg.periods == "catalogue" else np.full(len(oids), np.nan)
     EvalData(batch, labels, layers, encoder, periods).save(folder / "data")
     return {
         "band_used": band,
@@ -784,7 +813,7 @@ def _cross_survey_prepare(store, params, cfg, folder):
         if all(f is not None for f in found):
             layers = np.concatenate(found)
     periods = None
-    if cfg.sequence_input == "folded":
+    if cfg.sequence_input == "folded" and cfg.periods == "catalogue":
         cat = store.objects(oids=batch.oid, columns=["oid", "period"]).set_index("oid")["period"]
         periods = cat.reindex(batch.oid).to_numpy(dtype=np.float64, na_value=np.nan)
     EvalData(batch, labels, layers, encoder, periods, surveys).save(folder / "data")

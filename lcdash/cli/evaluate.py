@@ -58,8 +58,16 @@ def register(subparsers) -> None:
         "--sequence-input",
         choices=["raw", "folded"],
         default="raw",
-        help="what the RNN and CNN read: raw dt/dm (the papers) or curves folded at the catalogue "
-        "period (Lomb-Scargle where there is none)",
+        help="what the RNN and CNN read: raw dt/dm (the papers) or curves folded at their period "
+        "(see --periods)",
+    )
+    p.add_argument(
+        "--periods",
+        choices=["catalogue", "found"],
+        default="catalogue",
+        help="where every fold's period comes from (folded RNN / CNN input, folded encoders): the "
+        "catalogue, found from the light curve where it has none; or 'found': the light curve alone "
+        "(lcdash.periods), as for a survey without a catalogue",
     )
     p.add_argument(
         "--class-weight",
@@ -189,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "models": models, "spc": args.spc, "folds": args.folds, "test_per_class": args.test_per_class,
         "labels": args.labels, "classes": args.classes, "survey": args.survey, "band": args.band,
         "max_epochs": _epochs(args.max_epochs), "patience": args.patience, "scoring": args.scoring,
-        "class_weight": args.class_weight, "sequence_input": args.sequence_input,
+        "class_weight": args.class_weight, "sequence_input": args.sequence_input, "periods": args.periods,
         "probe_pooling": args.probe_pooling,
         "seed": args.seed,
         "max_per_class": args.max_per_class, "threads": args.threads, "n_jobs": args.threads,
@@ -204,10 +212,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with Store(args.db) as store:
         if {"probe", "probe+features"} & set(models):
             from lcdash.cli.models import _resolve_encoder
-            from lcdash.store.embeddings import DEFAULT_ENCODER
+            from lcdash.store.embeddings import DEFAULT_ENCODER, get_encoder
 
             params["encoder"] = _resolve_encoder(store, args.encoder or DEFAULT_ENCODER, None)
-            _ensure_embeddings(store, args, params["encoder"])
+            folded = bool(get_encoder(store, params["encoder"])["config"].get("config", {}).get("fold"))
+            if not (folded and args.periods == "found"):  # else the job embeds at the found periods
+                _ensure_embeddings(store, args, params["encoder"])
         jm = JobManager(store, kinds=KINDS)
         job_id = jm.submit("evaluate", {k: v for k, v in params.items() if v is not None})
         print(f"job {job_id} ({jm.folder(job_id)})", file=sys.stderr)

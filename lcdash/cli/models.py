@@ -56,9 +56,10 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="windows per model call (default: 64 on CPU, 256 on a GPU)")
     p.add_argument("--overwrite", action="store_true", help="recompute embeddings that already exist")
-    p.add_argument("--fold-periods", choices=["catalogue", "lomb-scargle"], default="catalogue",
-                   help="folded encoders: fold at the catalogue period (Lomb-Scargle where none), or always "
-                        "at the Lomb-Scargle period")
+    p.add_argument("--fold-periods", choices=["catalogue", "found", "lomb-scargle"], default="catalogue",
+                   help="folded encoders: fold at the catalogue period (the one found from the light curve "
+                        "where none), or always at the found period (lcdash periods; 'lomb-scargle' is "
+                        "its old name)")
     p.add_argument("--precision", choices=["auto", "float32", "bf16"], default="auto",
                    help="auto: bf16 autocast only where the device has native bf16 and it times faster, "
                         "else float32 (bf16 is less exact)")

@@ -7,49 +7,29 @@ periodogram per call. Only periods of the current finder version count as found.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 
-def save_periods(store, oids, bands: Sequence[str] | str, results, finder: str) -> int:
-    """Write `results` (lcdash.periods.PeriodResult, one per (oid, band)) in one transaction,
-    replacing rows with the same keys. Returns the rows written."""
-    oids = np.asarray(oids, np.int64).ravel()
-    n = oids.size
-    bands = [bands] * n if isinstance(bands, str) else [str(b) for b in bands]
-    results = list(results)
-    if not (len(bands) == len(results) == n):
-        raise ValueError(f"{n} oids, {len(bands)} bands and {len(results)} periods do not match")
-    period = np.array([r.period for r in results], np.float64)
-    table = pa.table(
-        {
-            "oid": oids,
-            "band": pa.array(bands, pa.string()),
-            "period": pa.array(period, mask=~np.isfinite(period)),
-            "score": pa.array(
-                [float(r.delta_bic_constant) if r.found else None for r in results], pa.float64()
-            ),
-            "n_harmonics": pa.array(
-                [(len(r.coefficients) - 1) // 2 if r.found else None for r in results], pa.int32()
-            ),
-            "reason": pa.array([r.reason for r in results], pa.string()),
-            "candidates": pa.array(
-                [[c.period for c in r.candidates] for r in results], pa.list_(pa.float64())
-            ),
-        }
-    )
+def save_periods(store, frame: pd.DataFrame, finder: str) -> int:
+    """Write found periods (`lcdash.periods.results_frame`: oid, band, period, score, n_harmonics,
+    reason, candidates) in one transaction, replacing rows with the same keys. Returns the rows."""
+    cols = ["oid", "band", "period", "score", "n_harmonics", "reason", "candidates"]
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"a periods table needs the columns {', '.join(missing)}")
+    table = pa.Table.from_pandas(frame[cols], preserve_index=False)
     with store.transaction() as cur:
         cur.register("_periods", table)
         cur.execute(
             "INSERT OR REPLACE INTO periods (oid, band, period, score, n_harmonics, reason, candidates, "
-            "finder) SELECT oid, band, period, score, n_harmonics, reason, candidates, ? FROM _periods",
+            "finder) SELECT oid, band, CASE WHEN isfinite(period) THEN period END, score, n_harmonics, "
+            "reason, candidates, ? FROM _periods",
             [finder],
         )
         cur.unregister("_periods")
-    return n
+    return len(frame)
 
 
 def read_periods(store, oids=None, band: str | None = None, finder: str | None = None) -> pd.DataFrame:
