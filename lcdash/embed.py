@@ -347,7 +347,7 @@ def fold_periods_of(
     if source not in FOLD_PERIODS:
         raise ModelError(f"fold periods must come from one of {', '.join(FOLD_PERIODS)}, got {source!r}")
     oids = np.asarray(oids, np.int64)
-    out = catalogue_periods(store, oids) if source == "catalogue" else np.full(len(oids), np.nan)
+    out = np.array(catalogue_periods(store, oids)) if source == "catalogue" else np.full(len(oids), np.nan)
     need = ~(np.isfinite(out) & (out > 0))
     if need.any() and not compute:
         from lcdash.periods import FINDER_VERSION
@@ -357,12 +357,14 @@ def fold_periods_of(
         if band is None:
             stored = stored.drop_duplicates("oid")
         by_oid = stored.set_index("oid")["period"].reindex(oids[need])
-        out[need] = by_oid.to_numpy(np.float64, na_value=np.nan)
+        out[need] = np.array(by_oid.to_numpy(np.float64, na_value=np.nan))
     elif need.any():
-        if band is None:  # read_batch's rule: each object's first band
-            band = store.read_batch(oids[need][:1]).band[0]
-        sub = None if batch is None else batch.take(np.flatnonzero(need))
-        out[need] = periods_of_store(store, oids[need], band, batch=sub)
+        rows = np.flatnonzero(need)
+        sub = store.read_batch(oids[rows], band=band) if batch is None else batch.take(rows)
+        bands = np.asarray(sub.band)  # band None: read_batch's rule, each object's first band
+        for b in np.unique(bands):
+            at = np.flatnonzero(bands == b)
+            out[rows[at]] = periods_of_store(store, oids[rows[at]], str(b), batch=sub.take(at))
     return out
 
 

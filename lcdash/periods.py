@@ -478,7 +478,7 @@ def periods_of_store(store, oids, band: str, batch=None) -> np.ndarray:
 
     oids = np.asarray(oids, np.int64)
     stored = read_periods(store, oids=oids, band=band, finder=FINDER_VERSION).set_index("oid")["period"]
-    out = stored.reindex(oids).to_numpy(np.float64, na_value=np.nan)
+    out = np.array(stored.reindex(oids).to_numpy(np.float64, na_value=np.nan))  # writable
     known = np.isin(oids, stored.index.to_numpy())
     if not known.all():
         need = oids[~known]

@@ -12,7 +12,7 @@ frame with columns band, time, mag, mag_err (+ phase for a folded view).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -84,15 +84,22 @@ def lightcurve_figure(frame: pd.DataFrame, title: str | None = None, height: int
 
 
 def folded_figure(frame: pd.DataFrame, period: float, title: str | None = None, cycles: int = 2,
-                  height: int = 380) -> go.Figure:
+                  height: int = 380, model: pd.DataFrame | None = None, model_name: str = "model",
+                  model_band: str | None = None) -> go.Figure:
     """Magnitude against phase (frame has a `phase` column in [0, 1)), drawn over `cycles` cycles,
-    one trace per band with error bars, magnitude axis inverted."""
+    one trace per band with error bars, magnitude axis inverted.
+
+    `model` (columns phase in [0, 1] and mag, e.g. `phase_curve` of the period finder's Fourier
+    series) is drawn over the points as a line across the same cycles, in `model_band`'s colour
+    (dark grey without), named `model_name` in the legend.
+    """
     if frame is None or len(frame) == 0:
         return _empty("no observations", height)
     if "phase" not in frame:
         raise ValueError("folded_figure needs a 'phase' column (LightCurve.fold gives it)")
     fig = go.Figure()
-    for i, band in enumerate(_bands(frame)):
+    bands = _bands(frame)
+    for i, band in enumerate(bands):
         part = frame[frame["band"].astype(str) == band]
         phase = np.concatenate([part["phase"].to_numpy() + c for c in range(cycles)])
         mag = np.tile(part["mag"].to_numpy(), cycles)
@@ -102,6 +109,21 @@ def folded_figure(frame: pd.DataFrame, period: float, title: str | None = None, 
             error_y=_error_bars(err), hovertemplate="phase=%{x:.3f}<br>mag=%{y:.3f}<extra>" + band
             + "</extra>",
         ))
+    if model is not None and len(model):
+        order = np.argsort(model["phase"].to_numpy(dtype=float), kind="stable")
+        m_phase = model["phase"].to_numpy(dtype=float)[order]
+        m_mag = model["mag"].to_numpy(dtype=float)[order]
+        # one line across the cycles; a gap (None) between cycles when the curve does not reach phase 1
+        xs, ys = [], []
+        for c in range(cycles):
+            xs += [*(m_phase + c), None]
+            ys += [*m_mag, None]
+        colour = band_colour(model_band, bands.index(model_band)) if model_band in bands else "#333333"
+        fig.add_trace(go.Scatter(
+            x=xs[:-1], y=ys[:-1], mode="lines", name=model_name, connectgaps=False,
+            line={"color": colour, "width": 2.5}, opacity=0.85,
+            hovertemplate="phase=%{x:.3f}<br>model=%{y:.3f}<extra>" + model_name + "</extra>",
+        ))
     fig.update_layout(title=title or f"folded at P = {period:.6g} d", height=height,
                       margin={"l": 50, "r": 10, "t": 40, "b": 40}, xaxis_title="phase",
                       yaxis_title="magnitude", legend_title_text="band")
@@ -110,14 +132,29 @@ def folded_figure(frame: pd.DataFrame, period: float, title: str | None = None, 
     return fig
 
 
+def phase_curve(model: Callable[[np.ndarray], np.ndarray], period: float, epoch: float,
+                points: int = 400) -> pd.DataFrame:
+    """A periodic model (magnitude as a function of time in days, e.g. `PeriodResult.model`) over one
+    cycle of a fold at `period` with phase 0 at `epoch` (the fold's own epoch, `LightCurve.fold`):
+    columns phase (0 to 1 inclusive, `points` + 1 values) and mag, for `folded_figure(model=...)`."""
+    if not (np.isfinite(period) and period > 0):
+        raise ValueError(f"period must be a positive number of days, got {period}")
+    phase = np.linspace(0.0, 1.0, int(points) + 1)
+    mag = np.asarray(model(float(epoch) + phase * float(period)), dtype=float)
+    return pd.DataFrame({"phase": phase, "mag": mag})
+
+
 def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str, float] | None = None,
                        height: int = 300) -> go.Figure:
     """Lomb-Scargle power against period (log axis); `marks` draws labelled vertical lines
-    (e.g. best, P/2, 2P, catalogue).
+    (e.g. best, P/2, 2P, catalogue, the period finder's).
 
     The marks are line traces in data coordinates, not layout shapes: on a log axis plotly reads a
     shape's x as log10(x), which put a 0.5 d mark at 10^0.5 and a 1e21 d axis. The x range is fixed
     to the periods computed plus the marks (within a factor 10 of them; farther ones are left out).
+    The marks are named in a legend above the plot, not by text at the top of each line: lines a
+    factor 2 apart (best, P/2, 2P) sit a few pixels apart on a log axis spanning decades, and their
+    labels ("best = catalogue = folded") printed over one another.
     """
     period = np.asarray(period, dtype=float)
     power = np.asarray(power, dtype=float)
@@ -125,12 +162,12 @@ def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str
     period, power = period[ok], power[ok]
     order = np.argsort(period)
     fig = go.Figure(go.Scatter(x=period[order], y=power[order], mode="lines", name="power",
-                               line={"width": 1, "color": "#333"},
+                               line={"width": 1, "color": "#333"}, showlegend=False,
                                hovertemplate="P=%{x:.6g} d<br>power=%{y:.3f}<extra></extra>"))
     lo, hi = (float(period.min()), float(period.max())) if period.size else (0.1, 100.0)
     top = float(power.max()) * 1.15 if power.size else 1.0
     dash = {"catalogue": "dot", "folded": "dashdot"}
-    # marks at the same period (best = catalogue = folded, often) share one line and one label
+    # marks at the same period (best = catalogue = folded, often) share one line and one legend entry
     groups: dict[float, list[str]] = {}
     for name, value in (marks or {}).items():
         if value is None or not np.isfinite(value) or value <= 0 or not lo / 10 <= value <= hi * 10:
@@ -143,13 +180,14 @@ def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str
         shown.append(float(value))
         colour = _FALLBACK[i % len(_FALLBACK)]
         fig.add_trace(go.Scatter(
-            x=[value, value], y=[0, top], mode="lines+text", name=name, text=["", name],
-            textposition="top center", textfont={"color": colour, "size": 11},
+            x=[value, value], y=[0, top], mode="lines", name=name,
             line={"color": colour, "width": 1.5, "dash": dash.get(names[0], "dash")},
-            hovertemplate=f"{name}: {value:.6g} d<extra></extra>", cliponaxis=False))
+            hovertemplate=f"{name}: {value:.6g} d<extra></extra>"))
     lo, hi = min([lo, *shown]), max([hi, *shown])
-    fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 30, "b": 40},
-                      xaxis_title="period [d]", yaxis_title="power", showlegend=False)
+    fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 40, "b": 40},
+                      xaxis_title="period [d]", yaxis_title="power", showlegend=bool(groups),
+                      legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom",
+                              "font": {"size": 11}})
     fig.update_xaxes(type="log", range=[math.log10(lo) - 0.02, math.log10(hi) + 0.02])
     fig.update_yaxes(range=[0, top * 1.1])
     return fig

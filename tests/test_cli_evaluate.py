@@ -76,5 +76,5 @@ def test_evaluate_cli_folded_sequence_input(app_template, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert {r["model"] for r in res["records"]} == {"rnn-folded"}
     src = res["selection"]["periods"]
-    assert src["catalogue"] > 0 and src["catalogue"] + src["lomb_scargle"] == res["selection"]["n_objects"]
+    assert src["catalogue"] > 0 and src["catalogue"] + src["found"] == res["selection"]["n_objects"]
     assert "folded at their period" in (out / "report.md").read_text()

@@ -286,7 +286,7 @@ def test_probe_with_masked_finetuning_per_split(tmp_path):
 
 
 def test_folded_sequence_input(small, tmp_path):
-    """RNN / CNN on curves folded at catalogue periods, Lomb-Scargle where the catalogue has none."""
+    """RNN / CNN on curves folded at catalogue periods, found ones where the catalogue has none."""
     from lcdash.report import write_report
 
     batch, labels = small
@@ -296,7 +296,7 @@ def test_folded_sequence_input(small, tmp_path):
     res = run_evaluation(EvalData(batch, labels, periods=periods), cfg)
     assert [r["model"] for r in res.records] == ["rnn-folded", "cnn-folded", "rf"]  # rf reads raw curves
     src, rrab = res.selection["periods"], int((labels == "RRab").sum())
-    assert src == {"catalogue": rrab, "lomb_scargle": len(labels) - rrab}
+    assert src == {"catalogue": rrab, "found": len(labels) - rrab}
     text = write_report(res, tmp_path).read_text()
     assert "Becker RNN, folded" in text and "folded at their period" in text
     row = next(line for line in text.splitlines() if line.startswith("| Becker RNN, folded | 5 |"))

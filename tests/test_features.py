@@ -37,18 +37,6 @@ def test_duplicate_times_are_dropped():
     assert X[0, names.index("observation_count")] == 7
 
 
-def test_best_periods_match_the_features_periodogram():
-    rng = np.random.default_rng(2)
-    curves = []
-    for period in (0.31, 0.74, 5.3):
-        t = np.sort(rng.uniform(0, 400, 120))
-        curves.append((t, 15 + 0.3 * np.sin(2 * np.pi * t / period) + rng.normal(0, 0.02, t.size)))
-    curves.append((np.arange(3.0), np.zeros(3)))  # too short for a period
-    p = features.best_periods(curves, n_jobs=1)
-    np.testing.assert_allclose(p[:3], [0.31, 0.74, 5.3], rtol=0.01)
-    assert np.isnan(p[3])
-
-
 def test_extractor_threads_follow_the_process_budget(monkeypatch):
     """A Dask worker gets OMP_NUM_THREADS=1: its periodograms must not take the other cores."""
     from lcdash.features import default_threads

@@ -82,14 +82,14 @@ def test_fold_curves_deals_whole_cycles():
         fold_curves([(t, m)], [np.nan])
 
 
-def test_folding_periods_lomb_scargle_where_missing():
+def test_folding_periods_found_where_missing():
     rng = np.random.default_rng(0)
     t = np.sort(rng.uniform(0, 300, 300))
     m = np.sin(2 * np.pi * t / 0.37) + 0.05 * rng.normal(size=t.size)
     p = folding_periods([(t, m), (t, m), (t[:2], m[:2])], [5.0, np.nan, np.nan])
     assert p[0] == 5.0
     assert p[1] == pytest.approx(0.37, rel=1e-3)
-    assert p[2] == 1.0  # too short for a periodogram: folded at 1 d rather than refused
+    assert p[2] == 1.0  # too short for a period: folded at 1 d rather than refused
 
 
 def test_folded_encoder_saves_loads_and_reproduces(tmp_path):
