@@ -83,9 +83,16 @@ def lightcurve_figure(frame: pd.DataFrame, title: str | None = None, height: int
     return fig
 
 
-def folded_figure(frame: pd.DataFrame, period: float, title: str | None = None, cycles: int = 2,
-                  height: int = 380, model: pd.DataFrame | None = None, model_name: str = "model",
-                  model_band: str | None = None) -> go.Figure:
+def folded_figure(
+    frame: pd.DataFrame,
+    period: float,
+    title: str | None = None,
+    cycles: int = 2,
+    height: int = 380,
+    model: pd.DataFrame | None = None,
+    model_name: str = "model",
+    model_band: str | None = None,
+) -> go.Figure:
     """Magnitude against phase (frame has a `phase` column in [0, 1)), drawn over `cycles` cycles,
     one trace per band with error bars, magnitude axis inverted.
 
@@ -104,11 +111,17 @@ def folded_figure(frame: pd.DataFrame, period: float, title: str | None = None, 
         phase = np.concatenate([part["phase"].to_numpy() + c for c in range(cycles)])
         mag = np.tile(part["mag"].to_numpy(), cycles)
         err = np.tile(part["mag_err"].to_numpy(dtype=float), cycles) if "mag_err" in part else []
-        fig.add_trace(go.Scatter(
-            x=phase, y=mag, mode="markers", name=band, marker={"size": 5, "color": band_colour(band, i)},
-            error_y=_error_bars(err), hovertemplate="phase=%{x:.3f}<br>mag=%{y:.3f}<extra>" + band
-            + "</extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=phase,
+                y=mag,
+                mode="markers",
+                name=band,
+                marker={"size": 5, "color": band_colour(band, i)},
+                error_y=_error_bars(err),
+                hovertemplate="phase=%{x:.3f}<br>mag=%{y:.3f}<extra>" + band + "</extra>",
+            )
+        )
     if model is not None and len(model):
         order = np.argsort(model["phase"].to_numpy(dtype=float), kind="stable")
         m_phase = model["phase"].to_numpy(dtype=float)[order]
@@ -119,21 +132,34 @@ def folded_figure(frame: pd.DataFrame, period: float, title: str | None = None, 
             xs += [*(m_phase + c), None]
             ys += [*m_mag, None]
         colour = band_colour(model_band, bands.index(model_band)) if model_band in bands else "#333333"
-        fig.add_trace(go.Scatter(
-            x=xs[:-1], y=ys[:-1], mode="lines", name=model_name, connectgaps=False,
-            line={"color": colour, "width": 2.5}, opacity=0.85,
-            hovertemplate="phase=%{x:.3f}<br>model=%{y:.3f}<extra>" + model_name + "</extra>",
-        ))
-    fig.update_layout(title=title or f"folded at P = {period:.6g} d", height=height,
-                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, xaxis_title="phase",
-                      yaxis_title="magnitude", legend_title_text="band")
+        fig.add_trace(
+            go.Scatter(
+                x=xs[:-1],
+                y=ys[:-1],
+                mode="lines",
+                name=model_name,
+                connectgaps=False,
+                line={"color": colour, "width": 2.5},
+                opacity=0.85,
+                hovertemplate="phase=%{x:.3f}<br>model=%{y:.3f}<extra>" + model_name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=title or f"folded at P = {period:.6g} d",
+        height=height,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        xaxis_title="phase",
+        yaxis_title="magnitude",
+        legend_title_text="band",
+    )
     fig.update_xaxes(range=[0, cycles])
     fig.update_yaxes(autorange="reversed")
     return fig
 
 
-def phase_curve(model: Callable[[np.ndarray], np.ndarray], period: float, epoch: float,
-                points: int = 400) -> pd.DataFrame:
+def phase_curve(
+    model: Callable[[np.ndarray], np.ndarray], period: float, epoch: float, points: int = 400
+) -> pd.DataFrame:
     """A periodic model (magnitude as a function of time in days, e.g. `PeriodResult.model`) over one
     cycle of a fold at `period` with phase 0 at `epoch` (the fold's own epoch, `LightCurve.fold`):
     columns phase (0 to 1 inclusive, `points` + 1 values) and mag, for `folded_figure(model=...)`."""
@@ -144,8 +170,9 @@ def phase_curve(model: Callable[[np.ndarray], np.ndarray], period: float, epoch:
     return pd.DataFrame({"phase": phase, "mag": mag})
 
 
-def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str, float] | None = None,
-                       height: int = 300) -> go.Figure:
+def periodogram_figure(
+    period: np.ndarray, power: np.ndarray, marks: Mapping[str, float] | None = None, height: int = 300
+) -> go.Figure:
     """Lomb-Scargle power against period (log axis); `marks` draws labelled vertical lines
     (e.g. best, P/2, 2P, catalogue, the period finder's).
 
@@ -161,9 +188,17 @@ def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str
     ok = np.isfinite(period) & np.isfinite(power) & (period > 0)
     period, power = period[ok], power[ok]
     order = np.argsort(period)
-    fig = go.Figure(go.Scatter(x=period[order], y=power[order], mode="lines", name="power",
-                               line={"width": 1, "color": "#333"}, showlegend=False,
-                               hovertemplate="P=%{x:.6g} d<br>power=%{y:.3f}<extra></extra>"))
+    fig = go.Figure(
+        go.Scatter(
+            x=period[order],
+            y=power[order],
+            mode="lines",
+            name="power",
+            line={"width": 1, "color": "#333"},
+            showlegend=False,
+            hovertemplate="P=%{x:.6g} d<br>power=%{y:.3f}<extra></extra>",
+        )
+    )
     lo, hi = (float(period.min()), float(period.max())) if period.size else (0.1, 100.0)
     top = float(power.max()) * 1.15 if power.size else 1.0
     dash = {"catalogue": "dot", "folded": "dashdot"}
@@ -179,15 +214,32 @@ def periodogram_figure(period: np.ndarray, power: np.ndarray, marks: Mapping[str
         name = " = ".join(names)
         shown.append(float(value))
         colour = _FALLBACK[i % len(_FALLBACK)]
-        fig.add_trace(go.Scatter(
-            x=[value, value], y=[0, top], mode="lines", name=name,
-            line={"color": colour, "width": 1.5, "dash": dash.get(names[0], "dash")},
-            hovertemplate=f"{name}: {value:.6g} d<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[value, value],
+                y=[0, top],
+                mode="lines",
+                name=name,
+                line={"color": colour, "width": 1.5, "dash": dash.get(names[0], "dash")},
+                hovertemplate=f"{name}: {value:.6g} d<extra></extra>",
+            )
+        )
     lo, hi = min([lo, *shown]), max([hi, *shown])
-    fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 40, "b": 40},
-                      xaxis_title="period [d]", yaxis_title="power", showlegend=bool(groups),
-                      legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom",
-                              "font": {"size": 11}})
+    fig.update_layout(
+        height=height,
+        margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        xaxis_title="period [d]",
+        yaxis_title="power",
+        showlegend=bool(groups),
+        legend={
+            "orientation": "h",
+            "x": 0,
+            "xanchor": "left",
+            "y": 1.02,
+            "yanchor": "bottom",
+            "font": {"size": 11},
+        },
+    )
     fig.update_xaxes(type="log", range=[math.log10(lo) - 0.02, math.log10(hi) + 0.02])
     fig.update_yaxes(range=[0, top * 1.1])
     return fig

@@ -27,6 +27,7 @@ import pandas as pd
 from lcdash.errors import LcdashError
 from lcdash.jobs import JobManager
 from lcdash.jobstates import ACTIVE_STATES
+from lcdash.periods import FINDER_VERSION, PeriodResult, find_period
 from lcdash.projection import umap_project
 from lcdash.store import Store, embeddings, projections
 from lcdash.store import labels as label_store
@@ -328,3 +329,63 @@ def colour_label(store, max_runs: int = 5):
         return option
 
     return label
+
+
+# --- what the light-curve viewer shows: the period finder's answer for one object -----------------
+
+
+@dataclass(frozen=True)
+class FoundPeriod:
+    """The period finder's answer for one light curve (one band of an object), as the viewer shows it.
+
+    `period` and `reason` are the store's (periods table, this FINDER_VERSION) when it has them
+    (`stored`), else those of `result`. `result` is `find_period` on the light curve as it is now
+    (a few tens of ms): its ranked candidates and the Fourier model drawn over the fold, which the
+    periods table does not keep. The two agree unless the light curve changed after it was stored.
+    """
+
+    band: str
+    period: float
+    reason: str
+    stored: bool
+    result: PeriodResult
+
+    @property
+    def found(self) -> bool:
+        return bool(np.isfinite(self.period))
+
+    def model_fits(self, period: float, rtol: float = 1e-6) -> bool:
+        """Whether the Fourier model belongs to a fold at `period` (its own period, to `rtol`)."""
+        p = self.result.period
+        return bool(self.result.found and np.isfinite(period) and period > 0 and abs(period / p - 1) < rtol)
+
+    def choices(self) -> list[tuple[str, float, str]]:
+        """(button label, period, help) of each candidate, best first, labels short and distinct
+        ("0.53828 d · 2 x LS peak 1"); the stored period comes first when it is not a candidate."""
+        out = []
+        if self.found and not any(abs(c.period / self.period - 1) < 1e-6 for c in self.result.candidates):
+            out.append((f"{self.period:.5g} d · stored", self.period, "the period stored for this curve"))
+        for c in self.result.candidates:
+            more = "the best" if c.delta_bic == 0 else f"BIC {c.delta_bic:+.1f} against the best"
+            out.append((f"{c.period:.5g} d · {c.origin}", c.period, f"{more}; {c.n_harmonics} Fourier terms"))
+        return out
+
+
+def found_periods(store, oid: int) -> list[FoundPeriod]:
+    """The period finder's answer for each band of object `oid` (bands in the light curve's order):
+    the stored period of this FINDER_VERSION where the store has one, else the one found now."""
+    from lcdash.store.periods import read_periods
+
+    lc = store.lightcurve(int(oid))
+    stored = read_periods(store, oids=[int(oid)], finder=FINDER_VERSION).set_index("band")
+    out = []
+    for band in lc.bands:
+        sub = lc.select(band)
+        result = find_period(sub.time, sub.mag, sub.mag_err)
+        if band in stored.index:
+            row = stored.loc[band]
+            period = float(row["period"]) if pd.notna(row["period"]) else float("nan")
+            out.append(FoundPeriod(band, period, str(row["reason"]), True, result))
+        else:
+            out.append(FoundPeriod(band, result.period, result.reason, False, result))
+    return out

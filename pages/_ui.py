@@ -289,50 +289,124 @@ def _periodogram(path: str, oid: int, _store) -> tuple:
     return periods, power, lc.best_period()
 
 
+@st.cache_data(max_entries=64, show_spinner="Finding the period ...")
+def _found_periods(path: str, oid: int, _store) -> list:
+    """The period finder's answer for each band of one object (`workspace.found_periods`)."""
+    return workspace.found_periods(_store, oid)
+
+
+def periods_changed() -> None:
+    """Forget the viewer's period-finder answers (after the periods job stored new periods)."""
+    _found_periods.clear()
+
+
 def _set_period(key: str, value: float | None) -> None:
     if value is not None and value > 0:
         st.session_state[key] = float(value)
 
 
+def _finder_panel(found: list, key: str, oid: int, pkey: str):
+    """The period finder's answer in the viewer's side column: the band (when there are several),
+    the reason, one button per ranked candidate. Returns the band's `FoundPeriod` (None without)."""
+    if not found:
+        return None
+    st.markdown("**Period finder**")
+    pick = found[0]
+    if len(found) > 1:
+        bands = [f.band for f in found]
+        first = next((i for i, f in enumerate(found) if f.stored), 0)
+        band = st.selectbox(
+            "Band",
+            bands,
+            index=first,
+            key=f"{key}_pband_{oid}",
+            help="the period finder works on one band at a time",
+        )
+        pick = found[bands.index(band)]
+    where = "stored" if pick.stored else "found now (not stored yet)"
+    if pick.found:
+        st.caption(f"{pick.period:.6g} d, {where}: {pick.reason}")
+    else:
+        st.caption(f"No period ({where}): {pick.reason}")
+    for i, (label, value, help_) in enumerate(pick.choices()):
+        st.button(
+            label,
+            key=f"{key}_cand{i}_{oid}_{pick.band}",
+            on_click=_set_period,
+            args=(pkey, value),
+            help=f"fold at {value:.8g} d: {help_}",
+            width="stretch",
+        )
+    return pick
+
+
 def lightcurve_viewer(oid: int, key: str) -> None:
     """One object's light curve: raw (error bars, inverted magnitudes, bands in colour) or folded at
-    the catalogue period, a typed period or a Lomb-Scargle peak, with P/2 and 2P one click away."""
+    the catalogue period, a typed period, one of the period finder's candidates (its Fourier model
+    drawn over the fold at its own period) or a Lomb-Scargle peak, with P/2 and 2P one click away."""
     from lcdash import plots
     from lcdash.lightcurve import period_aliases
 
     s = store()
     try:
         lc = s.lightcurve(int(oid))
-        meta = s.objects(oids=[int(oid)], columns=["object_id", "survey", "label", "period", "n_obs",
-                                                   "synthetic"])
+        meta = s.objects(
+            oids=[int(oid)], columns=["object_id", "survey", "label", "period", "n_obs", "synthetic"]
+        )
     except Exception as exc:  # noqa: BLE001
         show_error(exc, f"Reading the light curve of oid {oid}")
         return
+    found = []
+    with guard("Period finder"):
+        found = _found_periods(str(s.path), int(oid), s)
     row = meta.iloc[0]
     cat_period = float(row["period"]) if row["period"] == row["period"] and row["period"] else None
+    first_found = next((f.period for f in found if f.found), None)
     synthetic = " · **synthetic** (simulated)" if bool(row["synthetic"]) else ""
-    st.markdown(f"**{row['object_id']}** · {row['survey']}{synthetic} · label {row['label'] or '—'} · "
-                f"{int(row['n_obs'])} observations · bands {', '.join(lc.bands) or '—'} · "
-                f"catalogue period {f'{cat_period:.6g} d' if cat_period else '—'}")
+    st.markdown(
+        f"**{row['object_id']}** · {row['survey']}{synthetic} · label {row['label'] or '—'} · "
+        f"{int(row['n_obs'])} observations · bands {', '.join(lc.bands) or '—'} · "
+        f"catalogue period {f'{cat_period:.6g} d' if cat_period else '—'}"
+    )
     pkey = f"{key}_period_{oid}"
     if pkey not in st.session_state:
-        st.session_state[pkey] = cat_period or 1.0
+        st.session_state[pkey] = cat_period or first_found or 1.0
     frame = lc.to_frame()
     left, right = st.columns([3, 1])
     with right:
-        folded = st.toggle("Fold", value=cat_period is not None, key=f"{key}_fold_{oid}")
+        folded = st.toggle("Fold", value=(cat_period or first_found) is not None, key=f"{key}_fold_{oid}")
         st.number_input("Period [d]", min_value=1e-4, format="%.6f", key=pkey)
         period = float(st.session_state[pkey])
         c1, c2, c3 = st.columns(3)
         aliases = period_aliases(period)
-        c1.button("P/2", key=f"{key}_half_{oid}", on_click=_set_period, args=(pkey, aliases["P/2"]),
-                  help="fold at half the current period")
-        c2.button("2P", key=f"{key}_double_{oid}", on_click=_set_period, args=(pkey, aliases["2P"]),
-                  help="fold at twice the current period")
-        c3.button("Cat.", key=f"{key}_cat_{oid}", on_click=_set_period, args=(pkey, cat_period),
-                  disabled=cat_period is None, help="fold at the catalogue period")
-        want_ls = st.toggle("Periodogram", key=f"{key}_ls_{oid}",
-                            help="Lomb-Scargle (all bands together); pick its best peak to fold")
+        c1.button(
+            "P/2",
+            key=f"{key}_half_{oid}",
+            on_click=_set_period,
+            args=(pkey, aliases["P/2"]),
+            help="fold at half the current period",
+        )
+        c2.button(
+            "2P",
+            key=f"{key}_double_{oid}",
+            on_click=_set_period,
+            args=(pkey, aliases["2P"]),
+            help="fold at twice the current period",
+        )
+        c3.button(
+            "Cat.",
+            key=f"{key}_cat_{oid}",
+            on_click=_set_period,
+            args=(pkey, cat_period),
+            disabled=cat_period is None,
+            help="fold at the catalogue period",
+        )
+        pick = _finder_panel(found, key, int(oid), pkey)
+        want_ls = st.toggle(
+            "Periodogram",
+            key=f"{key}_ls_{oid}",
+            help="Lomb-Scargle (all bands together); pick its best peak to fold",
+        )
     best = None
     if want_ls:
         try:
@@ -341,16 +415,39 @@ def lightcurve_viewer(oid: int, key: str) -> None:
             show_error(exc, "Periodogram")
         if best is not None:
             with right:
-                st.button(f"Best peak {best:.6g} d", key=f"{key}_best_{oid}", on_click=_set_period,
-                          args=(pkey, best))
+                st.button(
+                    f"Best peak {best:.6g} d",
+                    key=f"{key}_best_{oid}",
+                    on_click=_set_period,
+                    args=(pkey, best),
+                )
     with left:
         if folded:
-            fig = plots.folded_figure(frame.assign(phase=lc.fold(period)), period)
+            model, name = None, "model"
+            if pick is not None and pick.model_fits(period):
+                n_terms = (len(pick.result.coefficients) - 1) // 2
+                name = f"Fourier model ({n_terms} terms, {pick.band})"
+                with guard("Drawing the period finder's model"):
+                    model = plots.phase_curve(pick.result.model, period, lc.epoch_of_maximum())
+            fig = plots.folded_figure(
+                frame.assign(phase=lc.fold(period)),
+                period,
+                model=model,
+                model_name=name,
+                model_band=pick.band if pick else None,
+            )
         else:
             fig = plots.lightcurve_figure(frame)
         st.plotly_chart(fig, key=f"{key}_lc_{oid}", width="stretch")
         if best is not None:
-            marks = {"best": best, "P/2": best / 2, "2P": best * 2, "catalogue": cat_period,
-                     "folded": period if folded else None}
-            st.plotly_chart(plots.periodogram_figure(periods, power, marks), key=f"{key}_pg_{oid}",
-                            width="stretch")
+            marks = {
+                "best": best,
+                "P/2": best / 2,
+                "2P": best * 2,
+                "catalogue": cat_period,
+                "finder": pick.period if pick is not None and pick.found else None,
+                "folded": period if folded else None,
+            }
+            st.plotly_chart(
+                plots.periodogram_figure(periods, power, marks), key=f"{key}_pg_{oid}", width="stretch"
+            )
