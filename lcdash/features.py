@@ -1,47 +1,53 @@
 """Per-light-curve features (the `light-curve` package) for the classical Random Forest baseline.
 
 The set follows the usual variable-star feature baselines (Richards et al. 2011, the ALeRCE
-light-curve classifier): Lomb-Scargle peaks (period and S/N of the 3 strongest), features of the
-curve folded at the best period, amplitude and percentile ranges, moments, Stetson K, eta (von
-Neumann), beyond-n-std fractions, linear trend, maximum slope, and the like.
+light-curve classifier): Lomb-Scargle peaks (period and S/N of the 3 strongest), the period found
+by lcdash's period finder (`lcdash.periods`: the one every fold of lcdash uses) with its Fourier
+decomposition (R21, R31, phi21, phi31; Simon & Lee 1981) and features of the curve folded at it,
+amplitude and percentile ranges, moments, Stetson K, eta (von Neumann), beyond-n-std fractions,
+linear trend, maximum slope, and the like.
 
-The periodogram runs on a fixed frequency grid, not the package's default "average Nyquist" grid:
-survey cadences cluster in nights and seasons, so the average interval (days to weeks) would hide
-the sub-day periods of RR Lyrae, delta Scuti and contact binaries. The grid spans periods from
-MIN_PERIOD days to the baseline. Missing errors are replaced by the curve's median error, or by
-its magnitude standard deviation when it has none at all (error-weighted features then reduce to
-unweighted ones).
+The periodogram runs on a fixed frequency grid (`lcdash.periods`), not the package's default
+"average Nyquist" grid: survey cadences cluster in nights and seasons, so the average interval
+(days to weeks) would hide the sub-day periods of RR Lyrae, delta Scuti and contact binaries.
+Missing errors are replaced by the curve's median error, or by its magnitude standard deviation
+when it has none at all (error-weighted features then reduce to unweighted ones).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lcdash.lightcurve import MIN_PERIOD
-from lcdash.periods import default_threads
+from lcdash.lightcurve import fold_phase
+from lcdash.periods import default_threads, find_periods, fourier_parameters
 
-FREQ_POWER = 17  # 2**17 + 1 grid points: ~1 / (7 x 3000 days) resolution up to 1 / MIN_PERIOD
+#: Features of the curve folded at the found period (phase 0 at maximum light, phase as time).
+FOLDED_PREFIX = "period_folded_"
+#: From the period finder: its LS peaks, the found period, its score and Fourier decomposition.
+PERIOD_NAMES = [
+    *(f"periodogram_period{s}_{k}" for k in range(3) for s in ("", "_s_to_n")),
+    "period_found",
+    "period_found_score",
+    "period_found_n_harmonics",
+    "fourier_R21",
+    "fourier_R31",
+    "fourier_phi21",
+    "fourier_phi31",
+]
 
 
-def _periodogram(peaks: int = 3, phase_features=()):
+def _folded_extractor():
     import light_curve as lc
 
-    max_freq = 2 * np.pi / MIN_PERIOD  # angular frequency
-    return lc.Periodogram(
-        peaks=peaks,
-        freqs=np.linspace(0.0, max_freq, 2**FREQ_POWER + 1),
-        fast=True,
-        phase_features=list(phase_features),
+    return lc.Extractor(
+        lc.Amplitude(), lc.Skew(), lc.Kurtosis(), lc.StandardDeviation(), lc.Eta(), lc.MaximumSlope()
     )
 
 
 def _extractor():
     import light_curve as lc
 
-    phase = [lc.Amplitude(), lc.Skew(), lc.Kurtosis(), lc.StandardDeviation(), lc.Eta(), lc.MaximumSlope()]
-    periodogram = _periodogram(3, phase)
     return lc.Extractor(
-        periodogram,
         lc.Amplitude(),
         lc.AndersonDarlingNormal(),
         lc.BeyondNStd(1.0),
@@ -75,7 +81,8 @@ def _extractor():
 
 def feature_names() -> list[str]:
     """Names of the columns `extract_features` returns."""
-    return list(_extractor().names)
+    folded = [FOLDED_PREFIX + n for n in _folded_extractor().names]
+    return PERIOD_NAMES[:6] + folded + list(_extractor().names) + PERIOD_NAMES[6:]
 
 
 def _prepare(time, mag, err) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,9 +102,40 @@ def _prepare(time, mag, err) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.ascontiguousarray(t), np.ascontiguousarray(m), np.ascontiguousarray(e)
 
 
-def _many(ext, curves, n_jobs: int | None) -> np.ndarray:
-    """`ext` over many light curves -> float64 [N, len(ext.names)]; NaN rows for curves with fewer
-    than 4 unique times (too few for every feature)."""
+def _period_features(curve, res) -> np.ndarray:
+    """PERIOD_NAMES of one curve from its PeriodResult."""
+    out = np.full(len(PERIOD_NAMES), np.nan)
+    for k, (p, snr) in enumerate(res.ls_peaks[:3]):
+        out[2 * k : 2 * k + 2] = p, snr
+    if res.found:
+        amp, phase = fourier_parameters(*curve, res.period, 3)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[6:] = (
+                res.period,
+                res.delta_bic_constant,
+                (len(res.coefficients) - 1) // 2,
+                amp[1] / amp[0],
+                amp[2] / amp[0],
+                np.mod(phase[1] - 2 * phase[0], 2 * np.pi),
+                np.mod(phase[2] - 3 * phase[0], 2 * np.pi),
+            )
+    return out
+
+
+def _fold_for_features(curve, period: float):
+    """(phase, mag, err) sorted by phase with unique phases, phase 0 at maximum light."""
+    t, m, e = curve
+    phase = fold_phase(t, period, t[np.argmin(m)])
+    order = np.argsort(phase, kind="stable")
+    phase, m, e = phase[order], m[order], e[order]
+    keep = np.r_[True, np.diff(phase) > 0]
+    return np.ascontiguousarray(phase[keep]), np.ascontiguousarray(m[keep]), np.ascontiguousarray(e[keep])
+
+
+def _many(curves, n_jobs: int | None) -> np.ndarray:
+    """Every feature of many light curves -> float64 [N, len(feature_names())]; NaN rows for curves
+    with fewer than 4 unique times (too few for every feature), NaN period features where the
+    finder found no period."""
     if hasattr(curves, "mask"):
         b = curves
         items = [
@@ -106,26 +144,28 @@ def _many(ext, curves, n_jobs: int | None) -> np.ndarray:
     else:
         items = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in curves]
     prepared = [_prepare(*c) for c in items]
-    out = np.full((len(prepared), len(ext.names)), np.nan)
+    ext, folded_ext = _extractor(), _folded_extractor()
+    n_fold = len(folded_ext.names)
+    names = feature_names()
+    out = np.full((len(prepared), len(names)), np.nan)
     ok = [i for i, (t, _, _) in enumerate(prepared) if len(t) >= 4]
-    if ok:
-        values = ext.many(
-            [prepared[i] for i in ok],
-            n_jobs=n_jobs or default_threads(),
-            sorted=True,
-            check=False,
-            fill_value=np.nan,
-        )
-        out[ok] = np.asarray(values, dtype=np.float64)
+    if not ok:
+        return out
+    threads = n_jobs or default_threads()
+    opts = {"n_jobs": threads, "sorted": True, "check": False, "fill_value": np.nan}
+    results = find_periods([prepared[i] for i in ok], n_jobs=threads)
+    per = np.array([_period_features(prepared[i], r) for i, r in zip(ok, results, strict=True)])
+    out[np.ix_(ok, range(6))] = per[:, :6]
+    out[np.ix_(ok, range(6 + n_fold + len(ext.names), len(names)))] = per[:, 6:]
+    rest = np.asarray(ext.many([prepared[i] for i in ok], **opts), dtype=np.float64)
+    out[np.ix_(ok, range(6 + n_fold, 6 + n_fold + len(ext.names)))] = rest
+    found = [(i, r.period) for i, r in zip(ok, results, strict=True) if r.found]
+    folds = [(i, _fold_for_features(prepared[i], p)) for i, p in found]
+    folds = [(i, f) for i, f in folds if len(f[0]) >= 4]
+    if folds:
+        values = np.asarray(folded_ext.many([f for _, f in folds], **opts), dtype=np.float64)
+        out[np.ix_([i for i, _ in folds], range(6, 6 + n_fold))] = values
     return out
-
-
-def best_periods(curves, n_jobs: int | None = None) -> np.ndarray:
-    """The strongest Lomb-Scargle period (days) of each light curve on the features' grid; NaN
-    for curves with fewer than 4 observations. For folding curves that have no catalogue period."""
-    import light_curve as lc
-
-    return _many(lc.Extractor(_periodogram(1)), curves, n_jobs)[:, 0]
 
 
 def extract_features(curves, n_jobs: int | None = None) -> np.ndarray:
@@ -134,4 +174,4 @@ def extract_features(curves, n_jobs: int | None = None) -> np.ndarray:
     `curves`: a LightCurveBatch, or a list of (time, mag) / (time, mag, err) tuples.
     `n_jobs`: threads for the Rust extractor (default: all CPUs).
     """
-    return _many(_extractor(), curves, n_jobs).astype(np.float32)
+    return _many(curves, n_jobs).astype(np.float32)

@@ -86,6 +86,8 @@ class PeriodResult:
     t0: float = 0.0
     coefficients: tuple[float, ...] = ()
     delta_bic_constant: float = 0.0
+    #: the periodogram's strongest peaks as (period, signal to noise), strongest first (features)
+    ls_peaks: tuple[tuple[float, float], ...] = ()
 
     @property
     def found(self) -> bool:
@@ -243,7 +245,7 @@ def _eclipse_like(t, y, sw, f: float, n_eff: float) -> tuple[bool, float]:
     return bool(abs(delta) < SHAPE_DELTA), delta
 
 
-def _decide(t, y, e, peak_periods: np.ndarray, step: float, max_period: float) -> PeriodResult:
+def _decide(t, y, e, peak_periods: np.ndarray, step: float, max_period: float, peak_snr=None) -> PeriodResult:
     """Refine the periodogram's peaks, fit Fourier series at P, 2P and P/2, keep the lowest BIC;
     double a winner whose fold is one binary half-orbit."""
     N = t.size
@@ -312,7 +314,14 @@ def _decide(t, y, e, peak_periods: np.ndarray, step: float, max_period: float) -
         t0=t0,
         coefficients=tuple(float(c) for c in coef),
         delta_bic_constant=float(bic0 - best[0]),
+        ls_peaks=_ls_peaks(peak_periods, peak_snr),
     )
+
+
+def _ls_peaks(peak_periods, peak_snr, n: int = 3) -> tuple[tuple[float, float], ...]:
+    if peak_snr is None:
+        return ()
+    return tuple((float(p), float(q)) for p, q in zip(peak_periods[:n], peak_snr[:n], strict=True))
 
 
 def _reason(best, models) -> str:
@@ -333,15 +342,16 @@ def _reason(best, models) -> str:
 
 
 # ------------------------------------------------------------------- public
-def _peak_periods(prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_jobs: int) -> np.ndarray:
-    """[M, CANDIDATES + 3] periods of each curve's strongest Lomb-Scargle peaks (the Rust periodogram).
-    A few spare peaks: the ones beyond the longest searched period are dropped later."""
+def _peak_periods(prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_jobs: int):
+    """Periods and signal-to-noise ratios [M, CANDIDATES + 3] of each curve's strongest Lomb-Scargle
+    peaks (the Rust periodogram). A few spare peaks: those beyond the longest searched period are
+    dropped later."""
     import light_curve as lc
 
     grid = np.linspace(0.0, 2 * np.pi / MIN_PERIOD, 2**GRID_POWER + 1)
     ext = lc.Extractor(lc.Periodogram(peaks=CANDIDATES + 3, freqs=grid, fast=True))
-    values = ext.many(prepared, n_jobs=n_jobs, sorted=True, check=False, fill_value=np.nan)
-    return np.asarray(values, np.float64)[:, 0::2]
+    values = np.asarray(ext.many(prepared, n_jobs=n_jobs, sorted=True, check=False, fill_value=np.nan))
+    return values[:, 0::2], values[:, 1::2]
 
 
 def grid_step() -> float:
@@ -376,11 +386,11 @@ def find_periods(
     done = total - len(ok)
 
     def work(idx: list[int]) -> list[int]:
-        peaks = _peak_periods([cleaned[i] for i in idx], 1)
-        for i, row in zip(idx, peaks, strict=True):
+        peaks, snr = _peak_periods([cleaned[i] for i in idx], 1)
+        for j, i in enumerate(idx):
             t, y, e = cleaned[i]
             longest = min(max_period, (t[-1] - t[0]) / 2.0)
-            results[i] = _decide(t, y, e, row, grid_step(), max(longest, 2 * MIN_PERIOD))
+            results[i] = _decide(t, y, e, peaks[j], grid_step(), max(longest, 2 * MIN_PERIOD), snr[j])
         return idx
 
     # one chunk per thread at a time: the Rust periodogram and numpy's kernels release the GIL
@@ -391,6 +401,22 @@ def find_periods(
             if progress is not None:
                 progress(done, total)
     return results  # type: ignore[return-value]
+
+
+def fourier_parameters(time, mag, err, period: float, n_terms: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitudes A_k and phases phi_k (radians) of an n-term Fourier series at `period`,
+    m(t) = c + sum_k A_k cos(2 pi k t / P - phi_k): the decomposition of Simon & Lee 1981 whose
+    ratios R_k1 = A_k / A_1 and phase differences phi_k1 = phi_k - k phi_1 separate pulsators from
+    binaries. NaN arrays when the curve is unusable or the period is not positive."""
+    nan = np.full(n_terms, np.nan)
+    c = _clean(time, mag, err)
+    if isinstance(c, str) or not (np.isfinite(period) and period > 0):
+        return nan, nan.copy()
+    t, y, e = c
+    sw = 1.0 / e
+    coef = _coefficients(t - t[0], y - np.average(y, weights=sw**2), sw, 1.0 / period, n_terms)
+    a, b = coef[1::2], coef[2::2]
+    return np.hypot(a, b), np.arctan2(b, a)
 
 
 def find_period(time, mag, err=None, *, max_period: float = MAX_PERIOD) -> PeriodResult:

@@ -18,6 +18,8 @@ Kinds and their params (JSON values; the pages and the CLI build them):
   folds, seed, classes=None, max_epochs=None, predict=True (write predictions for all embedded objects)
 - `evaluate`: models, encoder (for the probe), labels, survey, band, spc, folds, test_per_class,
   max_epochs, seed, classes, scoring, max_per_class=None (subsample big classes before the protocol)
+- `periods`: survey=None, band=None, overwrite=False (`lcdash periods` as a job: the period finder on
+  every light curve without a period of this finder version, stored beside the catalogue period)
 """
 
 from __future__ import annotations
@@ -827,6 +829,90 @@ def _cross_survey_prepare(store, params, cfg, folder):
 
 
 # --------------------------------------------------------------------------------------------------
+# periods: `lcdash periods` (periods.store_periods) split where the store's write lock demands it:
+# prepare exports the light curves that need a period, the worker finds them, finalize stores them
+
+PERIODS_CHUNK = 2048  # light curves per exported batch file
+PERIODS_STEP = 256  # light curves per find_periods call in the worker: progress and cancel in between
+
+
+def periods_prepare(store, params, folder):
+    from lcdash.periods import FINDER_VERSION
+    from lcdash.store.periods import missing_periods
+
+    survey, band = params.get("survey") or None, params.get("band") or None
+    if survey is not None and survey not in store.surveys():
+        raise ValidationError(f"no survey {survey!r} in this store; surveys: {', '.join(store.surveys())}")
+    if band is not None and band not in store.bands():
+        raise ValidationError(f"no band {band!r} in this store; bands: {', '.join(store.bands())}")
+    every = bool(params.get("overwrite"))
+    todo = missing_periods(store, FINDER_VERSION, survey=survey, band=band, every=every)
+    if todo.empty:
+        raise ValidationError(
+            f"every light curve selected already has a period of {FINDER_VERSION}; "
+            "tick 'Recompute stored periods' to find them again"
+        )
+    files = []
+    for b, group in todo.groupby("band", sort=True):
+        oids = group["oid"].to_numpy(np.int64)
+        for i in range(0, len(oids), PERIODS_CHUNK):
+            name = f"batch_{len(files):04d}.npz"
+            store.export_batch(oids[i : i + PERIODS_CHUNK], str(b), folder / name)
+            files.append(name)
+    return {"batches": files, "n_curves": int(len(todo)), "finder": FINDER_VERSION}
+
+
+def periods_run(folder, params, progress):
+    import pandas as pd
+
+    from lcdash.periods import find_periods, results_frame
+
+    total = int(params["n_curves"])
+    progress(0, total, f"finding the periods of {total:,} light curves")
+    done = found = 0
+    t0 = time.monotonic()
+    outputs = []
+    for name in params["batches"]:
+        batch = LightCurveBatch.load(folder / name)
+        frames = []
+        for lo in range(0, len(batch), PERIODS_STEP):
+            sub = batch.take(np.arange(lo, min(lo + PERIODS_STEP, len(batch))))
+            base = done
+
+            def report(n, _total, base=base):
+                rate = (base + n) / max(time.monotonic() - t0, 1e-9)
+                progress(base + n, total, f"periods of {base + n:,}/{total:,} light curves ({rate:.0f}/s)")
+
+            results = find_periods(sub, progress=report)
+            _cancel_check(progress)
+            frames.append(results_frame(sub.oid, sub.band, results))
+            done += len(results)
+            found += sum(r.found for r in results)
+        out = name.replace("batch_", "periods_").replace(".npz", ".parquet")
+        pd.concat(frames, ignore_index=True).to_parquet(folder / out, index=False)
+        outputs.append(out)
+    seconds = time.monotonic() - t0
+    return {
+        "files": outputs,
+        "light_curves": done,
+        "found": found,
+        "seconds": seconds,
+        "lc_per_s": done / seconds if seconds > 0 else None,
+    }
+
+
+def periods_finalize(store, folder, params, result):
+    import pandas as pd
+
+    from lcdash.store.periods import save_periods
+
+    finder = params["finder"]
+    rows = sum(save_periods(store, pd.read_parquet(folder / name), finder) for name in result["files"])
+    return {k: v for k, v in result.items() if k != "files"} | {"rows": rows, "finder": finder}
+
+
+# --------------------------------------------------------------------------------------------------
+
 
 def _finetune_prepare(store, params, folder):
     return train_prepare(store, {**params, "finetune": True}, folder) | {"finetune": True}
@@ -847,5 +933,6 @@ KINDS: dict[str, TaskKind] = {
         task_kind("evaluate", evaluate_run, evaluate_prepare, evaluate_finalize, "compare classifiers"),
         task_kind("embed_catalog", embed_catalog_run, embed_catalog_prepare, embed_catalog_finalize,
                   "embeddings on a Dask cluster"),
+        task_kind("periods", periods_run, periods_prepare, periods_finalize, "periods of the light curves"),
     )
 }

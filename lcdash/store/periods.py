@@ -75,3 +75,26 @@ def missing_periods(
         ).df()
     finally:
         cur.close()
+
+
+def period_counts(store, finder: str, survey: str | None = None, band: str | None = None) -> dict:
+    """How many light curves (of `survey`, in `band` when given) the store has ("light_curves"),
+    how many have a stored result of `finder` ("stored") and how many of those a period ("found")."""
+    where, params = ["true"], [finder]
+    if survey is not None:
+        where.append("o.survey = ?")
+        params.append(survey)
+    if band is not None:
+        where.append("l.band = ?")
+        params.append(band)
+    cur = store.cursor()
+    try:
+        n, stored, found = cur.execute(
+            "SELECT count(*), count(p.oid), count(p.period) FROM lightcurves l JOIN objects o USING (oid) "
+            "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? "
+            f"WHERE {' AND '.join(where)}",
+            params,
+        ).fetchone()
+    finally:
+        cur.close()
+    return {"light_curves": int(n), "stored": int(stored), "found": int(found)}
