@@ -10,14 +10,17 @@ import pandas as pd
 import streamlit as st
 
 from lcdash import io as lcio
+from lcdash.periods import FINDER_VERSION
+from lcdash.store.periods import period_counts
 from pages import _ui
 
 UPLOAD_TYPES = ["csv", "tsv", "txt", "dat", "parquet", "pq", "fits", "fit", "fts", "xml", "vot", "votable",
                 "ecsv", "zip", "gz"]
 SHOW_ROWS = 5000
+ALL = "(all)"
 
 st.title("Data")
-store = _ui.store()
+store, jm = _ui.store(), _ui.jobs()
 
 
 def problem_lines(report) -> list[str]:
@@ -39,6 +42,67 @@ def problem_lines(report) -> list[str]:
         lines.append(f"- {icon} {message}" + (f" — {'; '.join(where)}" if where else ""))
     return lines
 browse, upload = st.tabs(["Browse", "Add light curves"])
+
+
+def periods_outcome(job) -> None:
+    """What the last periods job did (it stays on the page after the job has ended)."""
+    when = f" ({job.finished_at:%b %d %H:%M})" if getattr(job, "finished_at", None) else ""
+    if job.state == "done":
+        r = job.result or {}
+        n, found = int(r.get("light_curves") or 0), int(r.get("found") or 0)
+        rate = f" at {r['lc_per_s']:.0f} light curves/s" if r.get("lc_per_s") else ""
+        st.success(
+            f"Last periods job{when}: {found:,} of {n:,} light curves got a period{rate}; "
+            f"{n - found:,} have none (too few observations, constant or no significant peak: "
+            "the viewer says why)."
+        )
+    elif job.state == "failed":
+        st.error(f"The last periods job{when} failed: {job.error or job.message or 'no message'}")
+    elif job.state == "cancelled":
+        st.warning(f"The last periods job{when} was cancelled; nothing it found was stored.")
+
+
+def periods_section() -> None:
+    """The "Find periods" job: the period finder on every light curve (of a survey, in a band) that
+    has no period of this finder version yet, stored beside the catalogue period."""
+    running = []
+    with _ui.guard("Reading jobs"):
+        running = jm.list(states=_ui.ACTIVE, kinds=["periods"])
+    with st.expander("Periods from the light curves", expanded=bool(running)):
+        st.caption(
+            f"The period finder ({FINDER_VERSION}: Lomb-Scargle candidates judged by multi-harmonic "
+            "fits, P against 2P and cadence aliases decided) on each light curve, stored beside the "
+            "catalogue period, which is never changed. Folds, embeddings and the viewer read it."
+        )
+        c1, c2, c3 = st.columns(3)
+        survey = c1.selectbox("Survey", [ALL, *store.surveys()], key="data_periods_survey")
+        band = c2.selectbox("Band", [ALL, *store.bands()], key="data_periods_band")
+        overwrite = c3.checkbox("Recompute stored periods", key="data_periods_overwrite")
+        params = {
+            "survey": None if survey == ALL else survey,
+            "band": None if band == ALL else band,
+            "overwrite": overwrite,
+        }
+        with _ui.guard("Counting stored periods"):
+            n = period_counts(store, FINDER_VERSION, params["survey"], params["band"])
+            st.caption(
+                f"{n['stored']:,} of {n['light_curves']:,} light curves have a result of "
+                f"{FINDER_VERSION} ({n['found']:,} with a period)."
+            )
+        if st.button("Find periods", key="data_periods_go", type="primary", disabled=bool(running)):
+            with (
+                _ui.guard("Starting the periods job"),
+                st.spinner("Exporting the light curves for the job ..."),
+            ):
+                jm.submit("periods", params)
+                st.rerun()
+        for job in running:
+            _ui.watch_job(job.job_id, key="data_periods", on_done=lambda job: _ui.periods_changed())
+        last = []
+        with _ui.guard("Reading the last periods job"):
+            last = jm.list(kinds=["periods"], limit=1)
+        if last and last[0].state not in _ui.ACTIVE:
+            periods_outcome(last[0])
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the file ...")
@@ -102,6 +166,8 @@ with browse:
             result = st.session_state["data_sql_result"]
             st.caption(f"{len(result):,} rows")
             st.dataframe(result, hide_index=True, key="data_sql_table")
+
+    periods_section()
 
     st.subheader("Light curve")
     if oid is None and len(objects):
