@@ -3,12 +3,17 @@ periodogram) and the upload -> mapping -> validation -> confirm -> ingest flow."
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 import pandas as pd
 from _apptest import open_page, run
 from streamlit.testing.v1 import AppTest
 
+from lcdash.periods import FINDER_VERSION, find_period
 from lcdash.store import Store
+from lcdash.store.periods import read_periods
 
 
 def _objects_table(at: AppTest) -> pd.DataFrame:
@@ -65,6 +70,74 @@ def test_viewer_folds_and_takes_aliases_and_periodogram(app_db):
     best[0].click()
     run(at)
     assert np.isclose(at.number_input(key=key).value, float(best[0].label.split()[2]))
+
+
+def _chart(at: AppTest, index: int = 0) -> dict:
+    """The plotly figure of the page's index-th chart, as the page sent it."""
+    return json.loads(at.get("plotly_chart")[index].proto.spec)
+
+
+def test_viewer_shows_the_period_finder_and_folds_at_a_candidate(app_db):
+    """Issue 26: the finder's best period and reason, its ranked candidates one click each, the
+    Fourier model drawn over the fold at the finder's period and only there."""
+    with Store(app_db) as store:
+        oid = int(store.objects(columns=["oid"])["oid"].min())
+        lc = store.lightcurve(oid)
+        band = lc.bands[0]
+        sub = lc.select(band)
+        expected = find_period(sub.time, sub.mag, sub.mag_err)
+    assert expected.found and len(expected.candidates) >= 2
+    at = run(open_page("pages/data.py"))
+    assert int(_objects_table(at).iloc[0]["oid"]) == oid  # the viewer shows the first object
+    caption = [c.value for c in at.caption if "found now" in c.value]
+    assert caption and f"{expected.period:.6g} d" in caption[0] and expected.reason in caption[0]
+    buttons = {b.key: b.label for b in at.button if b.key and b.key.startswith("data_cand")}
+    keys = [f"data_cand{i}_{oid}_{band}" for i in range(len(expected.candidates))]
+    assert [buttons.get(k) for k in keys] == [f"{c.period:.5g} d · {c.origin}" for c in expected.candidates]
+    assert len(set(buttons.values())) == len(buttons)  # distinct labels
+
+    key = f"data_period_{oid}"
+    at.button(key=keys[1]).click()
+    run(at)
+    assert at.number_input(key=key).value == expected.candidates[1].period
+    assert [t["name"] for t in _chart(at)["data"]] == [band]  # no model at another period
+    at.button(key=keys[0]).click()
+    run(at)
+    assert at.number_input(key=key).value == expected.period
+    traces = _chart(at)["data"]
+    assert [t["name"] for t in traces][0] == band and traces[1]["name"].startswith("Fourier model")
+    assert traces[1]["mode"] == "lines"
+
+
+def test_find_periods_job_runs_to_done_and_stores_a_period_row_per_light_curve(app_db):
+    at = run(open_page("pages/data.py"))
+    assert any(c.value.startswith("0 of 300 light curves have a result") for c in at.caption)
+    at.button(key="data_periods_go").click()
+    run(at)
+    assert not at.error, [e.value for e in at.error]
+    seen_progress = bool(at.get("progress"))  # the job's bar, before its worker has even started
+    deadline = time.monotonic() + 120
+    while not any(s.value.startswith("Last periods job") for s in at.success):
+        assert time.monotonic() < deadline, ([e.value for e in at.error], [s.value for s in at.success])
+        time.sleep(0.5)
+        run(at)
+    assert seen_progress
+    done = next(s.value for s in at.success if s.value.startswith("Last periods job"))
+    assert "of 300 light curves got a period" in done
+    assert any(c.value.startswith("300 of 300 light curves have a result") for c in at.caption)
+    assert any(", stored: " in c.value for c in at.caption)  # the viewer reads the stored period now
+    with Store(app_db) as store:
+        stored = read_periods(store)
+        curves = store.objects(columns=["oid", "bands"]).explode("bands")
+    assert len(stored) == len(curves) == 300
+    assert set(zip(stored["oid"], stored["band"], strict=True)) == set(
+        zip(curves["oid"], curves["bands"], strict=True)
+    )
+    assert (stored["finder"] == FINDER_VERSION).all() and stored["period"].notna().any()
+    # nothing left to do: the job is refused with a message, not started
+    at.button(key="data_periods_go").click()
+    run(at)
+    assert any("already has a period" in e.value for e in at.error)
 
 
 def _upload_csv() -> bytes:
