@@ -10,6 +10,8 @@ grid, `lcdash.features` before issue 26) and the new one (`lcdash.periods`):
 - alias: 1/P within 1% of |1/P_cat +- k / day| (k = 1, 2; solar and sidereal day) or
   1/P_cat +- 1 / year (also for the halved and doubled period);
 - clean fold: the phase drift |1/P - 1/P_cat| x baseline under 0.1 cycle;
+- pdm_theta: the mean phase dispersion of the fold at the found period (Stellingwerf 1978, 10
+  bins; lower is cleaner), which needs no catalogue;
 - curves/s of both on the same curves in the same run (periodogram and decision, threads as given).
 `--per-class N` takes N curves per class (seeded) for a quick look; the default is every curve.
 Writes recovery.csv, results.json (both finders) and the periods per curve (periods.parquet).
@@ -74,6 +76,23 @@ def classify(found: np.ndarray, cat: np.ndarray, baseline: np.ndarray) -> pd.Dat
     return out
 
 
+def fold_dispersion(curves, found: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Phase dispersion theta (Stellingwerf 1978) of each curve folded at `found`: the pooled
+    variance within `bins` phase bins over the total variance; lower is a cleaner fold (1: none)."""
+    out = np.full(len(curves), np.nan)
+    for i, ((t, m, _), p) in enumerate(zip(curves, found, strict=True)):
+        if not (np.isfinite(p) and p > 0) or len(t) < 2 * bins:
+            continue
+        m = np.asarray(m, np.float64)
+        k = np.minimum((np.mod(t / p, 1.0) * bins).astype(int), bins - 1)
+        n = np.bincount(k, minlength=bins)
+        s1 = np.bincount(k, weights=m, minlength=bins)
+        s2 = np.bincount(k, weights=m * m, minlength=bins)
+        within = np.sum(s2 - np.where(n > 0, s1**2 / np.maximum(n, 1), 0.0)) / max(len(m) - bins, 1)
+        out[i] = within / np.var(m, ddof=1)
+    return out
+
+
 def table(flags: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     flags = flags.assign(label=labels)
     per = flags.groupby("label").mean(numeric_only=True)
@@ -82,13 +101,16 @@ def table(flags: pd.DataFrame, labels: np.ndarray) -> pd.DataFrame:
     return per
 
 
-def load(data: Path, per_class: int | None, seed: int):
+def load(data: Path, per_class: int | None, seed: int, band: str | None = None):
     objects = pd.read_parquet(data / "objects.parquet")
     objects = objects[np.isfinite(objects["period"]) & (objects["period"] > 0)]
     if per_class:
         objects = objects.sample(frac=1.0, random_state=seed).groupby("label").head(per_class)
     ids = objects["object_id"].tolist()
-    obs = pd.read_parquet(data / "observations.parquet", filters=[("object_id", "in", ids)])
+    filters = [("object_id", "in", ids)] + ([("band", "==", band)] if band else [])
+    obs = pd.read_parquet(data / "observations.parquet", filters=filters)
+    if band is None and "band" in obs.columns and obs["band"].nunique() > 1:
+        raise SystemExit(f"{data} has bands {sorted(obs['band'].unique())}: choose one with --band")
     tcol = "time_mjd" if "time_mjd" in obs.columns else "time"
     curves, keep = [], []
     for oid, g in obs.groupby("object_id", sort=False):
@@ -96,6 +118,35 @@ def load(data: Path, per_class: int | None, seed: int):
         keep.append(oid)
     objects = objects.set_index("object_id").loc[keep]
     return curves, objects
+
+
+def plot_folds(curves, labels, cat, old, new, path: Path, seed: int = 0) -> None:
+    """For each class, one curve where the finders disagree: folded at the old, new (and catalogue) period."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    classes = sorted(set(labels))
+    fig, axes = plt.subplots(len(classes), 3, figsize=(9, 1.7 * len(classes)), squeeze=False)
+    for row, c in enumerate(classes):
+        idx = np.flatnonzero((labels == c) & (np.abs(new / old - 1) > 0.01))
+        if not len(idx):
+            idx = np.flatnonzero(labels == c)
+        i = int(rng.choice(idx))
+        t, m, _ = curves[i]
+        for col, (name, p) in enumerate((("old", old[i]), ("new", new[i]), ("catalogue", cat[i]))):
+            ax = axes[row, col]
+            if np.isfinite(p) and p > 0:
+                ph = np.mod((t - t.min()) / p, 1.0)
+                ax.plot(np.r_[ph, ph + 1], np.r_[m, m], ".", ms=2, color="k")
+            ax.invert_yaxis()
+            ax.set_title(f"{c} {name} P={p:.5g} d", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> None:
@@ -106,10 +157,11 @@ def main(argv=None) -> None:
     ap.add_argument("--per-class", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--band", default=None, help="the band, for surveys with several (EROS-1: EROS1_R)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    curves, objects = load(args.data, args.per_class, args.seed)
+    curves, objects = load(args.data, args.per_class, args.seed, args.band)
     cat = objects["period"].to_numpy(np.float64)
     baseline = np.array([t.max() - t.min() for t, _, _ in curves])
     labels = objects["label"].to_numpy()
@@ -125,10 +177,13 @@ def main(argv=None) -> None:
     tables = {}
     pd.set_option("display.width", 160)
     for name, found in (("old", old), ("new", new)):
-        tab = table(classify(found, cat, baseline), labels)
+        flags = classify(found, cat, baseline)
+        flags["pdm_theta"] = fold_dispersion(curves, found)
+        tab = table(flags, labels)
         tables[name] = tab
         print(f"\n{name} finder: fractions per class")
-        print((tab.drop(columns="n") * 100).round(1).assign(n=tab["n"].astype(int)).to_string())
+        shown = (tab.drop(columns=["n", "pdm_theta"]) * 100).round(1)
+        print(shown.assign(pdm_theta=tab["pdm_theta"].round(3), n=tab["n"].astype(int)).to_string())
     ratio = rate_new / rate_old
     print(f"\nspeed: old {rate_old:.1f} curves/s, new {rate_new:.1f} curves/s, new/old {ratio:.2f}")
     if args.out:
@@ -152,6 +207,7 @@ def main(argv=None) -> None:
             "overall": {k: v.loc["all"].drop("n").to_dict() for k, v in tables.items()},
         }
         (args.out / "results.json").write_text(json.dumps(summary, indent=2))
+        plot_folds(curves, labels, cat, old, new, args.out / "folds.png", args.seed)
         print(f"wrote {args.out}")
 
 
