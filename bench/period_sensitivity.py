@@ -8,7 +8,7 @@ seasons over 3-9 years): period log-uniform in 0.05-500 d, amplitude 0.2-1.0 mag
 Gaussian noise. For each encoder, the map input (`lcdash.projection.map_input`) of every curve; a
 leave-one-out kNN(10) regression of log10(period) from it (the median of the neighbours' log
 periods); per period decade, the fraction recovered within 0.1 dex (26 %). A Lomb-Scargle
-periodogram on the same curves (`lcdash.features.best_periods`) is the reference, and "chance"
+period finder on the same curves (`lcdash.periods.best_periods`) is the reference, and "chance"
 is the same score with the neighbours drawn at random. Writes results.json and period_recovery.png.
 
 Why: the published positional encoding's fastest rate is 1 rad/day, so periods below ~6 d have no
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from lcdash.embed import embed_batch
-    from lcdash.features import best_periods
+    from lcdash.periods import best_periods
     from lcdash.projection import map_input
     from lcdash.weights import load_encoder
 
@@ -80,8 +80,8 @@ def main(argv=None) -> int:
     preds = {}
     t0 = time.perf_counter()
     ls = best_periods(curves)
-    preds["Lomb-Scargle periodogram"] = np.log10(np.where(ls > 0, ls, 1.0))
-    print(f"Lomb-Scargle: {time.perf_counter() - t0:.0f} s", flush=True)
+    preds["period finder (lcdash.periods)"] = np.log10(np.where(ls > 0, ls, 1.0))
+    print(f"period finder: {time.perf_counter() - t0:.0f} s", flush=True)
     rng = np.random.default_rng(args.seed)
     preds["chance (random neighbours)"] = np.median(logp[rng.integers(0, len(logp), (len(logp), 10))], 1)
     for spec in args.encoders:
