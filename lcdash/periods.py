@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from lcdash.errors import ValidationError
 from lcdash.lightcurve import MIN_PERIOD
 
 #: Recorded beside every stored period: change it when the method's answers change.
@@ -518,4 +519,60 @@ def periods_of_store(store, oids, band: str, batch=None) -> np.ndarray:
             save_periods(store, results_frame(sub.oid, sub.band, results), FINDER_VERSION)
         by_oid = dict(zip(np.asarray(sub.oid).tolist(), (r.period for r in results), strict=True))
         out[~known] = [by_oid.get(int(o), np.nan) for o in need]
+    return out
+
+
+# ------------------------------------------------------------------- folds
+def folding_periods(curves, periods=None) -> np.ndarray:
+    """The period (days) each curve is folded at: the given one where finite and positive, else the
+    period finder's (`lcdash.periods`), else 1 day for curves with no period (too short, constant),
+    so that no curve is ever refused."""
+    curves = list(curves)
+    p = np.full(len(curves), np.nan) if periods is None else np.array(periods, dtype=np.float64)
+    missing = np.flatnonzero(~(np.isfinite(p) & (p > 0)))
+    if len(missing):
+        p[missing] = best_periods([curves[i] for i in missing])
+    return np.where(np.isfinite(p) & (p > 0), p, 1.0)
+
+
+def catalogue_periods(store, oids) -> np.ndarray:
+    """The store's catalogue period (days) of each object, NaN where it has none."""
+    oids = np.asarray(oids, np.int64)
+    cat = store.objects(oids=oids, columns=["oid", "period"]).set_index("oid")["period"]
+    return cat.reindex(oids).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+#: Where a fold's period comes from: the catalogue, else the light curve; or the light curve only.
+FOLD_PERIODS = ("catalogue", "found")
+
+
+def fold_periods_of(
+    store, oids, band: str | None, source: str = "catalogue", batch=None, compute: bool = True
+) -> np.ndarray:
+    """The period (days) each object's light curve in `band` is folded at (folded encoders, folded
+    RNN / CNN input): `source` "catalogue" takes the catalogue period where there is one and the
+    found period elsewhere, "found" only the period found from the light curve (the store's
+    periods table; found and stored where missing when `compute`, else left NaN for a worker to
+    find). NaN where neither exists."""
+    source = "found" if source == "lomb-scargle" else source
+    if source not in FOLD_PERIODS:
+        raise ValidationError(f"fold periods must come from one of {', '.join(FOLD_PERIODS)}, got {source!r}")
+    oids = np.asarray(oids, np.int64)
+    out = np.array(catalogue_periods(store, oids)) if source == "catalogue" else np.full(len(oids), np.nan)
+    need = ~(np.isfinite(out) & (out > 0))
+    if need.any() and not compute:
+        from lcdash.store.periods import read_periods
+
+        stored = read_periods(store, oids=oids[need], band=band, finder=FINDER_VERSION)
+        if band is None:
+            stored = stored.drop_duplicates("oid")
+        by_oid = stored.set_index("oid")["period"].reindex(oids[need])
+        out[need] = np.array(by_oid.to_numpy(np.float64, na_value=np.nan))
+    elif need.any():
+        rows = np.flatnonzero(need)
+        sub = store.read_batch(oids[rows], band=band) if batch is None else batch.take(rows)
+        bands = np.asarray(sub.band)  # band None: read_batch's rule, each object's first band
+        for b in np.unique(bands):
+            at = np.flatnonzero(bands == b)
+            out[rows[at]] = periods_of_store(store, oids[rows[at]], str(b), batch=sub.take(at))
     return out

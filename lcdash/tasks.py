@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lcdash.embed import catalogue_periods, embed_batch, fold_periods_of
+from lcdash.embed import embed_batch
 from lcdash.errors import LcdashError, ValidationError
 from lcdash.jobs import TaskKind, task_kind
 from lcdash.lightcurve import LightCurveBatch
+from lcdash.periods import catalogue_periods, fold_periods_of
 from lcdash.progress import JobCancelled, Scaled, is_cancelled
 from lcdash.projection import map_input_chunks, project, sampled_fit_params
 from lcdash.train import TrainConfig, finetune, pretrain

@@ -30,9 +30,9 @@ import numpy as np
 
 from lcdash.ddp import context as ddp_context
 from lcdash.device import pick_device
-from lcdash.embed import folding_periods
 from lcdash.errors import ModelError
 from lcdash.lightcurve import fold_curves
+from lcdash.periods import folding_periods
 from lcdash.progress import is_cancelled
 from lcdash.weights import load_encoder, read_encoder_config, save_encoder
 from lcdash.windows import iter_curves, random_window
@@ -111,7 +111,7 @@ def _curves(data) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
 
 
 def _fold_for_training(curves: list) -> list:
-    """Each curve folded at its Lomb-Scargle period (`lcdash.embed.folding_periods`), phase-sorted,
+    """Each curve folded at its found period (`lcdash.periods.folding_periods`), phase-sorted,
     time = phase x period: the input of the folded variants."""
     periods = folding_periods(curves)
     subs, _ = fold_curves(curves, periods, window=max(len(c[0]) for c in curves))  # one sub-curve each

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lcdash import plots, workspace
+from lcdash import periods, plots, workspace
 from lcdash.store import embeddings as emb_store
 from pages import _density, _ui
 
@@ -238,19 +238,25 @@ if selected:
         st.rerun()
     st.dataframe(objs, hide_index=True, key="explore_sel_table", height=240)
     curves = []
-    for row in objs.head(GRID_MAX).itertuples(index=False):
+    shown = objs.head(GRID_MAX)
+    try:  # catalogue period, else the one found from the light curve (stored once found)
+        fold_at = periods.fold_periods_of(store, shown["oid"].to_numpy(), None, "catalogue")
+    except Exception as exc:  # noqa: BLE001
+        _ui.show_error(exc, "Periods of the selection")
+        fold_at = np.full(len(shown), np.nan)
+    for row, p in zip(shown.itertuples(index=False), fold_at, strict=True):
         try:
             lc = store.lightcurve(int(row.oid))
         except Exception as exc:  # noqa: BLE001
             _ui.show_error(exc, f"Light curve of {row.object_id}")
             continue
-        period = float(row.period) if row.period == row.period and row.period else None
+        period = float(p) if np.isfinite(p) and p > 0 else None
         frame = lc.to_frame()
         if period:
             frame = frame.assign(phase=lc.fold(period))
         curves.append({"title": f"{row.object_id} ({row.label or '?'})", "frame": frame, "period": period})
-    st.caption(f"Light curves of the first {min(GRID_MAX, len(objs))}, folded at their catalogue period "
-               "(raw where there is none).")
+    st.caption(f"Light curves of the first {min(GRID_MAX, len(objs))}, folded at their catalogue period, "
+               "else at the period found from the light curve (raw where there is none).")
     st.plotly_chart(plots.small_multiples(curves, cols=4), key="explore_grid", width="stretch")
 else:
     st.caption("Nothing selected yet.")

@@ -197,7 +197,7 @@ def test_lcdash_periods_refuses_unknown_survey_and_band(tmp_path, demo_db, capsy
 def test_folds_read_stored_periods_instead_of_finding_them(tmp_path, demo_db, monkeypatch):
     import shutil
 
-    from lcdash.embed import fold_periods_of
+    from lcdash.periods import fold_periods_of
     from lcdash.store import Store
 
     db = tmp_path / "s.duckdb"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lcdash.classifiers import AstromerProbe, HybridProbe, make_classifier
-from lcdash.embed import embed_batch, folding_periods
+from lcdash.embed import embed_batch
 from lcdash.errors import ModelError, ValidationError
 from lcdash.lightcurve import fold_curves
 from lcdash.models.astromer import (
@@ -20,6 +20,7 @@ from lcdash.models.astromer import (
     pe_rates,
     positional_encoding,
 )
+from lcdash.periods import folding_periods
 from lcdash.projection import knn_accuracy, standardize
 from lcdash.weights import load_encoder, save_encoder
 
