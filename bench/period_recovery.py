@@ -159,9 +159,24 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--band", default=None, help="the band, for surveys with several (EROS-1: EROS1_R)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--only",
+        choices=["old", "new"],
+        default=None,
+        help="time one finder alone and print its rate (for whole-process A/B timing)",
+    )
+    ap.add_argument("--limit", type=int, default=None, help="only the first N curves")
     args = ap.parse_args(argv)
 
     curves, objects = load(args.data, args.per_class, args.seed, args.band)
+    if args.limit:
+        curves, objects = curves[: args.limit], objects.iloc[: args.limit]
+    if args.only:
+        t0 = time.perf_counter()
+        (old_finder if args.only == "old" else new_finder)(curves, args.threads)
+        rate = len(curves) / (time.perf_counter() - t0)
+        print(f"{args.only} finder: {rate:.1f} curves/s on {len(curves)} curves")
+        return
     cat = objects["period"].to_numpy(np.float64)
     baseline = np.array([t.max() - t.min() for t, _, _ in curves])
     labels = objects["label"].to_numpy()
