@@ -1,16 +1,25 @@
 """The sandboxed, read-only SQL runner behind `Store.sql`, the app's SQL box and `lcdash sql`.
 
-Two walls, either of which alone keeps user SQL inside the store:
+Three walls:
 
-1. DuckDB itself. Every `Store` connection is opened with `enable_external_access=false` (no file,
-   URL, ATTACH, COPY or Python-variable access: lcdash reads files with pyarrow/pandas and hands
+1. A transaction that cannot write. The query runs on its own cursor inside `BEGIN TRANSACTION READ
+   ONLY`, and only the one parsed statement is executed, so nothing can end that transaction: any
+   write to the store (a DELETE inside WITH, nextval, ...) fails in DuckDB itself, in the app (which
+   holds the read-write connection) as in `lcdash sql`. (DuckDB 2.0 refuses a second, read-only
+   connection to a file this process has open read-write ("different configuration"), and a
+   read-only ATTACH of it ("Unique file handle conflict"), hence a read-only transaction.)
+2. DuckDB's own limits. Every `Store` connection is opened with `enable_external_access=false` (no
+   file, URL, ATTACH or Python-variable access: lcdash reads files with pyarrow/pandas and hands
    DuckDB Arrow tables), extension auto-install/auto-load off and `lock_configuration=true`, so no
-   statement can switch any of this back on (see `lcdash.store.duckdb_config`).
-2. A check of the query before it runs: `extract_statements` must give exactly one SELECT, and its
-   parse tree (`json_serialize_sql`) may name only the store's own tables and views, CTEs *in
-   scope* where they are referenced, three `information_schema` views and a short list of harmless
-   table functions; settings (`pg_settings`, `duckdb_settings()`, `current_setting`), attached
-   databases and functions with side effects are refused.
+   statement can switch any of this back on (see `lcdash.store.duckdb_config`). DuckDB still lets
+   such a connection read and write files in its temp directory (<store>.tmp), which is why:
+3. A check of the query before it runs: `extract_statements` must give exactly one SELECT, and its
+   parse tree (`json_serialize_sql`) may hold only SELECT nodes (INSERT / UPDATE / DELETE / COPY
+   bodies of a WITH are refused wherever they sit) and may name only the store's own tables and
+   views, WITH entries where DuckDB's binder would resolve the name to them (`_walk`), three
+   `information_schema` views and a short list of harmless table functions; settings
+   (`pg_settings`, `duckdb_settings()`, `current_setting`), attached databases, files and
+   functions with side effects are refused.
 
 Bounds: at most MAX_QUERY_CHARS of query text (parsing is not interruptible), the whole run
 (parse, check, execute, fetch, close) in a thread the caller leaves after `timeout_s` plus
@@ -146,35 +155,123 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str, allowed_tables: set[
         raise SQLSandboxError("the query is nested too deeply") from exc
     if tree.get("error"):
         raise SQLSandboxError(f"query refused: {_one_line(tree.get('error_message', 'not a plain SELECT'))}")
-    _walk(tree, frozenset(t.lower() for t in allowed_tables))
+    _walk(tree, frozenset(_fold(t) for t in allowed_tables))
 
 
-def _cte_names(node: dict) -> set[str]:
+def _fold(name) -> str:
+    """An identifier as DuckDB compares it: ASCII letters folded, nothing else (str.lower would
+    turn the Kelvin sign into 'k' and match a name DuckDB does not)."""
+    return str(name or "").translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _cte_entries(node: dict) -> list[tuple[str, object]]:
+    """(name, definition) of a query node's WITH entries, in order; anything else is refused."""
     cte_map = node.get("cte_map")
-    if not isinstance(cte_map, dict):
-        return set()
-    return {str(e["key"]).lower() for e in cte_map.get("map", []) if isinstance(e, dict) and "key" in e}
+    if cte_map is None:
+        return []
+    entries = cte_map.get("map") if isinstance(cte_map, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "key" in e for e in entries):
+        raise SQLSandboxError("query refused: its WITH clause has a form the SQL box cannot check")
+    return [(_fold(e["key"]), e.get("value")) for e in entries]
+
+
+def _all_cte_names(tree) -> set[str]:
+    names, stack = set(), [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if isinstance(node.get("cte_map"), dict):
+                names.update(
+                    _fold(e.get("key")) for e in node["cte_map"].get("map") or [] if isinstance(e, dict)
+                )
+            stack.extend(node.values())
+    return names
 
 
 def _walk(tree, tables: frozenset[str]) -> None:
-    """Check every node of the parse tree; a CTE name counts only inside the query node that
-    defines it (its body included, for recursive CTEs). Iterative: deep trees cannot overflow."""
-    stack = [(tree, tables)]
+    """Check every node of the parse tree, resolving names the way DuckDB's binder does: a WITH
+    entry is visible in the entries after it and in its query (not in its own body, nor in the
+    entries before it), a recursive entry also in the recursive term of its own UNION, and a
+    qualified name (main.x) is never a WITH entry. Iterative: deep trees cannot overflow."""
+    named = _all_cte_names(tree)
+    stack = [(tree, frozenset())]  # (node, WITH names visible there)
     while stack:
-        node, allowed = stack.pop()
+        node, ctes = stack.pop()
         if isinstance(node, list):
-            stack.extend((v, allowed) for v in node if isinstance(v, (dict, list)))
+            stack.extend((v, ctes) for v in node if isinstance(v, (dict, list)))
             continue
         if not isinstance(node, dict):
             continue
-        ctes = _cte_names(node)
-        if ctes:
-            allowed = allowed | ctes
-        _check_node(node, allowed)
-        stack.extend((v, allowed) for v in node.values() if isinstance(v, (dict, list)))
+        kind = node.get("type")
+        children = dict(node)
+        if "cte_map" in node or "info_type" in node or (isinstance(kind, str) and kind.endswith("_NODE")):
+            _check_query_node(node)
+            for name, body in _cte_entries(node):
+                stack.append((body, ctes))  # an entry sees the entries before it
+                ctes = ctes | {name}
+            children.pop("cte_map", None)
+            if kind == "RECURSIVE_CTE_NODE":  # the recursive term (right) sees its own entry
+                stack.append((children.pop("left", None), ctes))
+                stack.append((children.pop("right", None), ctes | {_fold(node.get("cte_name"))}))
+        _check_node(node, tables, ctes, named)
+        stack.extend((v, ctes) for v in children.values() if isinstance(v, (dict, list)))
 
 
-def _check_node(node: dict, allowed: frozenset[str]) -> None:
+QUERY_NODE_TYPES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE"})
+# what DuckDB accepts as a WITH body besides a SELECT, each of which changes the store or writes a file
+_WRITING_NODES = {
+    "INSERT_QUERY_NODE": "INSERT",
+    "UPDATE_QUERY_NODE": "UPDATE",
+    "DELETE_QUERY_NODE": "DELETE",
+    "MERGE_INTO_QUERY_NODE": "MERGE",
+    "COPY_QUERY_NODE": "COPY",
+}
+
+
+def _check_query_node(node: dict) -> None:
+    """Only SELECTs (plain, set operations, recursive): the data-modifying and COPY bodies DuckDB
+    accepts inside WITH are refused wherever they sit, as is any node type this check does not know."""
+    kind = node.get("type")
+    if kind in QUERY_NODE_TYPES and "info_type" not in node:
+        return
+    what = _WRITING_NODES.get(kind) or ("COPY" if "COPY" in str(node.get("info_type", "")) else None)
+    if what == "COPY":
+        raise SQLSandboxError("query refused: COPY is not allowed in the SQL box, which writes no files")
+    if what:
+        raise SQLSandboxError(
+            f"query refused: {what} is not allowed, even inside WITH; the SQL box is read-only"
+        )
+    shown = _one_line(str(kind or node.get("info_type") or "unknown").lower().replace("_", " "))
+    raise SQLSandboxError(f"query refused: a {shown} is not allowed in the SQL box")
+
+
+# SHOW TABLES / SHOW ALL TABLES list the store's tables; SHOW DATABASES / SCHEMAS the attached ones
+ALLOWED_SHOW_SPECIAL = frozenset({'"tables"', "__show_tables_expanded"})
+
+
+def _check_name(name: str, schema: str, catalog: str, tables, ctes, named, path=None) -> None:
+    """A table name must be one of the store's tables, or a WITH entry visible at that point."""
+    path = [_fold(p) for p in path] if isinstance(path, list) else None
+    unqualified = not schema and not catalog and (path is None or len(path) <= 1)
+    ok = (unqualified and (name in ctes or name in tables)) or (
+        schema == "main" and not catalog and name in tables and (path is None or len(path) <= 2)
+    )
+    if ok:
+        return
+    shown = ".".join(p for p in (catalog, schema, name) if p)
+    hint = "; a WITH entry is seen only by the entries after it and by its query" if name in named else ""
+    raise SQLSandboxError(
+        f"query refused: {_one_line(repr(shown))} is not a table of this store "
+        f"(tables: {', '.join(sorted(tables))}){hint}"
+    )
+
+
+def _check_node(node: dict, tables: frozenset[str], ctes: frozenset[str], named: set[str]) -> None:
     # table refs carry alias + sample; query nodes (SELECT_NODE, ...) carry modifiers instead
     is_table_ref = (
         "sample" in node
@@ -186,56 +283,68 @@ def _check_node(node: dict, allowed: frozenset[str]) -> None:
     if is_table_ref:
         ref = node["type"]
         if ref not in _TABLE_REF_TYPES:
-            raise SQLSandboxError(f"query refused: {ref.lower().replace('_', ' ')} is not allowed")
+            raise SQLSandboxError(f"query refused: {_one_line(ref.lower().replace('_', ' '))} is not allowed")
+        path = (node.get("qualified_name") or {}).get("path")
         if ref == "BASE_TABLE":
-            name = str(node.get("table_name", ""))
-            schema = str(node.get("schema_name", "") or "").lower()
-            catalog = str(node.get("catalog_name", "") or "").lower()
+            name = _fold(node.get("table_name"))
+            schema = _fold(node.get("schema_name"))
+            catalog = _fold(node.get("catalog_name"))
             system_view = (
                 schema == "information_schema"
                 and catalog in ("", "system")
-                and name.lower() in ALLOWED_SYSTEM_VIEWS
+                and name in ALLOWED_SYSTEM_VIEWS
+                and (not isinstance(path, list) or len(path) <= 3)
             )
-            if not system_view and (schema not in ("", "main") or catalog or name.lower() not in allowed):
-                shown = ".".join(p for p in (catalog, schema, name) if p)
-                raise SQLSandboxError(
-                    f"query refused: {_one_line(repr(shown))} is not a table of this store "
-                    f"(tables: {', '.join(sorted(allowed))})"
-                )
+            if not system_view:
+                _check_name(name, schema, catalog, tables, ctes, named, path)
+        elif ref == "SHOW_REF":
+            show, name = node.get("show_type"), _fold(node.get("table_name"))
+            schema, catalog = _fold(node.get("schema_name")), _fold(node.get("catalog_name"))
+            if show == "SHOW_SPECIAL":
+                if name not in ALLOWED_SHOW_SPECIAL or schema or catalog:
+                    raise SQLSandboxError(
+                        f"query refused: SHOW {_one_line(name.strip(chr(34)))} is not allowed"
+                    )
+            elif show == "SHOW_FROM":
+                if schema not in ("", "main") or catalog:
+                    raise SQLSandboxError("query refused: SHOW TABLES FROM another schema is not allowed")
+            elif name or schema or catalog:  # SHOW x: the store's tables only (DESCRIBE q has a query)
+                _check_name(name, schema, catalog, tables, frozenset(), named, path)
         elif ref == "TABLE_FUNCTION":
             fn = node.get("function") or {}
             if isinstance(fn, dict):
                 fn["_table_function"] = True  # range() as a table streams: no size check below
-            fname = str(fn.get("function_name", "")).lower()
+            fname = _fold(fn.get("function_name", ""))
             if fname not in ALLOWED_TABLE_FUNCTIONS:
                 raise SQLSandboxError(
                     f"query refused: table function {_one_line(fname)}() reads outside the store "
                     "or is not allowed in the SQL box"
                 )
     if node.get("class") == "FUNCTION" or node.get("type") == "FUNCTION":
-        fname = str(node.get("function_name", "")).lower()
-        if fname in FORBIDDEN_FUNCTIONS or (
-            fname.startswith(_FORBIDDEN_PREFIXES) and fname not in ALLOWED_TABLE_FUNCTIONS
-        ):
+        _check_function(node)
+
+
+def _check_function(node: dict) -> None:
+    fname = _fold(node.get("function_name", ""))
+    names = {fname, str(node.get("function_name", "")).lower()}
+    if names & FORBIDDEN_FUNCTIONS or any(
+        n.startswith(_FORBIDDEN_PREFIXES) and n not in ALLOWED_TABLE_FUNCTIONS for n in names
+    ):
+        raise SQLSandboxError(f"query refused: function {_one_line(fname)}() is not allowed in the SQL box")
+    if node.get("schema") or node.get("catalog"):
+        raise SQLSandboxError(f"query refused: qualified function names ({_one_line(fname)}) are not allowed")
+    sizes = SIZE_ARGUMENTS.get(fname) or (
+        range(len(node.get("arguments") or []))
+        if fname in RANGE_FUNCTIONS and not node.get("_table_function")
+        else ()
+    )
+    args = node.get("arguments") or []
+    for i in sizes:
+        if i < len(args) and not _small_constant(args[i]):
             raise SQLSandboxError(
-                f"query refused: function {_one_line(fname)}() is not allowed in the SQL box"
+                f"query refused: the size given to {fname}() must be a number of at most "
+                f"{MAX_GENERATED:,} written in the query"
             )
-        if node.get("schema") or node.get("catalog"):
-            raise SQLSandboxError(
-                f"query refused: qualified function names ({_one_line(fname)}) are not allowed"
-            )
-        sizes = SIZE_ARGUMENTS.get(fname) or (
-            range(len(node.get("arguments") or []))
-            if fname in RANGE_FUNCTIONS and not node.get("_table_function")
-            else ()
-        )
-        args = node.get("arguments") or []
-        for i in sizes:
-            if i < len(args) and not _small_constant(args[i]):
-                raise SQLSandboxError(
-                    f"query refused: the size given to {fname}() must be a number of at most "
-                    f"{MAX_GENERATED:,} written in the query"
-                )
 
 
 def _small_constant(arg) -> bool:
@@ -297,6 +406,7 @@ def run_sql(store, query: str, limit: int = 10_000, timeout_s: float = 10) -> pd
         state["cur"] = cur
         started.set()
         try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")  # closing the cursor rolls it back
             check_query(cur, query, store_tables(cur))
             state["result"] = _execute(cur, query, limit)
         except BaseException as exc:  # noqa: BLE001 - reported to the caller below
@@ -344,7 +454,10 @@ def run_sql(store, query: str, limit: int = 10_000, timeout_s: float = 10) -> pd
 
 def _execute(cur, query: str, limit: int | None):
     """Fetch at most limit + 1 rows and MAX_RESULT_BYTES: (columns, column values, truncated)."""
-    rel = cur.sql(query)
+    statements = cur.extract_statements(query)
+    if len(statements) != 1:  # also without check_query: nothing can end the read-only transaction
+        raise SQLSandboxError(f"one statement at a time, got {len(statements)}")
+    rel = cur.sql(statements[0])
     columns = list(rel.columns)
     reader = rel.to_arrow_reader(1024)  # streams: rows past the limit are never computed
     batches, n_rows, n_bytes = [], 0, 0
@@ -398,6 +511,8 @@ def _as_sandbox_error(exc: BaseException) -> SQLSandboxError:
             "query stopped: it needs more memory than the store's limit "
             "(select fewer rows or columns, or aggregate first)"
         )
+    if "read-only mode" in str(exc) or "read-only transaction" in str(exc):  # the first wall held
+        return SQLSandboxError("query refused: it would change the store, and the SQL box is read-only")
     if isinstance(exc, duckdb.PermissionException):
         return SQLSandboxError(f"query refused: {_first_line(exc)}")
     if isinstance(exc, duckdb.InterruptException):
