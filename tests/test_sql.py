@@ -288,7 +288,8 @@ def test_deep_nesting_is_one_line(store):
 
 def test_result_size_is_capped(store):
     with pytest.raises(SQLSandboxError, match="larger than"):
-        store.sql("SELECT repeat('x', 100000) || i::VARCHAR AS s FROM range(1000) t(i)", limit=1000)
+        # (10,000 characters a row: the most a value made row by row may have, MAX_PER_ROW)
+        store.sql("SELECT repeat('x', 10000) || i::VARCHAR AS s FROM range(10000) t(i)", limit=10000)
 
 
 @pytest.mark.parametrize(
@@ -342,7 +343,7 @@ def test_memory_is_bounded_in_a_fresh_process(store, tmp_path):
         from lcdash.store import Store
         from lcdash.errors import SQLSandboxError
         s = Store(sys.argv[1], read_only=True)
-        q = "SELECT length(string_agg(repeat('x', 100000) || i::VARCHAR, ',')) FROM range(20000) t(i)"
+        q = "SELECT length(string_agg(repeat('x', 10000) || i::VARCHAR, ',')) FROM range(200000) t(i)"
         try:
             s.sql(q, timeout_s=60)
             msg = "no error"
@@ -537,3 +538,82 @@ def test_legitimate_with_queries_still_run(store):
     assert store.sql(rec)["n"].tolist() == [1, 2, 3]
     assert "objects" in store.sql("SHOW TABLES")["name"].tolist()
     assert len(store.sql("WITH q AS (SELECT label FROM objects) SELECT * FROM q UNION SELECT 'z'")) == 3
+
+
+# -- issue 25, point 4: sizes that multiply are bounded before the query runs --------------------
+
+AMPLIFIERS = [
+    "SELECT max(length(printf('%02000000d', range))) FROM range(2048)",
+    "SELECT max(length(format('{:>2000000}', range))) FROM range(2048)",
+    "SELECT max(length(printf('%0*d', 2000000, range))) FROM range(2048)",
+    "SELECT max(length(format('{:0>{}}', range, 2000000))) FROM range(2048)",
+    "SELECT max(length(printf(oid::VARCHAR, 1))) FROM objects",
+    "SELECT max(length(repeat(repeat('x', 1000), 100000))) FROM range(2048)",
+    "SELECT max(length(repeat(repeat(range::VARCHAR, 1000), 1000))) FROM range(2048)",
+    "SELECT max(length(bitstring('1', 100000000)))",
+    "SELECT max(len([x + range for x in range(100000)])) FROM range(2048)",
+    "SELECT max(len([[y for y in range(1000)] for x in range(1000)])) FROM range(2048)",
+    "SELECT max(len(list_transform(range(100000), lambda x: x + range))) FROM range(2048)",
+    "SELECT max(length(list_reduce(range(33), lambda a, x: a || a, range::VARCHAR))) FROM range(2)",
+    "SELECT max(length(list_reduce(range(33), lambda a, x: replace(a, '1', '11'), 'x'))) FROM range(2)",
+    "SELECT max(length(replace(repeat('x', 10000), 'x', repeat('y', 10000))))",
+    "SELECT max(length(replace(object_id, 'a', label))) FROM objects",
+    "SELECT max(length(lpad(range::VARCHAR, 100000, 'x'))) FROM range(20480)",
+    "SELECT max(len(list_resize([range], 100000))) FROM range(2048)",
+    "SELECT max(length(repeat('x', 100000) || range::VARCHAR)) FROM range(20480)",
+    "SELECT max(length(repeat('x', 6000) || range::VARCHAR || repeat('y', 6000))) FROM range(2048)",
+]
+
+
+@pytest.mark.parametrize("query", AMPLIFIERS)
+def test_size_amplifiers_are_refused(store, query):
+    with pytest.raises(SQLSandboxError, match="refused") as info:
+        store.sql(query)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_small_sizes_still_run(store):
+    assert store.sql("SELECT printf('%5.2f|%-4s|', 3.14159, 'ab') AS s")["s"][0] == " 3.14|ab  |"
+    assert store.sql("SELECT format('{:>6}', 'ab') AS s")["s"][0] == "    ab"
+    assert store.sql("SELECT lpad(object_id, 4, '.') AS s FROM objects ORDER BY 1")["s"].tolist() == [
+        "...a",
+        "...b",
+        "...c",
+    ]
+    assert store.sql("SELECT [x * 2 for x in range(4) if x > 0] AS l")["l"][0] == [2, 4, 6]
+    assert len(store.sql("SELECT unnest(range(100000)) AS i")) == 10_000  # the row limit
+    assert store.sql("SELECT replace(label, 'R', 'r') AS s FROM objects WHERE oid = 1")["s"][0] == "rrab"
+    assert store.sql("SELECT list_transform(range(3), lambda x: x + oid) AS l FROM objects WHERE oid = 1")[
+        "l"
+    ][0] == [1, 2, 3]
+
+
+def test_store_closes_cleanly_after_a_stopped_query(tmp_path):
+    """A query still inside one DuckDB call when run_sql gives up: closing the store waits for it
+    instead of failing with "connection is busy" (the CLI closed the store and printed that)."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import sys
+        from lcdash.store import Store, sql as sandbox
+        from lcdash.errors import SQLSandboxError
+        sandbox.INTERRUPT_GRACE_S = 0.0  # give up at once
+        sandbox.check_query = lambda con, query, tables: None  # a query the rules would refuse
+        s = Store(sys.argv[1])
+        try:
+            s.sql("SELECT max(length(printf('%0200000d', range))) FROM range(100000)", timeout_s=0.2)
+        except SQLSandboxError as exc:
+            print(exc)
+        s.close()
+        print("closed")
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.duckdb")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["query stopped after the 0.2 s time limit", "closed"]

@@ -26,10 +26,18 @@ Bounds: at most MAX_QUERY_CHARS of query text (parsing is not interruptible), th
 INTERRUPT_GRACE_S, at most `limit` rows and MAX_RESULT_BYTES of result. Memory: the store's DuckDB
 `memory_limit` covers what DuckDB's buffer manager sees (joins, sorts, aggregates, spilling where it
 can); what it does not see is bounded by the other rules: the values of one vector (2,048 rows of
-`repeat(x, n)` are allocated before any limit or interrupt is consulted, hence SIZE_ARGUMENTS),
-the result (MAX_RESULT_BYTES), and a watchdog that interrupts a query once this process has grown
-by more than the memory limit. Anything refused, failed or stopped raises SQLSandboxError with a
-one-line message; the store keeps working.
+`repeat(x, n)` are allocated before any limit or interrupt is consulted), so every call whose
+output size is written in the query (repeat / lpad / rpad / list_resize / bitstring sizes, printf /
+format widths, scalar range(), a lambda over a generated list, replace's replacement) counts, sizes
+multiply where such calls nest and add up across the query, and the total must stay within
+MAX_PER_ROW for values made row by row or MAX_GENERATED for values computed once (`_amplify`);
+reductions (list_reduce, which can double a value at each step) are refused. Then the result
+(MAX_RESULT_BYTES), and a watchdog that interrupts a query once this process has grown by more
+than the memory limit. Anything refused, failed or stopped raises SQLSandboxError with a one-line
+message; the store keeps working, and `Store.close()` waits for a stopped query to leave DuckDB
+(`stop_queries`). What no rule sees (a long chain of || of a column) still only meets the
+watchdog, which stops a query between two vectors: a separate process with its own memory limit
+would be the sure bound.
 """
 
 from __future__ import annotations
@@ -111,9 +119,42 @@ _FORBIDDEN_PREFIXES = (
 )
 # functions whose output size is an argument: one call can allocate gigabytes inside one vector,
 # before any memory limit or interrupt is consulted, so the size must be a constant within bounds
-SIZE_ARGUMENTS = {"repeat": (1,), "lpad": (1,), "rpad": (1,), "list_resize": (1,), "array_resize": (1,)}
+SIZE_ARGUMENTS = {
+    "repeat": (1,),
+    "lpad": (1,),
+    "rpad": (1,),
+    "list_resize": (1,),
+    "array_resize": (1,),
+    "bitstring": (1,),
+}
 RANGE_FUNCTIONS = frozenset({"range", "generate_series"})  # as scalar (list) functions
+FORMAT_FUNCTIONS = frozenset({"printf", "format"})  # widths written in the format string
+REPLACE_FUNCTIONS = frozenset({"replace", "regexp_replace"})  # each match becomes the replacement
+# functions that map a lambda over a list: the lambda's result is made once per element
+LAMBDA_FUNCTIONS = frozenset(
+    {
+        "list_transform",
+        "list_apply",
+        "array_transform",
+        "array_apply",
+        "apply",
+        "list_filter",
+        "array_filter",
+        "filter",
+        "list_sort",
+        "array_sort",
+    }
+)
+# a reduction applies its lambda to its own result: `lambda a, x: a || a` doubles at every step
+REDUCE_FUNCTIONS = frozenset({"list_reduce", "array_reduce", "reduce"})
+# The size of one value, in elements or characters: sizes multiply when these nest (repeat inside
+# repeat, repeat inside a list comprehension over range(n), a printf width inside a lambda, ...), so
+# the product along any chain of them is bounded: MAX_GENERATED for a value that is the same in
+# every row (computed once), MAX_PER_ROW for one that depends on a column (DuckDB computes 2,048
+# rows of it in one vector before any limit or interrupt is consulted: 2,048 x 10,000 x 8 bytes
+# is 160 MB).
 MAX_GENERATED = 100_000
+MAX_PER_ROW = 10_000
 _TABLE_REF_TYPES = frozenset(
     {
         "BASE_TABLE",
@@ -199,11 +240,13 @@ def _walk(tree, tables: frozenset[str]) -> None:
     entries before it), a recursive entry also in the recursive term of its own UNION, and a
     qualified name (main.x) is never a WITH entry. Iterative: deep trees cannot overflow."""
     named = _all_cte_names(tree)
-    stack = [(tree, frozenset())]  # (node, WITH names visible there)
+    # (node, WITH names visible there, size chain (see _amplify), the expression it is part of)
+    stack = [(tree, frozenset(), None, None)]
+    totals: dict = {}  # what the size functions make, per row and once (see _amplify)
     while stack:
-        node, ctes = stack.pop()
+        node, ctes, chain, root = stack.pop()
         if isinstance(node, list):
-            stack.extend((v, ctes) for v in node if isinstance(v, (dict, list)))
+            stack.extend((v, ctes, chain, root) for v in node if isinstance(v, (dict, list)))
             continue
         if not isinstance(node, dict):
             continue
@@ -211,15 +254,29 @@ def _walk(tree, tables: frozenset[str]) -> None:
         children = dict(node)
         if "cte_map" in node or "info_type" in node or (isinstance(kind, str) and kind.endswith("_NODE")):
             _check_query_node(node)
+            root = None  # a query node starts new expressions
             for name, body in _cte_entries(node):
-                stack.append((body, ctes))  # an entry sees the entries before it
+                stack.append((body, ctes, chain, None))  # an entry sees the entries before it
                 ctes = ctes | {name}
             children.pop("cte_map", None)
             if kind == "RECURSIVE_CTE_NODE":  # the recursive term (right) sees its own entry
-                stack.append((children.pop("left", None), ctes))
-                stack.append((children.pop("right", None), ctes | {_fold(node.get("cte_name"))}))
+                stack.append((children.pop("left", None), ctes, chain, None))
+                right = children.pop("right", None)
+                stack.append((right, ctes | {_fold(node.get("cte_name"))}, chain, None))
+        if _is_table_ref(node):
+            root = None
+        elif root is None and "class" in node:
+            root = node
         _check_node(node, tables, ctes, named)
-        stack.extend((v, ctes) for v in children.values() if isinstance(v, (dict, list)))
+        if node.get("class") == "FUNCTION":
+            inner = _amplify(node, chain, root, totals)
+            args = children.pop("arguments", None) or []
+            if _fold(node.get("function_name")) in LAMBDA_FUNCTIONS and args:
+                stack.append((args[0], ctes, chain, root))  # the list: its own size, not per element
+                args = args[1:]
+            stack.extend((a, ctes, inner, root) for a in args if isinstance(a, (dict, list)))
+            chain = inner
+        stack.extend((v, ctes, chain, root) for v in children.values() if isinstance(v, (dict, list)))
 
 
 QUERY_NODE_TYPES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE"})
@@ -271,16 +328,19 @@ def _check_name(name: str, schema: str, catalog: str, tables, ctes, named, path=
     )
 
 
-def _check_node(node: dict, tables: frozenset[str], ctes: frozenset[str], named: set[str]) -> None:
+def _is_table_ref(node: dict) -> bool:
     # table refs carry alias + sample; query nodes (SELECT_NODE, ...) carry modifiers instead
-    is_table_ref = (
+    return (
         "sample" in node
         and "alias" in node
         and "class" not in node
         and "modifiers" not in node
         and isinstance(node.get("type"), str)
     )
-    if is_table_ref:
+
+
+def _check_node(node: dict, tables: frozenset[str], ctes: frozenset[str], named: set[str]) -> None:
+    if _is_table_ref(node):
         ref = node["type"]
         if ref not in _TABLE_REF_TYPES:
             raise SQLSandboxError(f"query refused: {_one_line(ref.lower().replace('_', ' '))} is not allowed")
@@ -345,6 +405,178 @@ def _check_function(node: dict) -> None:
                 f"query refused: the size given to {fname}() must be a number of at most "
                 f"{MAX_GENERATED:,} written in the query"
             )
+
+
+def _amplify(node: dict, chain, root, totals: dict):
+    """The size chain below a function call: (product of the size factors of the enclosing
+    amplifying calls, whether the expression they sit in (`root`) reads a column). Raises when the
+    product passes MAX_PER_ROW (a value made row by row: a big constant concatenated to a column is
+    one too) or MAX_GENERATED (a value DuckDB computes once); `totals` sums the products over the
+    query, so that 50 calls of 10,000 cannot make 500,000 either."""
+    fname = _fold(node.get("function_name"))
+    args = [a.get("expression", a) if isinstance(a, dict) else a for a in node.get("arguments") or []]
+    if fname in REDUCE_FUNCTIONS:
+        raise SQLSandboxError(
+            f"query refused: {fname}() is not allowed in the SQL box (a reduction can double a value "
+            "at every step); use list_aggregate() or unnest() and an aggregate"
+        )
+    factor = None
+    if fname in SIZE_ARGUMENTS:
+        factor = max(abs(_constant_number(args[i]) or 1) for i in SIZE_ARGUMENTS[fname] if i < len(args))
+        if fname == "repeat" and args:
+            factor *= max(_constant_length(args[0]), 1)  # repeat('abc', n): 3n characters
+    elif fname in RANGE_FUNCTIONS and not node.get("_table_function"):
+        factor = _range_length(fname, args)
+    elif fname in FORMAT_FUNCTIONS:
+        factor = _format_width(fname, args[0] if args else None)
+    elif fname in REPLACE_FUNCTIONS and len(args) >= 3:
+        if not _is_string_constant(args[2]):
+            raise SQLSandboxError(
+                f"query refused: the replacement given to {fname}() must be a string written in the query"
+            )
+        factor = max(_constant_length(args[2]), 1)
+    elif fname in LAMBDA_FUNCTIONS:
+        factor = _generated_length(args[0]) if args else 1
+    if factor is None:
+        return chain
+    product, per_row = chain if chain is not None else (1, _depends_on_data(root or node))
+    product *= max(int(factor), 1)
+    bound = MAX_PER_ROW if per_row else MAX_GENERATED
+    where = "in every row" if per_row else "in one value"
+    if product > bound:
+        nested = " (sizes multiply when such calls nest)" if chain is not None else ""
+        raise SQLSandboxError(
+            f"query refused: {fname}() here makes values of up to {product:,} characters or elements "
+            f"{where}; the SQL box allows {bound:,}{nested}"
+        )
+    totals[per_row] = totals.get(per_row, 0) + product  # and they add up across the query
+    if totals[per_row] > bound:
+        raise SQLSandboxError(
+            f"query refused: its size functions together make up to {totals[per_row]:,} characters or "
+            f"elements {where}; the SQL box allows {bound:,}"
+        )
+    return product, per_row
+
+
+def _generated_length(expr) -> int:
+    """Elements of a list generated in the query (range(...), generate_series(...), list_resize(x, n)
+    with constants), else 1: a lambda over it runs that many times in each row."""
+    if isinstance(expr, dict) and expr.get("class") == "FUNCTION":
+        fname = _fold(expr.get("function_name"))
+        args = [a.get("expression", a) if isinstance(a, dict) else a for a in expr.get("arguments") or []]
+        if fname in RANGE_FUNCTIONS:
+            return _range_length(fname, args)
+        if fname in ("list_resize", "array_resize") and len(args) > 1:
+            return int(abs(_constant_number(args[1]) or 1))
+    return 1
+
+
+def _range_length(fname: str, args) -> int:
+    """How many elements range(...) / generate_series(...) with these (constant) arguments gives;
+    1 when they are not all constants (a non-constant size is refused by _check_function)."""
+    nums = [_constant_number(a) for a in args]
+    if not nums or any(n is None for n in nums):
+        return 1
+    start, stop = (0.0, nums[0]) if len(nums) == 1 else (nums[0], nums[1])
+    step = abs(nums[2]) if len(nums) > 2 else 1.0
+    if step == 0:
+        return 1
+    n = abs(stop - start) / step
+    return max(int(n) + (1 if fname == "generate_series" or n != int(n) else 0), 1)
+
+
+def _format_width(fname: str, fmt) -> int:
+    """The widths and precisions written in a printf / format string, summed (each one pads a value
+    to that many characters); a format that is not a constant, or a width taken from an argument
+    ('%*d', '{:{}}'), is refused."""
+    import re
+
+    if not _is_string_constant(fmt):
+        raise SQLSandboxError(
+            f"query refused: the format given to {fname}() must be a string written in the query"
+        )
+    text = str(fmt["literal"]["text"])
+    if fname == "printf":
+        specs = re.findall(r"%(?:\d+\$)?([-+ #0']*)(\*|\d+)?(?:\.(\*|\d*))?", text.replace("%%", ""))
+        if any("*" in (w or "") or "*" in (p or "") for _, w, p in specs):
+            raise SQLSandboxError("query refused: a printf() width or precision taken from an argument ('*')")
+        return 1 + sum(int(w or 0) + int(p or 0) for _, w, p in specs)
+    text = text.replace("{{", "").replace("}}", "")
+    if re.search(r"\{[^{}]*\{", text):
+        raise SQLSandboxError("query refused: a format() width taken from an argument ('{:{}}')")
+    specs = [f.split(":", 1)[1] for f in re.findall(r"\{([^{}]*)\}", text) if ":" in f]
+    return 1 + sum(int(d) for spec in specs for d in re.findall(r"\d+", spec))
+
+
+def _is_string_constant(expr) -> bool:
+    expr = _uncast(expr)
+    return (
+        isinstance(expr, dict)
+        and expr.get("class") == "CONSTANT"
+        and isinstance((expr.get("literal") or {}).get("text"), str)
+    )
+
+
+def _uncast(expr):
+    while isinstance(expr, dict) and expr.get("class") == "CAST":
+        expr = expr.get("child")
+    return expr
+
+
+def _constant_number(expr) -> float | None:
+    expr = _uncast(expr)
+    if not isinstance(expr, dict) or expr.get("class") != "CONSTANT":
+        return None
+    try:
+        return float((expr.get("literal") or {}).get("text"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _constant_length(expr) -> int:
+    """Characters of a string constant, elements of a list written in the query; else 1."""
+    expr = _uncast(expr)
+    if _is_string_constant(expr):
+        return len(expr["literal"]["text"])
+    if (
+        isinstance(expr, dict)
+        and expr.get("class") == "FUNCTION"
+        and _fold(expr.get("function_name")) == "list_value"
+    ):
+        return len(expr.get("arguments") or [])
+    return 1
+
+
+def _depends_on_data(node) -> bool:
+    """Whether an expression reads a column (or a subquery), other than its own lambdas' parameters:
+    then DuckDB computes it row by row instead of once."""
+    stack = [(node, frozenset())]
+    while stack:
+        n, params = stack.pop()
+        if isinstance(n, list):
+            stack.extend((v, params) for v in n)
+            continue
+        if not isinstance(n, dict):
+            continue
+        cls = n.get("class")
+        if cls == "LAMBDA":
+            lhs = n.get("lhs") or {}
+            refs = (
+                [lhs]
+                if lhs.get("class") == "COLUMN_REF"
+                else [a.get("expression", a) for a in lhs.get("arguments") or [] if isinstance(a, dict)]
+            )
+            names = {_fold((r.get("column_names") or [""])[-1]) for r in refs if isinstance(r, dict)}
+            stack.append((n.get("expr"), params | names))
+            continue
+        if cls == "COLUMN_REF":
+            cols = n.get("column_names") or []
+            if not (len(cols) == 1 and _fold(cols[0]) in params):
+                return True
+        if cls == "SUBQUERY" or cls == "STAR":
+            return True
+        stack.extend((v, params) for v in n.values() if isinstance(v, (dict, list)))
+    return False
 
 
 def _small_constant(arg) -> bool:
@@ -431,7 +663,7 @@ def run_sql(store, query: str, limit: int = 10_000, timeout_s: float = 10) -> pd
     if thread.is_alive():
         started.wait(INTERRUPT_GRACE_S)
         cur = state.get("cur")
-        for _ in range(int(INTERRUPT_GRACE_S / 0.05)):  # the flag may be cleared by a starting statement
+        for _ in range(max(int(INTERRUPT_GRACE_S / 0.05), 1)):  # a starting statement may clear the flag
             if cur is not None:
                 try:
                     cur.interrupt()
@@ -440,6 +672,9 @@ def run_sql(store, query: str, limit: int = 10_000, timeout_s: float = 10) -> pd
             thread.join(0.05)
             if not thread.is_alive():
                 break
+        if thread.is_alive():  # still inside DuckDB: Store.close() waits for it (stop_queries)
+            with _ABANDONED_LOCK:
+                _ABANDONED.setdefault(id(store), []).append((thread, state))
         raise SQLSandboxError(why)
     exc = state.get("error")
     if exc is not None:
@@ -450,6 +685,34 @@ def run_sql(store, query: str, limit: int = 10_000, timeout_s: float = 10) -> pd
     df.attrs["truncated"] = truncated
     df.attrs["limit"] = limit
     return df
+
+
+_ABANDONED: dict[int, list] = {}  # id(store) -> (thread, state) of queries run_sql gave up on
+_ABANDONED_LOCK = threading.Lock()
+
+
+def stop_queries(store, wait_s: float = 30.0) -> bool:
+    """Interrupt the queries run_sql stopped waiting for (past their time or memory bound but still
+    inside one DuckDB call) and wait for them, so that the store's connection closes cleanly
+    instead of "connection is busy" (and the process does not exit under a running query).
+    False if one is still running after `wait_s`."""
+    with _ABANDONED_LOCK:
+        left = _ABANDONED.pop(id(store), [])
+    deadline = time.monotonic() + wait_s
+    for thread, state in left:
+        while thread.is_alive() and time.monotonic() < deadline:
+            cur = state.get("cur")
+            if cur is not None:
+                try:
+                    cur.interrupt()
+                except duckdb.Error:
+                    pass
+            thread.join(0.05)
+    alive = [(t, st) for t, st in left if t.is_alive()]
+    if alive:
+        with _ABANDONED_LOCK:
+            _ABANDONED.setdefault(id(store), []).extend(alive)
+    return not alive
 
 
 def _execute(cur, query: str, limit: int | None):
