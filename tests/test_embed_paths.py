@@ -4,8 +4,8 @@ Paths: `lcdash embed` (a store), `lcdash embed-file` (Parquet), `lcdash embed-ca
 dataset, a HATS catalogue and a store (Dask), and the app's `embed` and `embed_catalog` jobs
 (lcdash.tasks). Encoders: the shipped folded one (data/encoders/astromer2-logpe-folded-demo), tiny
 unfolded Astromer 1 and 2. Every path must give, for every (object, band), the vectors of
-`embed_batch` on that light curve: folded at the catalogue period (Lomb-Scargle where there is none)
-on the store paths, which carry it, and at the Lomb-Scargle period on the file paths, which do not.
+`embed_batch` on that light curve: folded at the catalogue period on the store paths, which carry
+it, and at the period `embed_batch` finds itself on the file paths, which do not.
 The folded cells failed with "'FlatCurves' object is not iterable" before the fix.
 """
 
@@ -83,7 +83,9 @@ def survey():
     """6 objects x 2 bands of 60-400 observations: longer than the shipped encoder's 128-step
     window, so folded curves give several sub-curves and unfolded ones several windows."""
     obs, objs = simulate_survey(N_OBJECTS, seed=SEED, bands=BANDS)
-    objs.loc[objs.index[:2], "period"] = np.nan  # folded at Lomb-Scargle periods, the others at theirs
+    # every object has a catalogue period, which the store paths fold at (where a store has none,
+    # what they fold at is the period finder's business, not this matrix's)
+    assert objs["period"].notna().all()
     return obs, objs
 
 
@@ -120,7 +122,7 @@ _REFERENCES: dict = {}
 
 
 def reference(encoder_dir: Path, survey, with_periods: bool) -> dict:
-    """embed_batch on each light curve given as plain (time, mag) arrays, the catalogue period or
+    """embed_batch on each light curve given as plain (time, mag) arrays, with the catalogue period or
     none: what every path must reproduce. Keyed by (object_id, band)."""
     key = (str(encoder_dir), with_periods)
     if key not in _REFERENCES:

@@ -11,6 +11,7 @@ import pytest
 from lcdash import io
 from lcdash.errors import SQLSandboxError
 from lcdash.store import Store
+from lcdash.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -406,7 +407,7 @@ def test_data_modifying_ctes_are_refused(store, query):
         store.sql(query)
     assert len(str(info.value).splitlines()) == 1
     assert content_hash(store) == before
-    assert store.schema_version() == 3 and counts(store) == [(3, 3)]
+    assert store.schema_version() == SCHEMA_VERSION and counts(store) == [(3, 3)]
 
 
 @pytest.mark.parametrize("query", WRITING_CTES + ["DELETE FROM objects", "SELECT nextval('oid_seq')"])
