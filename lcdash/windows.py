@@ -82,10 +82,13 @@ def group_curves(frame, keys: list[str], keep=()) -> tuple:
         v = df[k].to_numpy()
         first[1:] |= v[1:] != v[:-1]
     starts = np.flatnonzero(first)
-    curves = FlatCurves(time=df["time"].to_numpy(np.float64), mag=df["mag"].to_numpy(np.float32),
-                        err=np.full(len(df), np.nan, np.float32),
-                        length=np.diff(np.r_[starts, len(df)]).astype(np.int64),
-                        offset=starts.astype(np.int64))
+    curves = FlatCurves(
+        time=df["time"].to_numpy(np.float64),
+        mag=df["mag"].to_numpy(np.float32),
+        err=np.full(len(df), np.nan, np.float32),
+        length=np.diff(np.r_[starts, len(df)]).astype(np.int64),
+        offset=starts.astype(np.int64),
+    )
     heads = df.iloc[starts][keys + [k for k in keep if k in df.columns]].reset_index(drop=True)
     return heads, curves
 
@@ -162,8 +165,11 @@ def flatten_curves(batch) -> FlatCurves:
         mask = np.asarray(batch.mask, bool)
         length = mask.sum(1).astype(np.int64) if mask.ndim == 2 else np.zeros(0, np.int64)
         time = np.asarray(batch.time, np.float64)[mask] if mask.size else np.zeros(0)
-        mag = (np.asarray(batch.mag)[mask].astype(np.float32, copy=False) if mask.size
-               else np.zeros(0, np.float32))
+        mag = (
+            np.asarray(batch.mag)[mask].astype(np.float32, copy=False)
+            if mask.size
+            else np.zeros(0, np.float32)
+        )
         errs = getattr(batch, "mag_err", None)
         if errs is None or not mask.size:
             err = np.full(len(time), np.nan, np.float32)
@@ -176,8 +182,9 @@ def flatten_curves(batch) -> FlatCurves:
             time = np.concatenate([t for t, _, _ in curves])
             mag = np.concatenate([np.asarray(m, np.float32) for _, m, _ in curves])
             nan = np.float32(np.nan)
-            err = np.concatenate([np.full(len(t), nan) if e is None else np.asarray(e, np.float32)
-                                  for t, _, e in curves])
+            err = np.concatenate(
+                [np.full(len(t), nan) if e is None else np.asarray(e, np.float32) for t, _, e in curves]
+            )
         else:
             time, mag, err = np.zeros(0), np.zeros(0, np.float32), np.zeros(0, np.float32)
     offset = np.cumsum(length) - length
@@ -204,9 +211,13 @@ def astromer_windows(time, mag, err=None, window: int = WINDOW) -> Windows:
 
 
 def iter_curves(batch) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    """(time, mag, err) of each light curve in a LightCurveBatch-like object (fields time, mag,
-    mag_err, mask: True = observed) or in a sequence whose items are (time, mag[, err]) tuples or
-    [n, 2 | 3] arrays."""
+    """(time, mag, err) of each light curve in FlatCurves (what `group_curves` gives embed-file and
+    embed-catalog), in a LightCurveBatch-like object (fields time, mag, mag_err, mask: True =
+    observed) or in a sequence whose items are (time, mag[, err]) tuples or [n, 2 | 3] arrays."""
+    if isinstance(batch, FlatCurves):  # views of the flat arrays, no copy
+        for lo, n in zip(batch.offset.tolist(), batch.length.tolist(), strict=True):
+            yield batch.time[lo : lo + n], batch.mag[lo : lo + n], batch.err[lo : lo + n]
+        return
     if hasattr(batch, "time") and hasattr(batch, "mask"):
         errs = getattr(batch, "mag_err", None)
         for i in range(len(batch.time)):
@@ -255,8 +266,9 @@ def random_window(batch, window: int = WINDOW, rng: np.random.Generator | int | 
     curves = _nonempty(flatten_curves(batch))
     n = curves.length
     # one scalar draw per long curve, in order: the same windows for a seed as before vectorising
-    start = np.array([int(rng.integers(0, k - window + 1)) if k > window else 0 for k in n.tolist()],
-                     np.int64)
+    start = np.array(
+        [int(rng.integers(0, k - window + 1)) if k > window else 0 for k in n.tolist()], np.int64
+    )
     return gather_windows(curves, np.arange(len(n), dtype=np.int64), start, np.minimum(n, window), window)
 
 

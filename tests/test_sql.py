@@ -11,6 +11,7 @@ import pytest
 from lcdash import io
 from lcdash.errors import SQLSandboxError
 from lcdash.store import Store
+from lcdash.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +289,8 @@ def test_deep_nesting_is_one_line(store):
 
 def test_result_size_is_capped(store):
     with pytest.raises(SQLSandboxError, match="larger than"):
-        store.sql("SELECT repeat('x', 100000) || i::VARCHAR AS s FROM range(1000) t(i)", limit=1000)
+        # (10,000 characters a row: the most a value made row by row may have, MAX_PER_ROW)
+        store.sql("SELECT repeat('x', 10000) || i::VARCHAR AS s FROM range(10000) t(i)", limit=10000)
 
 
 @pytest.mark.parametrize(
@@ -342,7 +344,7 @@ def test_memory_is_bounded_in_a_fresh_process(store, tmp_path):
         from lcdash.store import Store
         from lcdash.errors import SQLSandboxError
         s = Store(sys.argv[1], read_only=True)
-        q = "SELECT length(string_agg(repeat('x', 100000) || i::VARCHAR, ',')) FROM range(20000) t(i)"
+        q = "SELECT length(string_agg(repeat('x', 10000) || i::VARCHAR, ',')) FROM range(200000) t(i)"
         try:
             s.sql(q, timeout_s=60)
             msg = "no error"
@@ -363,3 +365,256 @@ def test_memory_is_bounded_in_a_fresh_process(store, tmp_path):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert "memory" in got["msg"], got
     assert got["rss_mb"] < 1200, got
+
+
+# -- issue 25: the SQL box cannot write; COPY refused; WITH names resolved as DuckDB does ----------
+
+
+def content_hash(store) -> str:
+    """Every table's rows, hashed, read through the store's own (read-write) connection."""
+    import hashlib
+
+    cur = store.cursor()
+    try:
+        names = [
+            r[0]
+            for r in cur.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1"
+            ).fetchall()
+        ]
+        rows = {n: sorted(map(repr, cur.execute(f'SELECT * FROM "{n}"').fetchall())) for n in names}
+        return hashlib.sha1(repr(rows).encode()).hexdigest()
+    finally:
+        cur.close()
+
+
+WRITING_CTES = [
+    "WITH d AS (DELETE FROM objects WHERE oid <= 30 RETURNING oid) SELECT count(*) FROM d",
+    "WITH u AS (UPDATE meta SET value='999' WHERE key='schema_version' RETURNING *) SELECT * FROM u",
+    "WITH i AS (INSERT INTO meta VALUES ('x', 'y') RETURNING *) SELECT * FROM i",
+    "WITH d AS (DELETE FROM lightcurves RETURNING 1) SELECT 1 UNION ALL SELECT 2",
+    "SELECT (WITH d AS (DELETE FROM objects RETURNING 1) SELECT count(*) FROM d) AS n",
+    "SELECT * FROM (WITH u AS (UPDATE objects SET label = 'x' RETURNING oid) SELECT * FROM u)",
+    "WITH a AS (SELECT 1), d AS (DELETE FROM labels RETURNING *) SELECT * FROM a",
+    "WITH a AS (WITH d AS (DELETE FROM objects RETURNING oid) SELECT * FROM d) SELECT * FROM a",
+]
+
+
+@pytest.mark.parametrize("query", WRITING_CTES)
+def test_data_modifying_ctes_are_refused(store, query):
+    before = content_hash(store)
+    with pytest.raises(SQLSandboxError, match="read-only") as info:
+        store.sql(query)
+    assert len(str(info.value).splitlines()) == 1
+    assert content_hash(store) == before
+    assert store.schema_version() == SCHEMA_VERSION and counts(store) == [(3, 3)]
+
+
+@pytest.mark.parametrize("query", WRITING_CTES + ["DELETE FROM objects", "SELECT nextval('oid_seq')"])
+def test_read_only_transaction_holds_without_the_check(store, query, monkeypatch):
+    """The first wall alone: with the parse-tree check switched off, DuckDB's read-only
+    transaction refuses every write on the app's read-write connection."""
+    from lcdash.store import sql as sandbox
+
+    monkeypatch.setattr(sandbox, "check_query", lambda con, query, tables: None)
+    before = content_hash(store)
+    with pytest.raises(SQLSandboxError, match="read-only|must be at the top level"):
+        store.sql(query)  # (DuckDB's binder refuses a nested data-modifying WITH by itself)
+    assert content_hash(store) == before
+
+
+@pytest.fixture
+def cli_db(store, tmp_path):
+    """A copy of the store for `lcdash sql`, with DuckDB's temp folder present (as after a spill)."""
+    import shutil
+
+    db = tmp_path / "cli.duckdb"
+    store.con.execute("CHECKPOINT")
+    shutil.copy(store.path, db)
+    Path(f"{db}.tmp").mkdir()
+    return db
+
+
+def copy_probes(folder) -> list[str]:
+    return [
+        f"WITH c AS (COPY (SELECT * FROM range(1000000)) TO '{folder}/out.csv') SELECT 1",
+        f"WITH c AS (COPY objects TO '{folder}/objects.parquet' (FORMAT parquet)) SELECT 1",
+        f"SELECT (WITH c AS (COPY (SELECT 1) TO '{folder}/one.csv') SELECT 1) AS x",
+        f"WITH a AS (SELECT 1), c AS (COPY (SELECT 2) TO '{folder}/two.csv') SELECT * FROM a",
+    ]
+
+
+def test_copy_inside_with_is_refused_in_the_cli(capsys, cli_db):
+    import hashlib
+
+    from lcdash.cli import main
+
+    folder = Path(f"{cli_db}.tmp")
+    before = hashlib.sha1(cli_db.read_bytes()).hexdigest()
+    for q in copy_probes(folder):
+        code = main(["sql", q, "--db", str(cli_db)])
+        out, err = capsys.readouterr()
+        assert code == 1 and not out and len(err.strip().splitlines()) == 1, err
+        assert "COPY is not allowed" in err
+    assert list(folder.iterdir()) == []
+    assert hashlib.sha1(cli_db.read_bytes()).hexdigest() == before
+
+
+def test_copy_inside_with_is_refused_in_the_app(store):
+    folder = Path(f"{store.path}.tmp")
+    folder.mkdir(exist_ok=True)
+    before = set(folder.iterdir())
+    for q in copy_probes(folder):
+        with pytest.raises(SQLSandboxError, match="COPY is not allowed"):
+            store.sql(q)
+    assert set(folder.iterdir()) == before
+
+
+def test_files_in_the_temp_folder_cannot_be_read_back(store):
+    """DuckDB lets a connection without external access read its temp folder; the check refuses
+    every way of naming a file there."""
+    folder = Path(f"{store.path}.tmp")
+    folder.mkdir(exist_ok=True)
+    f = folder / "left.csv"
+    f.write_text("x\n4242\n")
+    try:
+        for q in (
+            f"SELECT * FROM '{f}'",
+            f"SELECT * FROM read_csv('{f}')",
+            f"SELECT content FROM read_text('{f}')",
+            f"WITH a AS (SELECT * FROM '{f}'), \"{f}\" AS (SELECT 1) SELECT * FROM a",
+            f'WITH "{f}" AS (SELECT * FROM \'{f}\') SELECT * FROM "{f}"',
+            f'SELECT * FROM main."{f}"',
+            f'SHOW "{f}"',
+            f"DESCRIBE SELECT * FROM '{f}'",
+            f"SELECT * FROM glob('{folder}/*')",
+        ):
+            with pytest.raises(SQLSandboxError, match="refused") as info:
+                store.sql(q)
+            assert "4242" not in str(info.value)
+    finally:
+        f.unlink()
+
+
+SHADOWING = [
+    "WITH pg_settings AS (SELECT * FROM pg_settings) SELECT name, setting FROM pg_settings",
+    "WITH duckdb_databases AS (SELECT * FROM duckdb_databases) SELECT * FROM duckdb_databases",
+    "WITH a AS (SELECT * FROM pg_settings), pg_settings AS (SELECT 1) SELECT * FROM a",
+    "WITH a AS (SELECT * FROM b), b AS (SELECT 1 AS x) SELECT * FROM a",
+    "WITH RECURSIVE pg_settings AS (SELECT * FROM pg_settings) SELECT * FROM pg_settings",
+    "WITH RECURSIVE pg_settings AS (SELECT name FROM pg_settings UNION SELECT 'x') SELECT * FROM pg_settings",
+    "WITH RECURSIVE s AS (SELECT 1 AS x UNION ALL BY NAME SELECT 1 AS x FROM s) SELECT * FROM s",
+    "WITH pg_settings AS (SELECT 1) SELECT * FROM main.pg_settings",
+    'WITH "DUC\u212aDB_DATABASES" AS (SELECT 1) SELECT * FROM duckdb_databases',
+    'WITH "PG_SETTINGS" AS (SELECT * FROM pg_settings) SELECT * FROM "PG_SETTINGS"',
+    "SELECT (WITH pg_settings AS (SELECT 1) SELECT 1), * FROM pg_settings",
+    "SHOW pg_settings",
+    "SHOW DATABASES",
+]
+
+
+@pytest.mark.parametrize("query", SHADOWING)
+def test_with_names_resolve_as_duckdb_does(store, query):
+    with pytest.raises(SQLSandboxError, match="refused") as info:
+        store.sql(query)
+    message = str(info.value)
+    assert len(message.splitlines()) == 1
+    assert "temp_directory" not in message and str(store.path) not in message
+
+
+def test_legitimate_with_queries_still_run(store):
+    assert store.sql("WITH objects AS (SELECT 7 AS oid) SELECT oid FROM objects")["oid"].tolist() == [7]
+    assert (
+        store.sql("WITH a AS (SELECT 1 AS x), b AS (SELECT x + 1 AS y FROM a) SELECT y FROM b")["y"][0] == 2
+    )
+    nested = (
+        "WITH a AS (SELECT 1 AS x), b AS (WITH a AS (SELECT x + 1 AS x FROM a) SELECT x FROM a) "
+        "SELECT x FROM b"
+    )
+    assert store.sql(nested)["x"][0] == 2
+    rec = (
+        "WITH RECURSIVE r AS (SELECT 1 AS n UNION ALL SELECT n + 1 FROM (SELECT n FROM r) WHERE n < 3) "
+        "SELECT n FROM r"
+    )
+    assert store.sql(rec)["n"].tolist() == [1, 2, 3]
+    assert "objects" in store.sql("SHOW TABLES")["name"].tolist()
+    assert len(store.sql("WITH q AS (SELECT label FROM objects) SELECT * FROM q UNION SELECT 'z'")) == 3
+
+
+# -- issue 25, point 4: sizes that multiply are bounded before the query runs --------------------
+
+AMPLIFIERS = [
+    "SELECT max(length(printf('%02000000d', range))) FROM range(2048)",
+    "SELECT max(length(format('{:>2000000}', range))) FROM range(2048)",
+    "SELECT max(length(printf('%0*d', 2000000, range))) FROM range(2048)",
+    "SELECT max(length(format('{:0>{}}', range, 2000000))) FROM range(2048)",
+    "SELECT max(length(printf(oid::VARCHAR, 1))) FROM objects",
+    "SELECT max(length(repeat(repeat('x', 1000), 100000))) FROM range(2048)",
+    "SELECT max(length(repeat(repeat(range::VARCHAR, 1000), 1000))) FROM range(2048)",
+    "SELECT max(length(bitstring('1', 100000000)))",
+    "SELECT max(len([x + range for x in range(100000)])) FROM range(2048)",
+    "SELECT max(len([[y for y in range(1000)] for x in range(1000)])) FROM range(2048)",
+    "SELECT max(len(list_transform(range(100000), lambda x: x + range))) FROM range(2048)",
+    "SELECT max(length(list_reduce(range(33), lambda a, x: a || a, range::VARCHAR))) FROM range(2)",
+    "SELECT max(length(list_reduce(range(33), lambda a, x: replace(a, '1', '11'), 'x'))) FROM range(2)",
+    "SELECT max(length(replace(repeat('x', 10000), 'x', repeat('y', 10000))))",
+    "SELECT max(length(replace(object_id, 'a', label))) FROM objects",
+    "SELECT max(length(lpad(range::VARCHAR, 100000, 'x'))) FROM range(20480)",
+    "SELECT max(len(list_resize([range], 100000))) FROM range(2048)",
+    "SELECT max(length(repeat('x', 100000) || range::VARCHAR)) FROM range(20480)",
+    "SELECT max(length(repeat('x', 6000) || range::VARCHAR || repeat('y', 6000))) FROM range(2048)",
+]
+
+
+@pytest.mark.parametrize("query", AMPLIFIERS)
+def test_size_amplifiers_are_refused(store, query):
+    with pytest.raises(SQLSandboxError, match="refused") as info:
+        store.sql(query)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_small_sizes_still_run(store):
+    assert store.sql("SELECT printf('%5.2f|%-4s|', 3.14159, 'ab') AS s")["s"][0] == " 3.14|ab  |"
+    assert store.sql("SELECT format('{:>6}', 'ab') AS s")["s"][0] == "    ab"
+    assert store.sql("SELECT lpad(object_id, 4, '.') AS s FROM objects ORDER BY 1")["s"].tolist() == [
+        "...a",
+        "...b",
+        "...c",
+    ]
+    assert store.sql("SELECT [x * 2 for x in range(4) if x > 0] AS l")["l"][0] == [2, 4, 6]
+    assert len(store.sql("SELECT unnest(range(100000)) AS i")) == 10_000  # the row limit
+    assert store.sql("SELECT replace(label, 'R', 'r') AS s FROM objects WHERE oid = 1")["s"][0] == "rrab"
+    assert store.sql("SELECT list_transform(range(3), lambda x: x + oid) AS l FROM objects WHERE oid = 1")[
+        "l"
+    ][0] == [1, 2, 3]
+
+
+def test_store_closes_cleanly_after_a_stopped_query(tmp_path):
+    """A query still inside one DuckDB call when run_sql gives up: closing the store waits for it
+    instead of failing with "connection is busy" (the CLI closed the store and printed that)."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import sys
+        from lcdash.store import Store, sql as sandbox
+        from lcdash.errors import SQLSandboxError
+        sandbox.INTERRUPT_GRACE_S = 0.0  # give up at once
+        sandbox.check_query = lambda con, query, tables: None  # a query the rules would refuse
+        s = Store(sys.argv[1])
+        try:
+            s.sql("SELECT max(length(printf('%0200000d', range))) FROM range(100000)", timeout_s=0.2)
+        except SQLSandboxError as exc:
+            print(exc)
+        s.close()
+        print("closed")
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.duckdb")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["query stopped after the 0.2 s time limit", "closed"]

@@ -26,7 +26,7 @@ from lcdash.errors import LcdashError
 from lcdash.lightcurve import LightCurve, LightCurveBatch
 from lcdash.store.ingest import ingest as ingest_frames  # `ingest` stays the submodule
 from lcdash.store.schema import MIGRATIONS, SCHEMA_VERSION
-from lcdash.store.sql import run_sql
+from lcdash.store.sql import run_sql, stop_queries
 
 SMALL_BATCH = 256  # oids per IN list when read_batch looks them up through the oid index
 INDEX_READ_MAX = 8192  # up to this many oids read_batch uses the index (IN lists), above a hash join
@@ -105,7 +105,10 @@ class Store:
             cur.close()
 
     def close(self) -> None:
-        self.con.close()
+        """Close the connection, after any SQL-box query that outlived its bound has stopped; if one
+        never stops, the connection is left for the process exit rather than failing as busy."""
+        if stop_queries(self):
+            self.con.close()
 
     def __enter__(self) -> Store:
         return self
@@ -399,8 +402,10 @@ class Store:
                 parts = []
                 for lo in range(0, max(uniq.size, 1), SMALL_BATCH):
                     wanted = ",".join(str(int(o)) for o in uniq[lo : lo + SMALL_BATCH]) or "NULL"
-                    sql = ("SELECT oid, band, n_obs, time, mag, mag_err FROM lightcurves "
-                           f"WHERE oid IN ({wanted})")
+                    sql = (
+                        "SELECT oid, band, n_obs, time, mag, mag_err FROM lightcurves "
+                        f"WHERE oid IN ({wanted})"
+                    )
                     if band is not None:
                         sql += " AND band = $band"
                     parts.append(cur.sql(sql + " ORDER BY oid, band", params=params).to_arrow_table())
