@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from joblib import delayed
 
 from lcdash.errors import ValidationError
 from lcdash.lightcurve import MIN_PERIOD
@@ -51,8 +51,10 @@ MAX_HARMONICS = 6
 GRID_POWER = 16
 #: Longest period searched (days), at most half the baseline.
 MAX_PERIOD = 1000.0
-#: Curves per task of the batch finder (a thread takes one task at a time).
-CHUNK = 64
+#: Curves per task of the batch finder (a pool worker takes one task at a time).
+CHUNK = 256
+#: Fewest curves for which the batch finder starts worker processes (their start costs ~1 s).
+POOL_MIN_CURVES = 1000
 #: Binary half-orbit test: second Fourier term detected at this many sigma, and the Fourier phase
 #: difference within this many radians of 0 (a symmetric fold), uncertainty included.
 SHAPE_SIGMA = 3.0
@@ -380,28 +382,58 @@ def find_periods(
     threads = n_jobs or default_threads()
     cleaned = [_clean(*c) for c in items]
     ok = [i for i, c in enumerate(cleaned) if not isinstance(c, str)]
-    results: list[PeriodResult | None] = [
-        None if i in set(ok) else _none(cleaned[i]) for i in range(len(items))
-    ]
+    results: list[PeriodResult | None] = [_none(c) if isinstance(c, str) else None for c in cleaned]
     total = len(items)
     done = total - len(ok)
-
-    def work(idx: list[int]) -> list[int]:
-        peaks, snr = _peak_periods([cleaned[i] for i in idx], 1)
-        for j, i in enumerate(idx):
-            t, y, e = cleaned[i]
-            longest = min(max_period, (t[-1] - t[0]) / 2.0)
-            results[i] = _decide(t, y, e, peaks[j], grid_step(), max(longest, 2 * MIN_PERIOD), snr[j])
-        return idx
-
-    # one chunk per thread at a time: the Rust periodogram and numpy's kernels release the GIL
     chunks = [ok[s : s + CHUNK] for s in range(0, len(ok), CHUNK)]
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(chunks)))) as pool:
-        for idx in pool.map(work, chunks):
+    pool = _pool(threads) if threads > 1 and len(ok) >= POOL_MIN_CURVES else None
+    if pool is None:
+        # one process: the Rust periodogram of every curve on all threads, then the decisions
+        # (numpy on small arrays holds the GIL: threads would not run them in parallel)
+        peaks, snr = _peak_periods([cleaned[i] for i in ok], threads) if ok else (None, None)
+        at = {i: j for j, i in enumerate(ok)}
+        for idx in chunks:
+            for i, r in zip(idx, _decide_many([cleaned[i] for i in idx], max_period,
+                                              peaks[[at[i] for i in idx]], snr[[at[i] for i in idx]]),
+                            strict=True):  # fmt: skip
+                results[i] = r
+            done += len(idx)
+            if progress is not None:
+                progress(done, total)
+    else:
+        tasks = (delayed(_decide_many)([cleaned[i] for i in idx], max_period) for idx in chunks)
+        for idx, res in zip(chunks, pool(tasks), strict=True):
+            for i, r in zip(idx, res, strict=True):
+                results[i] = r
             done += len(idx)
             if progress is not None:
                 progress(done, total)
     return results  # type: ignore[return-value]
+
+
+def _decide_many(cleaned: list, max_period: float, peaks=None, snr=None) -> list[PeriodResult]:
+    """Periodogram (unless given) and decision for cleaned curves, in this process: the task of a
+    pool worker."""
+    if peaks is None:
+        peaks, snr = _peak_periods(cleaned, 1)
+    out = []
+    for j, (t, y, e) in enumerate(cleaned):
+        longest = min(max_period, (t[-1] - t[0]) / 2.0)
+        out.append(_decide(t, y, e, peaks[j], grid_step(), max(longest, 2 * MIN_PERIOD), snr[j]))
+    return out
+
+
+def _pool(workers: int):
+    """joblib's worker processes (loky: started once and reused, no re-run of the caller's script),
+    for the decisions, which are Python and numpy on small arrays that threads cannot run side by
+    side. None where this process may not start children (a daemonic process)."""
+    import multiprocessing
+
+    from joblib import Parallel
+
+    if multiprocessing.current_process().daemon:
+        return None
+    return Parallel(n_jobs=workers, backend="loky", return_as="generator")
 
 
 def fourier_parameters(time, mag, err, period: float, n_terms: int = 3) -> tuple[np.ndarray, np.ndarray]:

@@ -218,3 +218,19 @@ def test_folds_read_stored_periods_instead_of_finding_them(tmp_path, demo_db, mo
         has = np.isfinite(given)
         np.testing.assert_array_equal(cat[has], given[has])
         np.testing.assert_array_equal(cat[~has], first[~has])
+
+
+def test_worker_processes_give_the_same_answers_as_one_process(rng, monkeypatch):
+    """Above POOL_MIN_CURVES the decisions run in joblib's worker processes: same results, in order."""
+    monkeypatch.setattr(periods, "POOL_MIN_CURVES", 40)
+    curves = []
+    for p in rng.uniform(0.2, 20, 60):
+        t = survey_times(rng, n_nights=40)
+        curves.append((t, 15 + 0.3 * np.sin(2 * np.pi * t / p) + rng.normal(0, 0.02, t.size)))
+    curves.insert(7, (np.arange(3.0), np.zeros(3)))
+    seen = []
+    pooled = find_periods(curves, n_jobs=2, progress=lambda d, t: seen.append(d))
+    serial = find_periods(curves, n_jobs=1)
+    assert [r.period for r in pooled] == pytest.approx([r.period for r in serial], nan_ok=True)
+    assert [r.reason for r in pooled] == [r.reason for r in serial]
+    assert seen[-1] == len(curves)
