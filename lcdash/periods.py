@@ -7,20 +7,25 @@ from a periodogram, judged by a multi-harmonic model, with the harmonic (P again
 aliases decided explicitly rather than left to the highest single-sine peak.
 
 1. Candidates: the CANDIDATES strongest peaks of a Lomb-Scargle periodogram (the `light-curve`
-   package's fast Rust periodogram, many curves in parallel) on a grid from 0 to 1 / MIN_PERIOD.
+   package's fast Rust periodogram, on every thread) on a grid from 0 to 1 / MIN_PERIOD.
    Cadence aliases (f +- k / day, f +- 1 / year) are peaks of that periodogram and compete here.
 2. Refine: each candidate's frequency is refined by least squares of a REFINE_HARMONICS-term
-   Fourier series on a local grid, to |df| x baseline well under 0.01 cycle: a fixed grid step
-   of 1e-4 / day smears a fold by up to 0.2 cycle over Catalina's 8-year baseline.
+   Fourier series on a local grid, to |df| x baseline well under 0.1 cycle: a fixed grid step
+   of 1.5e-4 / day smears a fold by up to 0.2 cycle over Catalina's 8-year baseline.
 3. Decide: at each refined frequency f, Fourier series with 1..MAX_HARMONICS terms at P = 1 / f,
    with 1..2 x MAX_HARMONICS terms at 2P and 1..MAX_HARMONICS at P / 2 (the model at 2P nests the
    one at P: its odd terms are what differs between the two halves of the cycle, e.g. the unequal
    minima of an eclipsing binary). The model with the lowest Bayesian information criterion wins:
-   N ln(RSS / N) + k ln N, a penalised likelihood that does not depend on the scale of the errors.
-   No class label is ever consulted.
+   N_eff ln(RSS / N) + k ln N_eff, a penalised likelihood that does not depend on the scale of the
+   errors, N_eff the independent observations left by correlated residuals (`_effective_n`); a
+   doubled period must win by DOUBLE_MARGIN.
+4. Binary half-orbits: a winner whose fold is symmetric with minima sharper than maxima is one
+   half of a binary's orbit and is doubled (`_eclipse_like`).
+No class label is ever consulted. Measured: bench/period_recovery.py, docs/results/periods.md.
 
 `find_period` takes one curve, `find_periods` a batch; both return `PeriodResult`s (best period,
-ranked candidates with a score each, the reason, the Fourier model to draw over the fold).
+ranked candidates with a score each, the reason, the Fourier model to draw over the fold). A batch
+of 1,000 curves or more makes its decisions in joblib's worker processes.
 """
 
 from __future__ import annotations
@@ -56,9 +61,10 @@ CHUNK = 256
 #: Fewest curves for which the batch finder starts worker processes (their start costs ~1 s).
 POOL_MIN_CURVES = 1000
 #: Binary half-orbit test: second Fourier term detected at this many sigma, and the Fourier phase
-#: difference within this many radians of 0 (a symmetric fold), uncertainty included.
+#: difference phi2 - 2 phi1 within this many radians of 0 (a symmetric fold).
 SHAPE_SIGMA = 3.0
 SHAPE_DELTA = 0.5
+#: BIC by which a doubled period must beat its base period: "strong evidence" (Kass & Raftery 1995).
 DOUBLE_MARGIN = 6.0
 
 
@@ -236,7 +242,7 @@ def _eclipse_like(t, y, sw, f: float, n_eff: float) -> tuple[bool, float]:
     eclipsing or ellipsoidal binary (Rucinski 1993: a cosine series), rather than a pulsation
     (asymmetric: fast rise, slow decline)? Fourier phase delta = phi2 - 2 phi1 of a 3-term fit:
     0 for that binary shape, pi for sharp maxima, in between for the skewed pulsators. Returns
-    (verdict, delta). The second term must be detected (SHAPE_SIGMA) and delta known to SHAPE_DELTA."""
+    (verdict, delta). The second term must be detected (SHAPE_SIGMA) and |delta| < SHAPE_DELTA."""
     coef = _coefficients(t, y, sw, f, 3)
     a1, b1, a2, b2 = coef[1:5]
     A1, A2 = np.hypot(a1, b1), np.hypot(a2, b2)
