@@ -190,7 +190,8 @@ def cmd_ingest(args) -> int:
                     results.append(_ingest_unit(args, unit, obs_map, obj_map, store, cur))
                 except LcdashError as exc:
                     where = unit["source"] if len(units) > 1 else ""
-                    note = "; nothing was ingested" if store is not None else ""
+                    done = store is not None and not getattr(exc, "undo_pending", False)
+                    note = "; nothing was ingested" if done else ""
                     raise type(exc)(f"{where + ': ' if where else ''}{exc}{note}") from exc
                 except Exception as exc:  # a reader or DuckDB failure: one line, the dataset named
                     from lcdash.io import one_line

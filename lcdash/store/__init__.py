@@ -27,6 +27,7 @@ from lcdash.lightcurve import LightCurve, LightCurveBatch
 from lcdash.store.ingest import ingest as ingest_frames  # `ingest` stays the submodule
 from lcdash.store.schema import MIGRATIONS, SCHEMA_VERSION
 from lcdash.store.sql import run_sql, stop_queries
+from lcdash.store.undo import recover as recover_ingest
 
 SMALL_BATCH = 256  # oids per IN list when read_batch looks them up through the oid index
 INDEX_READ_MAX = 8192  # up to this many oids read_batch uses the index (IN lists), above a hash join
@@ -79,7 +80,13 @@ class Store:
             first = " ".join(str(exc).split())
             raise LcdashError(f"{self.path}: cannot open the store: {first}{hint}") from exc
         self._lock = threading.Lock()  # serialises writers inside this process
-        self._migrate()
+        try:
+            self._migrate()
+            # a streamed ingest killed between its committed batches left an undo log: play it back
+            recover_ingest(self)
+        except BaseException:
+            self.con.close()
+            raise
 
     # -- connection ---------------------------------------------------------------------------
 

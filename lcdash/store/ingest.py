@@ -228,10 +228,12 @@ def ingest(
 
 
 def _write(store, series: pa.Table, n_rows: int, objs: pa.Table, catalogue: bool, validation=None,
-           progress=None, cursor=None) -> IngestReport:
+           progress=None, cursor=None, undo=None) -> IngestReport:
     """Write light curves (`_series_table`, object ids unique) and their objects (`_objects_table`).
     `lcdash.store.ingest_dataset` hands it several partitions at once: DuckDB writes an INSERT of a
-    full row group (122,880 rows) straight to the file, smaller ones stay in memory until COMMIT."""
+    full row group (122,880 rows) straight to the file, smaller ones stay in memory until COMMIT.
+    `undo`: the `lcdash.store.undo.UndoLog` of an ingest in several transactions, which saves the
+    stored rows this one changes before it changes them."""
     total = 5
     report = IngestReport(surveys=sorted(set(objs.column("survey").to_pylist())), validation=validation)
     with _transaction(store, cursor) as cur:
@@ -243,6 +245,8 @@ def _write(store, series: pa.Table, n_rows: int, objs: pa.Table, catalogue: bool
         cur.register("_touched", existing)
         report.objects_existing = existing.num_rows
         report.objects_new = objs.num_rows - existing.num_rows
+        if undo is not None and existing.num_rows:
+            undo.save_objects(cur, "_touched")
         # new objects go in with their final counts; existing ones are recounted after the merge
         cur.execute("""
             INSERT INTO objects
@@ -291,6 +295,8 @@ def _write(store, series: pa.Table, n_rows: int, objs: pa.Table, catalogue: bool
             "INSERT INTO lightcurves SELECT oid, band, n_obs, time, mag, mag_err FROM _in_lc "
             "WHERE NOT present"
         )
+        if undo is not None and existing.num_rows:
+            undo.note_added(cur, "(SELECT oid, band FROM _in_lc WHERE NOT present)")
         added_merged = 0
         if report.lightcurves_merged:
             _step(progress, 3, total, "merging with stored light curves")
@@ -314,6 +320,8 @@ def _write(store, series: pa.Table, n_rows: int, objs: pa.Table, catalogue: bool
                        count(*) FILTER (WHERE src = 1) AS added
                 FROM both_ GROUP BY oid, band""")
             added_merged = cur.execute("SELECT coalesce(sum(added), 0) FROM _merged").fetchall()[0][0]
+            if undo is not None and added_merged:
+                undo.save_lightcurves(cur, "(SELECT oid, band FROM _merged WHERE added > 0)")
             cur.execute("""
                 UPDATE lightcurves SET n_obs = m.n_obs, time = m.time, mag = m.mag, mag_err = m.mag_err
                 FROM _merged m WHERE lightcurves.oid = m.oid AND lightcurves.band = m.band

@@ -6,9 +6,10 @@ read with pyarrow one partition at a time (a hive folder `part=3/`, or one file)
 (`lcdash.io.prepare`) and written INSERT_ROWS light curves at a time (DuckDB writes an INSERT of a
 full row group straight to the file; smaller ones stay in memory until COMMIT). Up to COMMIT_ROWS
 observations it is all one transaction; above, one transaction per batch, because DuckDB holds what a
-transaction wrote in memory until COMMIT (8.6 GB measured for a million light curves in one), and a
-failure deletes the objects the earlier batches created: either way the whole dataset goes in or
-nothing does, and a partition that cannot be read or validated is named in the error.
+transaction wrote in memory until COMMIT (8.6 GB measured for a million light curves in one), with an
+undo log (`lcdash.store.undo`) that a failure, or the next open of the store after the process was
+killed, plays back: either way the whole dataset goes in or nothing does, and a partition that cannot
+be read or validated is named in the error.
 
 Layout (what `lcdash demo --out-parquet` writes and `lcdash embed-catalog` reads):
 `DIR/observations/<partition>/*.parquet` (+ `DIR/objects.parquet`, the catalogue), or a folder of
@@ -30,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from lcdash.errors import LcdashError, ValidationError, one_line
+from lcdash.store import undo
 from lcdash.store.ingest import IngestReport, _objects_table, _series_table, _transaction, _write
 
 SUFFIXES = (".parquet", ".parq", ".pq")
@@ -139,7 +141,7 @@ def ingest_dataset(
             for batch, where in batches:
                 _add(total, _write_batch(store, batch, where, objects is not None, cur))
     else:
-        _chunked(store, batches, objects is not None, total)
+        _chunked(store, batches, objects is not None, total, source=str(path))
     if progress is not None:
         progress(len(parts), len(parts), "done")
     total.seconds = _time.perf_counter() - t0
@@ -159,29 +161,29 @@ def _footer_rows(parts) -> int:
     return rows
 
 
-def _chunked(store, batches, catalogue: bool, total: IngestReport) -> None:
+def _chunked(store, batches, catalogue: bool, total: IngestReport, source: str = "") -> None:
     """One transaction per batch, so memory stays bounded (DuckDB holds what a transaction wrote until
-    its COMMIT: measured 8.6 GB for a million light curves in one). All or nothing still: a failure
-    deletes the objects (and their light curves) that the committed batches created, which are those
-    above the largest oid before the ingest. Light curves of objects already stored that earlier
-    batches merged new observations into keep them (re-ingesting the same data adds nothing); the
-    message says how many."""
-    cur = store.cursor()
-    try:
-        before = cur.execute("SELECT coalesce(max(oid), 0) FROM objects").fetchall()[0][0]
-    finally:
-        cur.close()
+    its COMMIT: measured 8.6 GB for a million light curves in one). All or nothing still, also when the
+    process is killed: a first transaction commits an undo log (`lcdash.store.undo`: the largest oid
+    before, and the stored rows each batch changes, saved before it changes them), the last one drops
+    it. A failure here undoes the committed batches at once; a killed process leaves the log, and the
+    next read-write open of the store (`Store`) undoes them."""
+    log = undo.begin(store, source)
     try:
         for batch, where in batches:
             with store.transaction() as cur:
-                _add(total, _write_batch(store, batch, where, catalogue, cur))
+                _add(total, _write_batch(store, batch, where, catalogue, cur, log))
+        undo.finish(store, log)
     except BaseException as exc:
-        with store.transaction() as cur:
-            cur.execute("DELETE FROM lightcurves WHERE oid > ?", [before])
-            cur.execute("DELETE FROM objects WHERE oid > ?", [before])
-        if total.objects_existing and isinstance(exc, LcdashError):
-            raise type(exc)(f"{exc}; {total.objects_existing:,} object(s) already in the store were merged "
-                            "with new observations before the failure and keep them") from exc
+        try:
+            undo.undo(store, log)
+        except Exception as undo_exc:  # the store is left with its undo log: the next open undoes it
+            if isinstance(exc, LcdashError):
+                err = type(exc)(f"{exc}; the batches written before the failure could not be undone now "
+                                f"({one_line(undo_exc)}): the next read-write open of the store undoes them")
+                err.undo_pending = True  # the CLI must not say "nothing was ingested" yet
+                raise err from exc
+            raise exc from undo_exc
         raise
 
 
@@ -192,11 +194,12 @@ def _add(total: IngestReport, rep: IngestReport) -> None:
         setattr(total, field, getattr(total, field) + getattr(rep, field))
 
 
-def _write_batch(store, batch, where: str, catalogue: bool, cur) -> IngestReport:
+def _write_batch(store, batch, where: str, catalogue: bool, cur, log=None) -> IngestReport:
     try:
         series = pa.concat_tables([b[0] for b in batch])
         objs = pa.concat_tables([b[2] for b in batch])
-        return _write(store, series, sum(b[1] for b in batch), objs, catalogue=catalogue, cursor=cur)
+        return _write(store, series, sum(b[1] for b in batch), objs, catalogue=catalogue, cursor=cur,
+                      undo=log)
     except LcdashError as exc:
         raise type(exc)(f"{where}: {exc}") from exc
     except Exception as exc:  # a DuckDB failure: one line, the partitions named
