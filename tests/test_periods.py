@@ -234,3 +234,31 @@ def test_worker_processes_give_the_same_answers_as_one_process(rng, monkeypatch)
     assert [r.period for r in pooled] == pytest.approx([r.period for r in serial], nan_ok=True)
     assert [r.reason for r in pooled] == [r.reason for r in serial]
     assert seen[-1] == len(curves)
+
+
+def test_a_light_curve_that_grew_gets_its_period_found_again(tmp_path, demo_db):
+    """A stored period belongs to the observations it was found on: new observations (a merge
+    ingest, `lcdash update`) make it missing, so folds and `lcdash periods` find it again."""
+    import shutil
+
+    from lcdash.store import Store
+    from lcdash.store.periods import missing_periods, read_periods
+
+    db = tmp_path / "s.duckdb"
+    shutil.copy(demo_db, db)
+    with Store(db) as s:
+        periods.store_periods(s)
+        assert len(missing_periods(s, periods.FINDER_VERSION)) == 0
+        oid, band = s.objects(columns=["oid"])["oid"].iloc[3], s.bands()[0]
+        with s.transaction() as cur:  # one more observation at the end of the light curve
+            cur.execute(
+                "UPDATE lightcurves SET time = list_append(time, list_last(time) + 1), "
+                "mag = list_append(mag, mag[1]), mag_err = list_append(mag_err, mag_err[1]), "
+                "n_obs = n_obs + 1 WHERE oid = ? AND band = ?",
+                [int(oid), band],
+            )
+        todo = missing_periods(s, periods.FINDER_VERSION)
+        assert todo[["oid", "band"]].values.tolist() == [[oid, band]]
+        assert int(oid) not in read_periods(s, finder=periods.FINDER_VERSION)["oid"].tolist()
+        assert periods.store_periods(s)["light_curves"] == 1
+        assert len(missing_periods(s, periods.FINDER_VERSION)) == 0

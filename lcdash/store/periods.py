@@ -23,9 +23,11 @@ def save_periods(store, frame: pd.DataFrame, finder: str) -> int:
     with store.transaction() as cur:
         cur.register("_periods", table)
         cur.execute(
+            # n_obs: the light curve the period was found on; one that grows later counts as missing
             "INSERT OR REPLACE INTO periods (oid, band, period, score, n_harmonics, reason, candidates, "
-            "finder) SELECT oid, band, CASE WHEN isfinite(period) THEN period END, score, n_harmonics, "
-            "reason, candidates, ? FROM _periods",
+            "finder, n_obs) SELECT p.oid, p.band, CASE WHEN isfinite(p.period) THEN p.period END, "
+            "p.score, p.n_harmonics, p.reason, p.candidates, ?, l.n_obs FROM _periods p "
+            "JOIN lightcurves l ON l.oid = p.oid AND l.band = p.band",
             [finder],
         )
         cur.unregister("_periods")
@@ -34,21 +36,23 @@ def save_periods(store, frame: pd.DataFrame, finder: str) -> int:
 
 def read_periods(store, oids=None, band: str | None = None, finder: str | None = None) -> pd.DataFrame:
     """Stored periods: columns oid, band, period, score, n_harmonics, reason, candidates, finder,
-    computed_at; only `finder`'s when given, only `oids` / `band` when given; ordered by oid, band."""
+    n_obs, computed_at; only `finder`'s when given, and then only those of light curves that have not
+    changed since (same n_obs); only `oids` / `band` when given; ordered by oid, band."""
     where, params = [], []
     if band is not None:
-        where.append("band = ?")
+        where.append("p.band = ?")
         params.append(band)
     if finder is not None:
-        where.append("finder = ?")
+        where.append("p.finder = ?")
         params.append(finder)
+        where.append("p.n_obs = (SELECT l.n_obs FROM lightcurves l WHERE l.oid = p.oid AND l.band = p.band)")
     cur = store.cursor()
     try:
         if oids is not None:
             cur.register("_oids", pa.table({"oid": np.asarray(list(oids), dtype=np.int64)}))
-            where.append("oid IN (SELECT oid FROM _oids)")
-        sql = "SELECT * FROM periods" + (" WHERE " + " AND ".join(where) if where else "")
-        return cur.execute(sql + " ORDER BY oid, band", params).df()
+            where.append("p.oid IN (SELECT oid FROM _oids)")
+        sql = "SELECT p.* FROM periods p" + (" WHERE " + " AND ".join(where) if where else "")
+        return cur.execute(sql + " ORDER BY p.oid, p.band", params).df()
     finally:
         cur.close()
 
@@ -69,7 +73,7 @@ def missing_periods(
     try:
         return cur.execute(
             "SELECT l.oid, l.band FROM lightcurves l JOIN objects o USING (oid) "
-            "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? "
+            "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? AND p.n_obs = l.n_obs "
             f"WHERE {' AND '.join(where)} ORDER BY l.band, l.oid",
             params,
         ).df()
@@ -91,7 +95,7 @@ def period_counts(store, finder: str, survey: str | None = None, band: str | Non
     try:
         n, stored, found = cur.execute(
             "SELECT count(*), count(p.oid), count(p.period) FROM lightcurves l JOIN objects o USING (oid) "
-            "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? "
+            "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? AND p.n_obs = l.n_obs "
             f"WHERE {' AND '.join(where)}",
             params,
         ).fetchone()

@@ -240,7 +240,8 @@ def _probe_columns(cur) -> None:
 
 # Periods found from the light curves (lcdash.periods), one per (oid, band), beside the catalogue's
 # objects.period, which they never overwrite. `finder` is the finder's version: a period of another
-# version is recomputed, not used. `candidates` are the other periods judged, best first.
+# version, or of a light curve that has grown since (n_obs), is recomputed, not used. `candidates`
+# are the other periods judged, best first.
 PERIODS_DDL = """
 CREATE TABLE IF NOT EXISTS periods (
     oid         BIGINT  NOT NULL,
@@ -251,6 +252,7 @@ CREATE TABLE IF NOT EXISTS periods (
     reason      VARCHAR NOT NULL,  -- why this period, or why none
     candidates  DOUBLE[],          -- periods judged, best first (the first is `period`)
     finder      VARCHAR NOT NULL,  -- lcdash.periods.FINDER_VERSION
+    n_obs       INTEGER NOT NULL,  -- of the light curve it was found on: more observations, find again
     computed_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     PRIMARY KEY (oid, band)
 );
