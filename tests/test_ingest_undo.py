@@ -35,6 +35,8 @@ CHILD = textwrap.dedent("""
         undo = None
 
     point, dataset, db = sys.argv[1:4]
+    # a parent under nohup hands down SIGHUP ignored: the hang-up must reach the ingest as a user's would
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     mod.INSERT_ROWS, mod.COMMIT_ROWS = 60, 1
     calls = {"write": 0}
     write_batch = mod._write_batch
