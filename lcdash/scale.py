@@ -27,7 +27,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,9 @@ MANIFEST = "_lcdash_embeddings.json"
 OUTPUT_FILE = "part-0.parquet"
 EXPORT_DIR = "_export"
 ROLES = ("object_id", "time", "mag", "mag_err", "band")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: What `--device` may name: torch's device types that lcdash runs on.
+DEVICE_RE = r"cpu|mps|cuda(:\d+)?"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -379,6 +382,13 @@ def curves_of(frame: pd.DataFrame, keep: Sequence[str] = ()) -> tuple[pd.DataFra
         except (ValueError, TypeError) as exc:
             raise ValidationError(f"column {col!r} is not numeric: {_one_line(exc)}") from exc
     df = df[np.isfinite(df["time"].to_numpy(float)) & np.isfinite(df["mag"].to_numpy(float))]
+    for col in ("time", "mag"):  # the encoder computes in float32: beyond its range is inf, then NaN
+        big = np.abs(df[col].to_numpy(float)) > FLOAT32_MAX
+        if big.any():
+            row = df.iloc[int(np.flatnonzero(big)[0])]
+            raise ValidationError(f"object {str(row['object_id'])!r}: {col} {float(row[col]):g} is beyond "
+                                  f"the encoder's float32 range (|{col}| <= {FLOAT32_MAX:.3g}); "
+                                  f"{int(big.sum())} such row(s)")
     if "band" in keys:
         df = df.assign(band=df["band"].astype(str))
     return group_curves(df, keys, keep)
@@ -471,9 +481,14 @@ def _worker_plugin_class():
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class EmbedTask:
+    """What every partition's task carries (small: the source without its partition list, the weights'
+    hash). The weights travel once per worker in the `EncoderPlugin`, which a worker that joins later
+    (a restarted one) runs too; a task holds no data that dies with a worker (a scattered object
+    would, and then every task depending on it is cancelled)."""
+
     spec: SourceSpec
     out: str
-    files: dict[str, bytes]
+    weights_sha256: str
     batch_size: int | None = None
     device: str | None = None
     precision: str = "float32"
@@ -484,17 +499,21 @@ def embed_partition(task: EmbedTask, part: Partition) -> dict:
     from lcdash.embed import embed_batch
 
     target = Path(task.out, part.name, OUTPUT_FILE)
-    if target.exists():
-        return {"partition": part.name, "rows": None, "windows": 0, "seconds": 0.0, "skipped": True}
+    if target.exists():  # written by an earlier run, or by a worker that died before it reported
+        return {**output_counts(target), "partition": part.name, "seconds": 0.0, "skipped": True,
+                "worker": _worker_name()}
     t0, c0 = time.monotonic(), time.process_time()
     try:
         frame = read_partition(task.spec, part)
         heads, curves = curves_of(frame, task.spec.keep)
         periods = heads.pop("period").to_numpy(np.float64) if "period" in heads.columns else None
-        model, device = load_cached(task.files, task.device)
+        if task.weights_sha256 not in _MODELS:
+            raise ModelError(f"the encoder is not loaded on worker {_worker_name()} (its plugin failed)")
+        model, device = _MODELS[task.weights_sha256]
         if curves:
             n_windows, layers = embed_batch(model, curves, batch_size=task.batch_size, device=device,
                                             precision=task.precision, periods=periods)
+            _check_finite(heads, layers)
         else:
             n_windows = np.zeros(0, np.int32)
             layers = np.zeros((0, model.cfg.n_layers + 1, model.cfg.d_model), np.float32)
@@ -504,6 +523,28 @@ def embed_partition(task: EmbedTask, part: Partition) -> dict:
     return {"partition": part.name, "rows": int(len(n_windows)), "windows": int(n_windows.sum()),
             "seconds": time.monotonic() - t0, "skipped": False, "worker": _worker_name(),
             "cpu_seconds": time.process_time() - c0}
+
+
+def output_counts(target: Path) -> dict:
+    """{"rows", "windows"} of a partition's output file (its footer and n_windows column)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(target, columns=["n_windows"])
+        return {"rows": table.num_rows, "windows": int(np.asarray(table.column("n_windows")).sum())}
+    except Exception:  # unreadable: counted as done with unknown rows; import-embeddings names it
+        return {"rows": None, "windows": 0}
+
+
+def _check_finite(heads: pd.DataFrame, layers: np.ndarray) -> None:
+    """Refuse a partition whose embeddings are not finite (a time or magnitude out of range for the
+    encoder, e.g. 1e300), naming the first such light curve."""
+    bad = ~np.isfinite(layers).all(axis=tuple(range(1, layers.ndim)))
+    if bad.any():
+        row = heads.iloc[int(np.flatnonzero(bad)[0])]
+        what = ", ".join(f"{k} {row[k]!r}" for k in ("object_id", "band") if k in heads.columns)
+        raise ValidationError(f"{int(bad.sum())} light curve(s) give embeddings that are not finite, e.g. "
+                              f"{what} (times or magnitudes out of the encoder's range?)")
 
 
 def _worker_name() -> str | None:
@@ -580,10 +621,23 @@ def _check_manifest(out: Path, manifest: dict) -> None:
                                   "choose another --out or empty it")
 
 
-def _clean_tmp(out: Path) -> None:
-    for f in out.rglob(".*.tmp"):
-        if f.is_file():
-            f.unlink()
+#: The temporary files `_atomic_parquet` writes (`.part-0.parquet.<uuid>.tmp`, which a killed run
+#: leaves) in the partition folders of this run: nothing else is removed.
+TMP_RE = r"\." + OUTPUT_FILE.replace(".", r"\.") + r"\.[0-9A-Za-z_-]+\.tmp"
+
+
+def _clean_tmp(out: Path, spec: SourceSpec) -> None:
+    """Remove the temporary files an earlier, killed run of this command left in the partition folders
+    it writes; any other file under OUT (the user's `.notes.tmp`) stays."""
+    import re
+
+    root = out.resolve()
+    for folder in {(out / p.name) for p in spec.partitions}:
+        if not folder.is_dir() or not folder.resolve().is_relative_to(root):
+            continue
+        for f in folder.iterdir():
+            if re.fullmatch(TMP_RE, f.name) and f.is_file():
+                f.unlink()
 
 
 def embed_catalog(
@@ -612,10 +666,14 @@ def embed_catalog(
     already opened (the app exports its own store before a job starts). `progress(done, total,
     message)` is called as partitions finish (an exception it raises, e.g. a cancelled job, stops the
     run; what finished is kept)."""
+    _check_options(out, workers, batch_size, device, retries, chunk_size)
     model_dir = Path(model_dir)
     files = encoder_files(model_dir)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValidationError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from exc
     say = log or (lambda s: None)
     if isinstance(source, SourceSpec):
         spec = source
@@ -628,7 +686,7 @@ def embed_catalog(
                 "model_config": cfg.get("model", cfg), "partitions": [p.name for p in spec.partitions]}
     _check_manifest(out, manifest)
     (out / MANIFEST).write_text(json.dumps({**manifest, "failed": {}}, indent=1))
-    _clean_tmp(out)
+    _clean_tmp(out, spec)
     todo = [p for p in spec.partitions if not (out / p.name / OUTPUT_FILE).exists()]
     skipped = [p.name for p in spec.partitions if p not in todo]
     say(f"{len(spec.partitions)} partitions in {source_path} ({spec.kind}); {len(skipped)} already done")
@@ -637,66 +695,125 @@ def embed_catalog(
         return result
 
     try:
+        import logging
+        import warnings
+
         from distributed import Client, LocalCluster, wait
+        from distributed.utils import silence_logging_cmgr
     except ImportError as exc:
         raise LcdashError("embed-catalog runs on Dask distributed, which is not installed "
                           "(pip install -r requirements.txt)") from exc
 
     cluster = own_client = None
-    if client is None:
-        if scheduler:
-            try:
-                client = own_client = Client(scheduler, timeout="30s")
-            except Exception as exc:
-                raise LcdashError(f"cannot reach the Dask scheduler at {scheduler} "
-                                  f"({_one_line(exc)})") from exc
-        else:
-            n = int(workers or default_workers())
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-            client = own_client = Client(cluster)
-    try:
-        n_workers = len(client.scheduler_info(n_workers=-1)["workers"]) if _takes_n_workers(client) else \
-            len(client.scheduler_info()["workers"])
-        result.workers = n_workers
-        say(f"embedding {len(todo)} partitions on {n_workers} Dask workers ({client.scheduler.address})")
-        plugin = _worker_plugin_class()(files, device)
-        client.register_plugin(plugin, name=f"lcdash-encoder-{_sha(files)[:12]}")
-        task = EmbedTask(spec, str(out.resolve()), files, batch_size, device, precision)
-        [task_f] = client.scatter([task], broadcast=True)
-        token = uuid.uuid4().hex[:8]
-        t0 = time.monotonic()
-        futures = {client.submit(embed_partition, task_f, p, key=f"lcdash-embed-{p.name}-{token}",
-                                 retries=retries, pure=False): p for p in todo}
-        if show_progress:
-            from distributed import progress as dask_progress
-
-            dask_progress(list(futures))
-        if progress is not None:
-            from distributed import as_completed
-
-            progress(0, len(futures), f"0/{len(futures)} partitions on {n_workers} Dask workers")
-            for k, _ in enumerate(as_completed(list(futures)), 1):
-                progress(k, len(futures), f"{k}/{len(futures)} partitions on {n_workers} Dask workers")
-        wait(list(futures))
-        result.seconds = time.monotonic() - t0
-        for fut, p in futures.items():
-            if fut.status == "finished":
-                r = fut.result()
-                result.done.append(p.name)
-                result.rows += r["rows"] or 0
-                result.windows += r["windows"]
-                result.per_worker[r["worker"]] = result.per_worker.get(r["worker"], 0) + (r["rows"] or 0)
+    # Dask's own log lines (a worker's traceback, a restarted worker, a lost task) are not the user's
+    # messages: what failed is reported per partition, in one line each
+    with silence_logging_cmgr(logging.CRITICAL):
+        if client is None:
+            if scheduler:
+                try:
+                    client = own_client = Client(scheduler, timeout="30s")
+                except Exception as exc:
+                    raise LcdashError(f"cannot reach the Dask scheduler at {scheduler} "
+                                      f"({_one_line(exc)})") from exc
             else:
-                exc = fut.exception()
-                msg = str(exc) if isinstance(exc, LcdashError) else f"partition {p.name}: {_one_line(exc)}"
-                result.failed[p.name] = msg.removeprefix(f"partition {p.name}: ")
-    finally:
-        if own_client is not None:
-            own_client.close()
-        if cluster is not None:
-            cluster.close()
+                n = int(workers or default_workers())
+                with warnings.catch_warnings():  # "Port 8787 is already in use" (another cluster's)
+                    warnings.filterwarnings("ignore", message="Port .* is already in use")
+                    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, silence_logs=logging.CRITICAL)
+                client = own_client = Client(cluster)
+        try:
+            n_workers = len(client.scheduler_info(n_workers=-1)["workers"]) if _takes_n_workers(client) \
+                else len(client.scheduler_info()["workers"])
+            result.workers = n_workers
+            say(f"embedding {len(todo)} partitions on {n_workers} Dask workers ({client.scheduler.address})")
+            plugin = _worker_plugin_class()(files, device)
+            try:
+                client.register_plugin(plugin, name=f"lcdash-encoder-{_sha(files)[:12]}")
+            except Exception as exc:
+                raise ModelError(f"the Dask workers cannot load the encoder {model_dir} "
+                                 f"({_one_line(exc)})") from exc
+            # the source without its partition list: each task names its own partition
+            task = EmbedTask(replace(spec, partitions=[]), str(out.resolve()), _sha(files), batch_size,
+                             device, precision)
+            token = uuid.uuid4().hex[:8]
+            t0 = time.monotonic()
+            futures = {client.submit(embed_partition, task, p, key=f"lcdash-embed-{p.name}-{token}",
+                                     retries=retries, pure=False): p for p in todo}
+            if show_progress:
+                from distributed import progress as dask_progress
+
+                # this client's scheduler: the default client (another cluster's, in a notebook or
+                # a test session) would never see these keys, and the bar would wait forever
+                dask_progress(list(futures), scheduler=client.scheduler.address)
+            if progress is not None:
+                from distributed import as_completed
+
+                progress(0, len(futures), f"0/{len(futures)} partitions on {n_workers} Dask workers")
+                for k, _ in enumerate(as_completed(list(futures)), 1):
+                    progress(k, len(futures), f"{k}/{len(futures)} partitions on {n_workers} Dask workers")
+            wait(list(futures))
+            result.seconds = time.monotonic() - t0
+            for fut, p in futures.items():
+                _collect(result, fut, p, out)
+        finally:
+            if own_client is not None:
+                own_client.close()
+            if cluster is not None:
+                cluster.close()
     (out / MANIFEST).write_text(json.dumps({**manifest, "failed": result.failed}, indent=1))
     return result
+
+
+def _check_options(out, workers, batch_size, device, retries, chunk_size) -> None:
+    """One line for each option out of range, before anything is written or started."""
+    import re
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValidationError(f"--out {out}: a file, not a folder; name a new or an embed-catalog folder")
+    for name, value, low in (("--workers", workers, 1), ("--batch-size", batch_size, 1),
+                             ("--chunk-size", chunk_size, 1), ("--retries", retries, 0)):
+        if value is not None and (not isinstance(value, int | np.integer) or value < low):
+            raise ValidationError(f"{name} {value!r}: must be a whole number of at least {low}")
+    if device is not None and not re.fullmatch(DEVICE_RE, str(device)):
+        raise ValidationError(f"--device {device!r}: not a device lcdash runs on (cpu, cuda, cuda:N or mps)")
+
+
+def _collect(result: CatalogResult, fut, part: Partition, out: Path) -> None:
+    """Count one partition's future: done (its record, or its file when the record was lost with the
+    worker that wrote it), or failed with one line."""
+    record = None
+    if fut.status == "finished":
+        try:
+            record = fut.result()
+        except Exception:  # the result was lost with its worker after it finished
+            record = None
+    if record is None and (out / part.name / OUTPUT_FILE).exists():
+        record = {**output_counts(out / part.name / OUTPUT_FILE), "worker": None}
+    if record is not None:
+        result.done.append(part.name)
+        rows = record.get("rows") or 0
+        result.rows += rows
+        result.windows += record.get("windows") or 0
+        worker = record.get("worker")
+        result.per_worker[worker] = result.per_worker.get(worker, 0) + rows
+        return
+    result.failed[part.name] = _failure(fut, part)
+
+
+def _failure(fut, part: Partition) -> str:
+    """Why a partition's future did not finish, in one line."""
+    if fut.status == "cancelled":
+        return "cancelled by the Dask cluster (its workers or scheduler were lost); run again to retry it"
+    try:
+        exc = fut.exception()
+    except Exception as err:  # the scheduler forgot it
+        return f"lost by the Dask cluster ({_one_line(err)}); run again to retry it"
+    if type(exc).__name__ == "KilledWorker":
+        return ("every worker that ran it died (out of memory?); it was tried on several workers; "
+                "run again with fewer --workers or a smaller --chunk-size")
+    msg = str(exc) if isinstance(exc, LcdashError) else f"partition {part.name}: {_one_line(exc)}"
+    return msg.removeprefix(f"partition {part.name}: ")
 
 
 def _takes_n_workers(client) -> bool:
