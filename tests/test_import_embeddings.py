@@ -370,3 +370,18 @@ def test_the_good_output_imports_whole_and_again_adds_nothing(world, tmp_path, c
     _object_ids(out, ["A5", "A6", "A6", "Z7", "A8", "A8", "Z9"])
     code = main(["import-embeddings", str(out), "--db", str(db), "--name", "tiny", "--skip-missing"])
     assert code == 0 and json.loads(capsys.readouterr().out)["skipped_objects"] == 2
+
+
+def test_a_large_import_in_several_transactions_gives_the_same_rows(world, tmp_path, capsys, monkeypatch):
+    from lcdash import scale
+
+    got = {}
+    for k, commit_rows in enumerate((scale.IMPORT_COMMIT_ROWS, 4)):  # 4: a transaction per partition
+        monkeypatch.setattr(scale, "IMPORT_COMMIT_ROWS", commit_rows)
+        db = tmp_path / f"store{k}.duckdb"
+        shutil.copy(world["db"], db)
+        assert main(["import-embeddings", str(world["out"]), "--db", str(db), "--name", "tiny"]) == 0
+        with Store(db, read_only=True) as store:
+            got[commit_rows] = load_embeddings(store, "tiny")
+    (oid_a, band_a, lay_a), (oid_b, band_b, lay_b) = got.values()
+    assert (oid_a == oid_b).all() and band_a == band_b and np.array_equal(lay_a, lay_b) and len(oid_a) == 15
