@@ -123,6 +123,8 @@ def cmd_import_embeddings(args: argparse.Namespace) -> int:
     from lcdash.scale import import_embeddings
     from lcdash.store import Store
 
+    if not Path(args.db).is_file():  # an import into a store that is not there: refused, none created
+        raise LcdashError(f"{args.db}: no such store (create it with lcdash ingest or lcdash demo)")
     with Store(args.db) as store:
         bar = TqdmProgress(f"import ({args.name})", "partition")
         try:

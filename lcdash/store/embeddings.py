@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,21 @@ def _weights_sha256(path: Path) -> str | None:
     return h.hexdigest()
 
 
+def weights_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 of an encoder folder's model.safetensors (None when it has none)."""
+    return _weights_sha256(Path(path))
+
+
+@contextmanager
+def _transaction(store, cursor):
+    """The caller's open transaction (`cursor`), or a new one."""
+    if cursor is not None:
+        yield cursor
+    else:
+        with store.transaction() as cur:
+            yield cur
+
+
 def _source_text(meta: dict) -> str | None:
     src = meta.get("source")
     if isinstance(src, dict):  # lcdash.weights.import_official writes {"name", "format", ...}
@@ -47,10 +63,12 @@ def _source_text(meta: dict) -> str | None:
     return None if src is None else str(src)
 
 
-def register_encoder(store, name: str, path: str | os.PathLike, source: str | None = None) -> dict:
+def register_encoder(store, name: str, path: str | os.PathLike, source: str | None = None,
+                     cursor=None) -> dict:
     """Add (or update) encoder `name` pointing at folder `path`; arch / n_layers / d_model come from its
     config.json. Re-registering a name with different weights deletes that name's embeddings (they
-    were computed by the old weights). Returns get_encoder(store, name)."""
+    were computed by the old weights). Returns get_encoder(store, name). `cursor`: a transaction the
+    caller holds (`import-embeddings` registers and saves in one)."""
     if not name or not str(name).strip():
         raise ModelError("an encoder needs a non-empty name")
     path = Path(path).resolve()
@@ -62,8 +80,8 @@ def register_encoder(store, name: str, path: str | os.PathLike, source: str | No
         raise ModelError(f"{path}/config.json lacks the model configuration (arch, n_layers, d_model)")
     sha = _weights_sha256(path)
     config = {**meta, "weights_sha256": sha}
-    with store.transaction() as cur:
-        old = cur.execute("SELECT config FROM encoders WHERE name = ?", [name]).fetchone()
+    with _transaction(store, cursor) as cur:
+        old = next(iter(cur.execute("SELECT config FROM encoders WHERE name = ?", [name]).fetchall()), None)
         if old is not None:
             old_sha = json.loads(old[0] or "{}").get("weights_sha256")
             if old_sha != sha:
@@ -75,7 +93,7 @@ def register_encoder(store, name: str, path: str | os.PathLike, source: str | No
             [name, str(path), cfg["arch"], int(cfg["n_layers"]), int(cfg["d_model"]),
              source if source is not None else _source_text(meta), json.dumps(config, default=str)],
         )
-    return get_encoder(store, name)
+        return get_encoder(store, name, cursor=cur)
 
 
 def register_default_encoder(store, name: str = DEFAULT_ENCODER) -> dict | None:
@@ -106,30 +124,35 @@ def list_encoders(store) -> pd.DataFrame:
         cur.close()
 
 
-def get_encoder(store, name: str) -> dict:
-    """{name, path, arch, n_layers, d_model, source, config (dict), created_at}; unknown names raise."""
-    cur = store.cursor()
+def get_encoder(store, name: str, cursor=None) -> dict:
+    """{name, path, arch, n_layers, d_model, source, config (dict), created_at}; unknown names raise.
+    `cursor`: read inside the caller's transaction."""
+    cur = store.cursor() if cursor is None else cursor
     try:
         row = cur.execute(
             "SELECT name, path, arch, n_layers, d_model, source, config, created_at FROM encoders "
             "WHERE name = ?",
-            [name]).fetchone()
+            [name]).fetchall()  # fetchall: a caller's cursor goes on with other statements
+        row = row[0] if row else None
         if row is None:
             known = [r[0] for r in cur.execute("SELECT name FROM encoders ORDER BY name").fetchall()]
             raise ModelError(f"no encoder named {name!r} in the store; "
                              f"registered: {', '.join(known) or 'none'}")
     finally:
-        cur.close()
+        if cursor is None:
+            cur.close()
     keys = ("name", "path", "arch", "n_layers", "d_model", "source", "config", "created_at")
     enc = dict(zip(keys, row, strict=True))
     enc["config"] = json.loads(enc["config"]) if enc["config"] else {}
     return enc
 
 
-def save_embeddings(store, encoder: str, oids, bands: Sequence[str] | str, n_windows, layers) -> int:
-    """Write embeddings of `encoder` for (oid, band) rows in one transaction, replacing any rows with
-    the same keys. layers: float32 [N, L+1, d] matching the encoder. Returns the rows written."""
-    enc = get_encoder(store, encoder)
+def save_embeddings(store, encoder: str, oids, bands: Sequence[str] | str, n_windows, layers,
+                    cursor=None) -> int:
+    """Write embeddings of `encoder` for (oid, band) rows in one transaction (or the caller's,
+    `cursor`), replacing any rows with the same keys. layers: float32 [N, L+1, d] matching the
+    encoder. Returns the rows written."""
+    enc = get_encoder(store, encoder, cursor=cursor)
     oids = np.asarray(oids, np.int64).ravel()
     n = oids.size
     bands = [bands] * n if isinstance(bands, str) else [str(b) for b in bands]
@@ -150,7 +173,7 @@ def save_embeddings(store, encoder: str, oids, bands: Sequence[str] | str, n_win
     flat = pa.FixedSizeListArray.from_arrays(pa.array(layers.reshape(-1)), width).cast(pa.list_(pa.float32()))
     table = pa.table({"oid": oids, "band": pa.array(bands, pa.string()), "n_windows": n_windows,
                       "layers": flat})
-    with store.transaction() as cur:
+    with _transaction(store, cursor) as cur:
         cur.register("_new_emb", table)
         cur.execute("DELETE FROM embeddings WHERE encoder = ? "
                     "AND (oid, band) IN (SELECT oid, band FROM _new_emb)", [encoder])
