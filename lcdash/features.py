@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from lcdash.lightcurve import fold_phase
-from lcdash.periods import default_threads, find_periods, fourier_parameters
+from lcdash.periods import curve_items, default_threads, find_periods, fourier_parameters
 
 #: Features of the curve folded at the found period (phase 0 at maximum light, phase as time).
 FOLDED_PREFIX = "period_folded_"
@@ -136,14 +136,7 @@ def _many(curves, n_jobs: int | None) -> np.ndarray:
     """Every feature of many light curves -> float64 [N, len(feature_names())]; NaN rows for curves
     with fewer than 4 unique times (too few for every feature), NaN period features where the
     finder found no period."""
-    if hasattr(curves, "mask"):
-        b = curves
-        items = [
-            (b.time[i][b.mask[i]], b.mag[i][b.mask[i]], b.mag_err[i][b.mask[i]]) for i in range(len(b.length))
-        ]
-    else:
-        items = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in curves]
-    prepared = [_prepare(*c) for c in items]
+    prepared = [_prepare(*c) for c in curve_items(curves)]
     ext, folded_ext = _extractor(), _folded_extractor()
     n_fold = len(folded_ext.names)
     names = feature_names()

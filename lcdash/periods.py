@@ -368,6 +368,15 @@ def grid_step() -> float:
     return 1.0 / MIN_PERIOD / 2**GRID_POWER
 
 
+def curve_items(curves) -> list[tuple]:
+    """(time, mag, err or None) of each light curve of a LightCurveBatch or of (time, mag[, err])
+    tuples, without padding."""
+    if hasattr(curves, "mask"):
+        b = curves
+        return [(b.time[i][b.mask[i]], b.mag[i][b.mask[i]], b.mag_err[i][b.mask[i]]) for i in range(len(b))]
+    return [(c[0], c[1], c[2] if len(c) > 2 else None) for c in curves]
+
+
 def find_periods(
     curves,
     *,
@@ -380,11 +389,7 @@ def find_periods(
     Never raises for a curve's content: too few points, constant or non-finite data give a result
     with NaN period and the reason. `progress(done, total)` is called as curves finish.
     """
-    if hasattr(curves, "mask"):
-        b = curves
-        items = [(b.time[i][b.mask[i]], b.mag[i][b.mask[i]], b.mag_err[i][b.mask[i]]) for i in range(len(b))]
-    else:
-        items = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in curves]
+    items = curve_items(curves)
     threads = n_jobs or default_threads()
     cleaned = [_clean(*c) for c in items]
     ok = [i for i, c in enumerate(cleaned) if not isinstance(c, str)]

@@ -57,48 +57,44 @@ def read_periods(store, oids=None, band: str | None = None, finder: str | None =
         cur.close()
 
 
+def _light_curves_and_periods(store, select: str, finder: str, survey, band, fetch, where=(), tail: str = ""):
+    """fetch(result of `select`) over every light curve (of `survey`, in `band` when given) LEFT
+    JOINed to its current period of `finder` (same n_obs), as p; l is the light curve, o its object."""
+    where, params = list(where) or ["true"], [finder]
+    if survey is not None:
+        where.append("o.survey = ?")
+        params.append(survey)
+    if band is not None:
+        where.append("l.band = ?")
+        params.append(band)
+    cur = store.cursor()
+    try:
+        return fetch(
+            cur.execute(
+                f"SELECT {select} FROM lightcurves l JOIN objects o USING (oid) "
+                "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? "
+                f"AND p.n_obs = l.n_obs WHERE {' AND '.join(where)} {tail}",
+                params,
+            )
+        )
+    finally:
+        cur.close()
+
+
 def missing_periods(
     store, finder: str, survey: str | None = None, band: str | None = None, every: bool = False
 ) -> pd.DataFrame:
     """(oid, band) light curves without a period of `finder` (all of them when `every`), of `survey`
     and in `band` when given, ordered by band then oid."""
-    where, params = ["true" if every else "p.oid IS NULL"], [finder]
-    if survey is not None:
-        where.append("o.survey = ?")
-        params.append(survey)
-    if band is not None:
-        where.append("l.band = ?")
-        params.append(band)
-    cur = store.cursor()
-    try:
-        return cur.execute(
-            "SELECT l.oid, l.band FROM lightcurves l JOIN objects o USING (oid) "
-            "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? AND p.n_obs = l.n_obs "
-            f"WHERE {' AND '.join(where)} ORDER BY l.band, l.oid",
-            params,
-        ).df()
-    finally:
-        cur.close()
+    where = [] if every else ["p.oid IS NULL"]
+    return _light_curves_and_periods(
+        store, "l.oid, l.band", finder, survey, band, lambda r: r.df(), where, "ORDER BY l.band, l.oid"
+    )
 
 
 def period_counts(store, finder: str, survey: str | None = None, band: str | None = None) -> dict:
     """How many light curves (of `survey`, in `band` when given) the store has ("light_curves"),
     how many have a stored result of `finder` ("stored") and how many of those a period ("found")."""
-    where, params = ["true"], [finder]
-    if survey is not None:
-        where.append("o.survey = ?")
-        params.append(survey)
-    if band is not None:
-        where.append("l.band = ?")
-        params.append(band)
-    cur = store.cursor()
-    try:
-        n, stored, found = cur.execute(
-            "SELECT count(*), count(p.oid), count(p.period) FROM lightcurves l JOIN objects o USING (oid) "
-            "LEFT JOIN periods p ON p.oid = l.oid AND p.band = l.band AND p.finder = ? AND p.n_obs = l.n_obs "
-            f"WHERE {' AND '.join(where)}",
-            params,
-        ).fetchone()
-    finally:
-        cur.close()
+    select = "count(*), count(p.oid), count(p.period)"
+    n, stored, found = _light_curves_and_periods(store, select, finder, survey, band, lambda r: r.fetchone())
     return {"light_curves": int(n), "stored": int(stored), "found": int(found)}
