@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import _hashes
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -77,22 +78,7 @@ def world(tmp_path_factory):
 
 def table_hashes(db) -> dict:
     with Store(db, read_only=True) as store:
-        cur = store.cursor()
-        try:
-            names = [
-                r[0]
-                for r in cur.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1"
-                ).fetchall()
-            ]
-            return {
-                n: hashlib.sha1(
-                    repr(sorted(map(repr, cur.execute(f'SELECT * FROM "{n}"').fetchall()))).encode()
-                ).hexdigest()
-                for n in names
-            }
-        finally:
-            cur.close()
+        return _hashes.table_hashes(store)
 
 
 # -- mutations of a copy of the good output (part=1 is the bad one: part=0 is good and comes first) --

@@ -5,7 +5,6 @@ had merged new observations into stored objects undoes them too, so "nothing was
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import _hashes
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -92,22 +92,7 @@ CHILD = textwrap.dedent("""
 
 def content_hash(store: Store) -> dict:
     """A hash of every table's sorted rows."""
-    cur = store.cursor()
-    try:
-        names = [
-            r[0]
-            for r in cur.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1"
-            ).fetchall()
-        ]
-        return {
-            n: hashlib.sha1(
-                repr(sorted(map(repr, cur.execute(f'SELECT * FROM "{n}"').fetchall()))).encode()
-            ).hexdigest()
-            for n in names
-        }
-    finally:
-        cur.close()
+    return _hashes.table_hashes(store)
 
 
 @pytest.fixture(scope="module")
